@@ -1,0 +1,117 @@
+"""The ``hsimap`` command group: logging, version, lazy subcommands and error reporting.
+
+Subcommands are imported only when invoked, so ``hsimap --help`` never imports torch.
+Exactly one place (:class:`HsimapGroup.invoke`) turns :class:`hsimap.errors.HsimapError`
+into a one-paragraph message and a non-zero exit code; ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from hsimap._version import __version__
+
+# name -> (module, attribute, short help); the module is imported on use only.
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("hsimap.cli.train", "train", "Train a model on a cube and ground-truth labels."),
+    "predict": ("hsimap.cli.predict", "predict", "Map a scene with a trained model."),
+    "evaluate": ("hsimap.cli.evaluate", "evaluate", "Accuracy of a map against reference data."),
+    "datasets": ("hsimap.cli.datasets", "datasets", "Classic benchmark scenes (.mat)."),
+    "info": ("hsimap.cli.info", "info", "Describe a cube or a model file."),
+}
+
+log = logging.getLogger("hsimap")
+
+
+def configure_logging(verbosity: int) -> None:
+    """Map ``-v``/``-q`` counts to a log level for the ``hsimap`` logger."""
+    level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(
+        max(-2, min(verbosity, 1)), logging.DEBUG
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if verbosity < 1
+                                           else "%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("hsimap")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    logging.captureWarnings(True)
+    warn_logger = logging.getLogger("py.warnings")
+    warn_logger.handlers[:] = [handler]
+    warn_logger.setLevel(logging.WARNING if verbosity > -2 else logging.ERROR)
+    warn_logger.propagate = False
+
+
+class HsimapGroup(click.Group):
+    """A group that loads subcommands lazily and reports hsimap errors cleanly."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """All subcommand names, without importing them."""
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import a subcommand's module on first use."""
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        module, attr, _ = SUBCOMMANDS[cmd_name]
+        try:
+            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                return None
+            raise
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List subcommands with their short help, without importing them."""
+        rows = [(name, short) for name, (_, _, short) in SUBCOMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; turn HsimapError and Ctrl-C into clean exits."""
+        from hsimap.errors import HsimapError
+
+        try:
+            return super().invoke(ctx)
+        except HsimapError as exc:
+            if ctx.obj and ctx.obj.get("verbosity", 0) > 0:
+                traceback.print_exc()
+            click.secho(f"Error: {exc.format()}", err=True, fg="red")
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.secho("Interrupted: nothing was left half-written.", err=True, fg="yellow")
+            ctx.exit(130)
+
+
+@click.group(cls=HsimapGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="hsimap")
+@click.option("-v", "--verbose", count=True, help="More output (-vv for debug, with tracebacks).")
+@click.option("-q", "--quiet", count=True, help="Less output (-q warnings only, -qq errors only).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
+    """hsimap: hyperspectral image + ground-truth polygons -> land-cover map.
+
+    \b
+    Typical use:
+      hsimap train --cube scene.tif --labels gt.shp
+      hsimap predict scene.tif -o map.tif
+      hsimap evaluate map.tif --labels reference.gpkg
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbosity"] = verbose - quiet
+    configure_logging(verbose - quiet)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

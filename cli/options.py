@@ -1,0 +1,102 @@
+"""Options shared by several commands, each declared once, and the progress-bar adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEVICE_CHOICES = "auto|cpu|cuda|cuda:N"
+
+
+class DeviceType(click.ParamType):
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        """Validate the spelling; availability is checked when the device is used."""
+        import re
+
+        text = str(value).strip().lower()
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+            self.fail(f"{value!r} is not one of {DEVICE_CHOICES}", param, ctx)
+        return text
+
+
+class BandListType(click.ParamType):
+    """Comma-separated 1-based band numbers and ranges: ``130-135,180``."""
+
+    name = "bands"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[int, ...]:
+        """Parse into 0-based indices."""
+        if isinstance(value, tuple):
+            return value
+        out: set[int] = set()
+        try:
+            for part in str(value).split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                lo, _, hi = part.partition("-")
+                first, last = int(lo), int(hi or lo)
+                if first < 1 or last < first:
+                    raise ValueError(part)
+                out.update(range(first - 1, last))
+        except ValueError:
+            self.fail(f"{value!r} is not a list of 1-based band numbers like 130-135,180",
+                      param, ctx)
+        return tuple(sorted(out))
+
+
+device_opt = click.option(
+    "--device", type=DeviceType(), default="auto", show_default=True, metavar=DEVICE_CHOICES,
+    help="Compute device: auto picks the first CUDA GPU if there is one, else the CPU.")
+overwrite_opt = click.option("--overwrite", is_flag=True,
+                             help="Replace output files that already exist.")
+model_opt = click.option(
+    "--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+    default="hsimap_model.safetensors", show_default=True,
+    help="Model file (train writes it, predict reads it).")
+tile_opt = click.option("--tile-size", "tile", type=click.IntRange(min=1), default=256,
+                        show_default=True, help="Tile side in pixels (the halo comes on top).")
+class_field_opt = click.option(
+    "--class-field", default=None, metavar="FIELD",
+    help="Attribute holding class names or integer codes (auto-detected if obvious).")
+all_touched_opt = click.option(
+    "--all-touched", is_flag=True,
+    help="Label every pixel a polygon touches (default: pixels whose centre is inside).")
+
+
+def progress_bars(quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """A library progress callback drawing one tqdm bar per stage, and a closer."""
+    from tqdm.auto import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def callback(event: Any) -> None:
+        if quiet:
+            return
+        bar = bars.get(event.stage)
+        if bar is None:
+            unit = {"predict": "tile", "classifier": "epoch", "denoiser": "it"}.get(event.stage,
+                                                                                   "step")
+            bar = bars[event.stage] = tqdm(total=event.total, desc=event.stage, unit=unit,
+                                           leave=True, dynamic_ncols=True)
+        bar.total = event.total
+        bar.n = event.done
+        if event.metrics:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in event.metrics.items() if k != "epoch"},
+                            refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return callback, close

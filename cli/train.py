@@ -1,0 +1,111 @@
+"""``hsimap train``: fit a model on a cube and ground-truth labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hsimap.cli.options import (
+    BandListType,
+    all_touched_opt,
+    class_field_opt,
+    device_opt,
+    model_opt,
+    overwrite_opt,
+)
+
+
+@click.command(short_help="Train a model on a cube and ground-truth labels.")
+@click.option("--cube", "cube", required=True, type=click.Path(path_type=Path),
+              help="Hyperspectral raster (GeoTIFF, ENVI, VRT, ...).")
+@click.option("--labels", "labels", required=True, type=click.Path(path_type=Path),
+              help="Ground truth: vector file (Shapefile, GPKG, GeoJSON) or label raster.")
+@model_opt
+@click.option("--model-type", "model_kind", default=None, metavar="NAME",
+              help="Model kind: diffspectralnet (default) or spectral-mlp (baseline).")
+@click.option("--preset", default=None, help="Named configuration of the model kind.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), default=None, help="TOML file overriding config fields.")
+@class_field_opt
+@all_touched_opt
+@click.option("--on-overlap", type=click.Choice(["error", "drop"]), default="error",
+              show_default=True, help="Pixels claimed by polygons of different classes.")
+@click.option("--validation", type=click.Choice(["polygon", "block", "random"]),
+              default="polygon", show_default=True,
+              help="How validation pixels are held out (random leaks; for papers only).")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
+              help="Share of each class's pixels held out for validation.")
+@click.option("--guard", type=click.IntRange(min=0), default=None,
+              help="Guard band (px) between training and validation pixels "
+                   "[default: the model's window radius].")
+@click.option("--block-size", type=click.IntRange(min=1), default=None,
+              help="Block side (px) for --validation block.")
+@click.option("--bad-bands", type=BandListType(), default="",
+              help="1-based bands to ignore, e.g. 130-135,180 (on top of the file's bbl).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@device_opt
+@overwrite_opt
+@click.pass_context
+def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
+          model_kind: str | None, preset: str | None, config_file: Path | None,
+          class_field: str | None, all_touched: bool, on_overlap: str, validation: str,
+          val_fraction: float, guard: int | None, block_size: int | None,
+          bad_bands: tuple[int, ...], seed: int, device: str, overwrite: bool) -> None:
+    """Train a model on CUBE with ground truth from LABELS and save it to --model.
+
+    \b
+    Example:
+      hsimap train --cube scene.tif --labels gt.shp
+    """
+    from hsimap.cli.options import progress_bars
+    from hsimap.models import DEFAULT_MODEL
+    from hsimap.training import TrainOptions, train_model
+
+    overrides, file_kind, file_preset = _read_config(config_file)
+    options = TrainOptions(
+        model=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
+        overrides=overrides, class_field=class_field, all_touched=all_touched,
+        on_overlap=on_overlap,  # type: ignore[arg-type]
+        validation=validation, val_fraction=val_fraction, guard=guard, block_size=block_size,
+        seed=seed, device=device, bad_bands=bad_bands)
+    quiet = ctx.obj.get("verbosity", 0) < 0
+    callback, close = progress_bars(quiet)
+    try:
+        result = train_model(cube, labels, out=model_path, options=options, overwrite=overwrite,
+                             progress=callback)
+    finally:
+        close()
+    val = "n/a (no validation pixels)" if result.val_accuracy is None else \
+        f"{100 * result.val_accuracy:.2f} %"
+    s = result.split
+    click.echo(f"validation accuracy: {val} on {s['n_val']} held-out pixels "
+               f"({s['method']} split, guard {s['guard_px']} px); "
+               f"training accuracy {100 * result.train_accuracy:.2f} %")
+    click.echo(f"model: {result.model_path}  (log: {result.log_path}"
+               + (f", curves: {result.curves_path})" if result.curves_path else ")"))
+
+
+def _read_config(path: Path | None) -> tuple[dict[str, Any], str | None, str | None]:
+    """Config overrides from a TOML file: top-level ``model``/``preset`` + a ``[config]`` table
+    (or fields at the top level)."""
+    if path is None:
+        return {}, None, None
+    import tomllib
+
+    from hsimap.errors import ConfigError
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"is not valid TOML ({exc})", path=path) from exc
+    kind = data.pop("model", None)
+    preset = data.pop("preset", None)
+    fields = data.pop("config", None)
+    if fields is None:
+        fields = data
+    elif data:
+        raise ConfigError(f"unexpected top-level keys {sorted(data)}", path=path,
+                          fix="put model fields under [config]")
+    return dict(fields), kind, preset

@@ -1,0 +1,164 @@
+"""One-file model checkpoints: safetensors weights + JSON metadata, never pickle.
+
+A checkpoint holds every weight and buffer of the model (``model.*``), the input
+normalisation (``norm.mean``/``norm.std``) and a JSON document with the model kind and
+config, the training config, the class table, the band count, the bands used, wavelengths,
+the receptive field and the hsimap version. Loading parses the safetensors header and
+rebuilds the model from its config: no code in the file is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsimap._version import __version__
+from hsimap.classes import ClassTable
+from hsimap.errors import CheckpointError, InputFileError
+from hsimap.models.base import HsiModel, get_spec
+
+FORMAT = "hsimap-model"
+FORMAT_VERSION = 1
+META_KEY = "hsimap"
+DEFAULT_MODEL_PATH = Path("hsimap_model.safetensors")
+
+_PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-band standardisation: ``(x - mean) / std`` over the bands used."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def apply(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Standardise ``(C, h, w)`` values in place; invalid pixels become 0."""
+        values -= self.mean[:, None, None]
+        values /= self.std[:, None, None]
+        values[:, ~valid] = 0.0
+        return values
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded model with everything needed to apply it to a new scene."""
+
+    model: HsiModel
+    norm: Normalisation
+    classes: ClassTable
+    meta: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def n_bands(self) -> int:
+        """Band count of the scene the model was trained on (file bands, bad ones included)."""
+        return int(self.meta["n_bands"])
+
+    @property
+    def band_indices(self) -> list[int]:
+        """0-based bands of the scene fed to the model."""
+        return list(self.meta["band_indices"])
+
+    @property
+    def wavelengths(self) -> list[float] | None:
+        """Wavelengths (nm) of all file bands, when known."""
+        w = self.meta.get("wavelengths")
+        return None if w is None else list(w)
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write a checkpoint atomically (temporary name, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone()
+               for k, v in ckpt.model.state_dict().items()}
+    tensors["norm.mean"] = torch.from_numpy(np.ascontiguousarray(ckpt.norm.mean, np.float32))
+    tensors["norm.std"] = torch.from_numpy(np.ascontiguousarray(ckpt.norm.std, np.float32))
+    meta = dict(ckpt.meta)
+    meta.update(format=FORMAT, format_version=FORMAT_VERSION, hsimap_version=__version__,
+                model_kind=ckpt.model.kind, model_config=ckpt.model.config_dict(),
+                classes=json.loads(ckpt.classes.to_json()), halo=ckpt.model.halo(),
+                stride=ckpt.model.stride())
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint, after checking the file is a safe safetensors file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError("model file not found", path=path,
+                             fix="train one with `hsimap train` or pass --model PATH")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        size = path.stat().st_size
+    if head.startswith(_PICKLE_MAGICS):
+        raise CheckpointError(
+            "is a pickle-based file (torch.save/pickle); hsimap never unpickles model files "
+            "because that can run arbitrary code", path=path,
+            fix="use a model written by `hsimap train` (safetensors)")
+    if len(head) < 8 or struct.unpack("<Q", head)[0] + 8 > size:
+        raise CheckpointError("is truncated or not an hsimap model file", path=path,
+                              fix="copy the file again or retrain")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"is damaged ({exc})", path=path,
+                              fix="copy the file again or retrain") from exc
+    if raw is None:
+        raise CheckpointError("is a safetensors file without hsimap metadata", path=path,
+                              fix="use a model written by `hsimap train`")
+    meta: dict[str, Any] = json.loads(raw)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"unknown model format {meta.get('format')!r}", path=path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"model format version {meta.get('format_version')!r} is not supported by hsimap "
+            f"{__version__} (reads version {FORMAT_VERSION})", path=path,
+            fix="use the hsimap version that wrote it (see `hsimap info MODEL`) or retrain")
+    return meta
+
+
+def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> Checkpoint:
+    """Load a checkpoint and rebuild its model in eval mode on ``device``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"is damaged ({exc})", path=path) from exc
+    spec = get_spec(meta["model_kind"])
+    config = spec.make_config(None, meta["model_config"]) if meta["model_config"] else None
+    model = spec.build(config, n_bands=len(meta["band_indices"]),
+                       n_classes=len(meta["classes"]))
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights do not fit the stored config ({exc})", path=path,
+                              fix="the file is damaged or was edited; retrain") from exc
+    model.to(device).eval()
+    norm = Normalisation(tensors["norm.mean"].numpy(), tensors["norm.std"].numpy())
+    classes = ClassTable.from_json(json.dumps(meta["classes"]))
+    return Checkpoint(model, norm, classes, meta, path)

@@ -1,0 +1,159 @@
+"""Write class maps as georeferenced GeoTIFFs that QGIS shows with names and colours.
+
+A map is written window by window into a tiled, compressed GeoTIFF under a temporary name
+beside the final path and renamed into place only when complete (so a crash never leaves a
+complete-looking map). The class table travels with the map in three forms: the embedded
+colour table, GDAL category names (``.aux.xml``, read by GDAL and QGIS) plus a JSON dataset tag
+``HSIMAP_CLASSES``, and a QGIS ``.qml`` style loaded by default when the map is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window as RioWindow
+
+from hsimap.classes import ClassTable
+from hsimap.cube import Grid
+from hsimap.errors import CheckpointError, InputFileError, OutputError
+from hsimap.tiling import Window
+
+CLASSES_TAG = "HSIMAP_CLASSES"
+MAP_NODATA = 0
+BLOCK = 256
+
+
+def class_map_profile(grid: Grid, classes: ClassTable, *, block: int = BLOCK) -> dict[str, Any]:
+    """GTiff creation profile of a class map on ``grid``."""
+    profile: dict[str, Any] = dict(
+        driver="GTiff", height=grid.height, width=grid.width, count=1,
+        dtype=classes.map_dtype, nodata=MAP_NODATA, crs=grid.crs, transform=grid.transform,
+        compress="deflate", predictor=2, zlevel=6, BIGTIFF="IF_SAFER",
+    )
+    if grid.height > block and grid.width > block:  # GTiff wants blocks smaller than the image
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    return profile
+
+
+def check_output(out: str | Path, *, inputs: tuple[str | Path, ...] = (),
+                 overwrite: bool = False) -> Path:
+    """Refuse an output path that equals an input, exists (without overwrite) or can't be made."""
+    out = Path(out)
+    for item in inputs:
+        item = Path(item)
+        same = item.resolve() == out.resolve() or (
+            item.exists() and out.exists() and os.path.samefile(out, item))
+        if same:
+            raise OutputError("output path is the same as an input file", path=out,
+                              fix="choose another output name; inputs are never overwritten")
+    if out.exists() and not overwrite:
+        raise OutputError("output already exists", path=out,
+                          fix="pass --overwrite to replace it, or choose another name")
+    if out.is_dir():
+        raise OutputError("output path is a folder", path=out, fix="give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist", path=out,
+                          fix=f"create it first (mkdir -p {parent})")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable", path=out,
+                          fix="choose a folder you can write to")
+    return out
+
+
+def partial_path(out: Path) -> Path:
+    """Temporary name a file is written under until complete."""
+    return out.with_name(f".{out.name}.partial")
+
+
+@contextlib.contextmanager
+def atomic_raster(out: Path, profile: dict[str, Any]) -> Iterator[Any]:
+    """Open ``out`` for writing under a temporary name; rename into place on success only."""
+    tmp = partial_path(out)
+    tmp.unlink(missing_ok=True)
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            yield dst
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_window(dst: Any, data: np.ndarray, window: Window) -> None:
+    """Write ``(h, w)`` or ``(bands, h, w)`` data into a pixel window of an open dataset."""
+    rio_window = RioWindow(window.col0, window.row0, window.width, window.height)
+    if data.ndim == 2:
+        dst.write(data, 1, window=rio_window)
+    else:
+        dst.write(data, window=rio_window)
+
+
+def tag_class_map(dst: Any, classes: ClassTable) -> None:
+    """Colour table, band description and class tags on an open class map."""
+    colormap = {MAP_NODATA: (0, 0, 0, 0)}
+    colormap.update({c.value: (*c.rgb(), 255) for c in classes})
+    if classes.map_dtype == "uint8":  # GTiff colour tables need 8- or 16-bit data
+        dst.write_colormap(1, colormap)
+    dst.set_band_description(1, "class")
+    dst.update_tags(**{CLASSES_TAG: classes.to_json()})
+    dst.update_tags(1, **{f"CLASS_{c.value}": c.name for c in classes})
+
+
+def write_sidecars(out: Path, classes: ClassTable) -> None:
+    """Write ``<map>.aux.xml`` (GDAL category names) and ``<map>.qml`` (QGIS paletted style)."""
+    names = [""] * (max(classes.values) + 1)
+    for c in classes:
+        names[c.value] = c.name
+    cats = "".join(f"<Category>{_xml_text(n)}</Category>" for n in names)
+    aux = (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
+           "  </PAMRasterBand>\n</PAMDataset>\n")
+    out.with_name(out.name + ".aux.xml").write_text(aux, encoding="utf-8")
+    out.with_suffix(".qml").write_text(qml_style(classes), encoding="utf-8")
+
+
+def qml_style(classes: ClassTable) -> str:
+    """A QGIS paletted-renderer style for a class map."""
+    entries = "\n".join(
+        f"        <paletteEntry value=\"{c.value}\" color=\"{c.color}\" alpha=\"255\" "
+        f"label={quoteattr(c.name)}/>" for c in classes)
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22.16" styleCategories="AllStyleCategories">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" colorizeOn="0" grayscaleMode="0"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+def _xml_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def read_class_table(path: str | Path) -> ClassTable:
+    """The class table stored in a map written by hsimap."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError("map file not found", path=path)
+    with rasterio.open(path) as src:
+        text = src.tags().get(CLASSES_TAG)
+    if text is None:
+        raise CheckpointError(f"has no {CLASSES_TAG} tag: not a class map written by hsimap",
+                              path=path, fix="give a map written by `hsimap predict`")
+    return ClassTable.from_json(text)

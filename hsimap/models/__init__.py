@@ -1,0 +1,18 @@
+"""Model kinds behind ``hsimap train``/``predict``: the interface and the built-in models."""
+
+from __future__ import annotations
+
+import importlib
+
+BUILTIN_MODULES = ("hsimap.models.spectral", "hsimap.models.diffspectralnet")
+DEFAULT_MODEL = "diffspectralnet"
+
+
+def load_builtin_models() -> None:
+    """Import the built-in model modules so that they register themselves."""
+    for name in BUILTIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a model package still being written
+            if exc.name != name:
+                raise

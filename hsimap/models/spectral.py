@@ -1,0 +1,156 @@
+"""``spectral-mlp``: a per-pixel multilayer perceptron on the spectrum (the baseline).
+
+No spatial context (halo 0): each pixel is classified from its own standardised spectrum.
+It is fast and a useful yardstick for what the diffusion features add.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hsimap.errors import ConfigError
+from hsimap.models.base import (
+    HsiModel,
+    ModelSpec,
+    ProgressCallback,
+    ProgressEvent,
+    TrainData,
+    config_to_dict,
+    register,
+)
+
+
+@dataclass(frozen=True)
+class SpectralMLPConfig:
+    """Hyperparameters of the per-pixel MLP."""
+
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 15
+    class_weights: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden layer sizes must be positive, got {self.hidden}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("epochs, batch_size and lr must be positive")
+
+
+class SpectralMLP(HsiModel):
+    """Per-pixel MLP applied as 1x1 convolutions over a tile."""
+
+    kind = "spectral-mlp"
+
+    def __init__(self, config: SpectralMLPConfig, *, n_bands: int, n_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        width = n_bands
+        for h in config.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = h
+        layers.append(nn.Linear(width, n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def halo(self) -> int:
+        """No spatial context."""
+        return 0
+
+    def forward(self, spectra: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` spectra -> ``(N, K)`` logits."""
+        return self.net(spectra)  # type: ignore[no-any-return]
+
+    def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
+        """``(1, C, h, w)`` -> ``(1, K, h, w)`` logits."""
+        _, c, h, w = x.shape
+        logits = self(x[0].reshape(c, h * w).T)  # (h*w, K)
+        return logits.T.reshape(1, -1, h, w)
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-able config."""
+        return config_to_dict(self.config)
+
+
+def build(config: SpectralMLPConfig, *, n_bands: int, n_classes: int) -> SpectralMLP:
+    """A fresh, untrained model."""
+    return SpectralMLP(config, n_bands=n_bands, n_classes=n_classes)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1) for the classes present in ``labels``."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
+    return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+
+
+def fit(data: TrainData, config: SpectralMLPConfig, *, seed: int, device: torch.device,
+        progress: ProgressCallback) -> tuple[SpectralMLP, dict[str, Any]]:
+    """Train on ``train_mask`` pixels, early-stop on ``val_mask`` accuracy."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    spectra = data.cube.reshape(data.n_bands, -1).T  # (H*W, C)
+    flat_labels = data.labels.reshape(-1)
+    tr = np.flatnonzero(data.train_mask.reshape(-1))
+    va = np.flatnonzero(data.val_mask.reshape(-1))
+    x_tr = torch.from_numpy(spectra[tr]).to(device)
+    y_tr = torch.from_numpy(flat_labels[tr]).to(device)
+    x_va = torch.from_numpy(spectra[va]).to(device)
+    y_va = torch.from_numpy(flat_labels[va]).to(device)
+    model = build(config, n_bands=data.n_bands, n_classes=data.n_classes).to(device)
+    weights = class_weights(flat_labels[tr], data.n_classes).to(device) \
+        if config.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history: dict[str, Any] = {"classifier": {"epochs": []}}
+    best: tuple[float, int, dict[str, torch.Tensor]] = (float("-inf"), 0, {})
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.from_numpy(rng.permutation(len(tr))).to(device)
+        total = 0.0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            opt.zero_grad()
+            loss = loss_fn(model(x_tr[idx]), y_tr[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        model.eval()
+        with torch.no_grad():
+            train_acc = float((model(x_tr).argmax(1) == y_tr).float().mean())
+            val_acc = float((model(x_va).argmax(1) == y_va).float().mean()) if len(va) else \
+                float("nan")
+        row = {"epoch": epoch, "loss": total / len(tr), "train_acc": train_acc, "val_acc": val_acc}
+        history["classifier"]["epochs"].append(row)
+        progress(ProgressEvent("classifier", epoch, config.epochs, row))
+        score = val_acc if len(va) else -total
+        if score > best[0]:
+            best = (score, epoch, copy.deepcopy(model.state_dict()))
+        elif len(va) and epoch - best[1] >= config.patience:
+            break
+    model.load_state_dict(best[2])
+    history["classifier"].update(best_epoch=best[1], seconds=time.perf_counter() - start,
+                                 early_stopping=bool(len(va)))
+    return model.eval(), history
+
+
+SPEC = register(ModelSpec(
+    kind=SpectralMLP.kind,
+    config_cls=SpectralMLPConfig,
+    presets={"default": {}, "fast": {"epochs": 30}},
+    default_preset="default",
+    build=build,
+    fit=fit,
+    description="per-pixel MLP on the spectrum (baseline, no spatial context)",
+))

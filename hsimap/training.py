@@ -1,0 +1,249 @@
+"""Train a model on a scene: cube + labels -> split -> fit -> checkpoint, log and curves.
+
+The cube's good bands are loaded into memory (training scenes are read whole; prediction is
+what streams), standardised per band over valid pixels, the labels rasterized onto its grid
+and split into training and validation pixels with a guard band. The model kind's ``fit``
+does the rest; the final validation accuracy is measured through the same tiled inference
+path that ``predict`` uses.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import platform
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsimap._version import __version__
+from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, save_checkpoint
+from hsimap.cube import Cube, open_cube, validity
+from hsimap.device import resolve_device
+from hsimap.errors import CubeError, HsimapWarning, TrainingError
+from hsimap.geotiff import check_output
+from hsimap.labels import Labels, OnOverlap, read_labels
+from hsimap.models import DEFAULT_MODEL
+from hsimap.models.base import ProgressCallback, TrainData, get_spec, json_safe, no_progress
+from hsimap.predict import classify_array
+from hsimap.split import Split, make_split
+
+log = logging.getLogger(__name__)
+
+MIN_PIXELS_PER_CLASS = 2
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything ``hsimap train`` can be told besides the input and output paths."""
+
+    model: str = DEFAULT_MODEL
+    preset: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    class_field: str | None = None
+    all_touched: bool = False
+    on_overlap: OnOverlap = "error"
+    validation: str = "polygon"
+    val_fraction: float = 0.2
+    guard: int | None = None
+    block_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    bad_bands: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Paths written and the headline numbers."""
+
+    model_path: Path
+    log_path: Path
+    curves_path: Path | None
+    split: dict[str, Any]
+    val_accuracy: float | None
+    train_accuracy: float
+    seconds: float
+
+
+def log_path_for(model_path: Path) -> Path:
+    """``model.safetensors`` -> ``model.log.json``."""
+    return model_path.with_name(model_path.stem + ".log.json")
+
+
+def train_model(cube_path: str | Path, labels_path: str | Path, *,
+                out: str | Path = DEFAULT_MODEL_PATH, options: TrainOptions = TrainOptions(),
+                overwrite: bool = False, progress: ProgressCallback = no_progress) -> TrainResult:
+    """Train a model and save it (with its training log and curves) to ``out``."""
+    start = time.perf_counter()
+    out = check_output(out, inputs=(cube_path, labels_path), overwrite=overwrite)
+    device = resolve_device(options.device)
+    spec = get_spec(options.model)
+    config = spec.make_config(options.preset, options.overrides)
+    cube = open_cube(cube_path, bad_bands=options.bad_bands)
+    labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
+                         all_touched=options.all_touched, on_overlap=options.on_overlap)
+    _log_labels(labels, labels_path)
+    cube, raw, valid = load_scene(cube)
+    norm = _normalisation(raw, valid)
+    cube_std = norm.apply(raw.copy(), valid)
+    index = _labels_on_valid(labels, valid, Path(labels_path))
+    probe = spec.build(config, n_bands=raw.shape[0], n_classes=len(labels.classes))
+    guard = probe.window_radius() if options.guard is None else options.guard
+    split = make_split(index, labels.groups, method=options.validation,
+                       val_fraction=options.val_fraction, guard=guard, seed=options.seed,
+                       block_size=options.block_size)
+    _log_split(split, labels)
+    data = TrainData(cube_std, valid, index, split.train, split.val, len(labels.classes))
+    torch.manual_seed(options.seed)
+    model, history = spec.fit(data, config, seed=options.seed, device=device, progress=progress)
+    meta = _metadata(cube, labels, split, options, cube_path, labels_path)
+    ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
+    predicted = classify_array(ckpt, raw, valid, device=device)
+    train_acc = float((predicted[split.train] == index[split.train]).mean())
+    val_acc = float((predicted[split.val] == index[split.val]).mean()) if split.val.any() \
+        else None
+    meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc, "val_pixels": int(split.val.sum())}
+    save_checkpoint(out, Checkpoint(ckpt.model.cpu(), norm, labels.classes, meta))
+    log_path = log_path_for(out)
+    seconds = time.perf_counter() - start
+    log_path.write_text(json.dumps(json_safe({"meta": meta, "history": history,
+                                              "seconds": seconds}), indent=1, default=float))
+    curves = write_curves(history, out.with_name(out.stem + ".curves.png"))
+    return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds)
+
+
+def load_scene(cube: Cube) -> tuple[Cube, np.ndarray, np.ndarray]:
+    """Read the whole cube; bands with no valid value at all become bad bands (with a warning).
+
+    Returns the (possibly updated) cube, the raw ``(C, H, W)`` float32 good bands and the
+    ``(H, W)`` validity mask.
+    """
+    values, _ = cube.read((0, cube.grid.height), (0, cube.grid.width))
+    per_band_ok = np.isfinite(values)
+    if cube.nodata is not None:
+        per_band_ok &= values != np.float32(cube.nodata)
+    empty = [cube.good_bands[i] for i in np.flatnonzero(~per_band_ok.any(axis=(1, 2)))]
+    if empty and len(empty) < len(cube.good_bands):
+        warnings.warn(f"{cube.path}: band(s) {[b + 1 for b in empty]} hold no valid value and "
+                      "are treated as bad bands", HsimapWarning, stacklevel=2)
+        keep = [i for i, b in enumerate(cube.good_bands) if b not in empty]
+        cube = cube.with_bad_bands(cube.bad_bands + tuple(empty))
+        values = np.ascontiguousarray(values[keep])
+    valid = validity(values, cube.nodata)
+    if not valid.any():
+        raise CubeError("has no valid pixel: every pixel is nodata, NaN or inf in some band",
+                        path=cube.path, fix="check the nodata value and the band list "
+                                            "(--bad-bands), or give another scene")
+    n_bad = int((~valid).sum())
+    if n_bad:
+        log.info("%d of %d pixels are nodata/NaN/inf and are ignored", n_bad, valid.size)
+    return cube, values, valid
+
+
+def _normalisation(values: np.ndarray, valid: np.ndarray) -> Normalisation:
+    pixels = values[:, valid].astype(np.float64)
+    mean = pixels.mean(axis=1)
+    std = pixels.std(axis=1)
+    std[std == 0] = 1.0
+    return Normalisation(mean.astype(np.float32), std.astype(np.float32))
+
+
+def _labels_on_valid(labels: Labels, valid: np.ndarray, path: Path) -> np.ndarray:
+    index = labels.index()
+    dropped = int(((index >= 0) & ~valid).sum())
+    if dropped:
+        warnings.warn(f"{path}: {dropped} labelled pixel(s) fall on nodata and are ignored",
+                      HsimapWarning, stacklevel=3)
+    index[~valid] = -1
+    counts = np.bincount(index[index >= 0], minlength=len(labels.classes))
+    present = [c for c, n in zip(labels.classes, counts, strict=True) if n > 0]
+    if len(present) < 2:
+        raise TrainingError(
+            f"the labels hold only {len(present)} class(es) on valid pixels "
+            f"({', '.join(c.name for c in present) or 'none'})", path=path,
+            fix="a classifier needs at least two classes; add ground truth for other classes")
+    small = [f"{c.name!r} ({n} px)" for c, n in zip(labels.classes, counts, strict=True)
+             if n < MIN_PIXELS_PER_CLASS]
+    if small:
+        raise TrainingError(
+            f"class(es) {', '.join(small)} have fewer than {MIN_PIXELS_PER_CLASS} labelled "
+            "valid pixels", path=path,
+            fix="add ground truth for them, merge them into another class, or remove them")
+    return index
+
+
+def _log_labels(labels: Labels, path: str | Path) -> None:
+    counts = labels.pixel_counts()
+    log.info("labels %s: %d features, field %r, %d classes: %s", Path(path).name,
+             labels.n_features, labels.class_field, len(labels.classes),
+             ", ".join(f"{c.name}={counts[c.value]}" for c in labels.classes))
+    if labels.reprojected_from:
+        log.info("labels were reprojected from %s to the cube's CRS", labels.reprojected_from)
+
+
+def _log_split(split: Split, labels: Labels) -> None:
+    s = split.summary()
+    log.info("validation: %s split, %d train / %d validation pixels, guard band %d px removed "
+             "%d validation pixels", s["method"], s["n_train"], s["n_val"], s["guard_px"],
+             s["n_guard_removed"])
+    if split.classes_without_val:
+        names = [labels.classes.names[c] for c in split.classes_without_val]
+        log.warning("no validation pixels for class(es) %s (too few polygons or all within "
+                    "the guard band)", ", ".join(names))
+
+
+def _metadata(cube: Cube, labels: Labels, split: Split, options: TrainOptions,
+              cube_path: str | Path, labels_path: str | Path) -> dict[str, Any]:
+    return json_safe({
+        "n_bands": cube.count,
+        "band_indices": cube.good_bands,
+        "wavelengths": None if cube.wavelengths is None else list(cube.wavelengths),
+        "fwhm": None if cube.fwhm is None else list(cube.fwhm),
+        "crs": None if cube.grid.crs is None else cube.grid.crs.to_string(),
+        "resolution": [abs(cube.grid.transform.a), abs(cube.grid.transform.e)],
+        "training": {"cube": str(cube_path), "labels": str(labels_path),
+                     "class_field": labels.class_field, "options": asdict(options),
+                     "pixel_counts": {c.name: n for c, n in zip(
+                         labels.classes, labels.pixel_counts().values(), strict=True)}},
+        "split": split.summary(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "software": {"hsimap": __version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+    })
+
+
+def write_curves(history: Mapping[str, Any], path: Path) -> Path | None:
+    """Plot the denoiser loss and classifier loss/accuracy curves to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    den = history.get("denoiser", {})
+    if den.get("loss"):
+        panels.append(("denoiser loss (per iteration)", {"loss": den["loss"]}))
+    epochs = history.get("classifier", {}).get("epochs", [])
+    if epochs:
+        panels.append(("classifier loss", {"loss": [e["loss"] for e in epochs]}))
+        panels.append(("classifier accuracy", {
+            k: [e[k] for e in epochs] for k in ("train_acc", "val_acc") if k in epochs[0]}))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        for name, ys in series.items():
+            ax.plot(range(1, len(ys) + 1), ys, label=name)
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
