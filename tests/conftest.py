@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: the bundled sample scene and a quickly trained baseline model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CUBE = ROOT / "sample_data" / "potsdam_enmap.tif"
+SAMPLE_LABELS = ROOT / "sample_data" / "potsdam_landcover.shp"
+SALINAS_A = ROOT / "tests" / "data" / "salinas_a"
+
+
+@pytest.fixture(scope="session")
+def sample_cube() -> Path:
+    return SAMPLE_CUBE
+
+
+@pytest.fixture(scope="session")
+def sample_labels() -> Path:
+    return SAMPLE_LABELS
+
+
+@pytest.fixture(scope="session")
+def mlp_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A spectral-MLP trained on the sample scene (a few seconds)."""
+    from hsimap.training import TrainOptions, train_model
+
+    out = tmp_path_factory.mktemp("mlp") / "mlp.safetensors"
+    train_model(SAMPLE_CUBE, SAMPLE_LABELS, out=out,
+                options=TrainOptions(model="spectral-mlp", overrides={"epochs": 5}))
+    return out
+
+
+@pytest.fixture()
+def sample_copy(tmp_path: Path) -> Path:
+    """A private copy of the sample cube (tests that must not touch the original)."""
+    dst = tmp_path / "scene.tif"
+    shutil.copy(SAMPLE_CUBE, dst)
+    return dst

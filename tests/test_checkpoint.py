@@ -1,0 +1,70 @@
+"""Checkpoints: round trip, and files that must be refused without running their code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from hsimap.checkpoint import load_checkpoint, read_metadata
+from hsimap.errors import CheckpointError
+
+
+def test_round_trip_keeps_weights_classes_and_bands(mlp_model: Path) -> None:
+    ckpt = load_checkpoint(mlp_model)
+    meta = read_metadata(mlp_model)
+    assert ckpt.classes.names[0] == "roof"
+    assert ckpt.n_bands == 224 and len(ckpt.band_indices) == 218
+    assert meta["wavelengths"][0] == pytest.approx(418.24)
+    assert meta["split"]["method"] == "polygon"
+    from safetensors.torch import load_file
+
+    stored = load_file(str(mlp_model))
+    for k, v in ckpt.model.state_dict().items():
+        torch.testing.assert_close(v, stored[f"model.{k}"])
+
+
+class _Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch"])
+def test_pickle_payload_is_refused_and_never_runs(tmp_path: Path, writer: str) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.safetensors"
+    if writer == "pickle":
+        path.write_bytes(pickle.dumps(_Payload(str(marker))))
+    else:
+        torch.save({"x": _Payload(str(marker))}, path)
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint(tmp_path: Path, mlp_model: Path) -> None:
+    data = mlp_model.read_bytes()
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(bad)
+
+
+def test_unknown_format_version(tmp_path: Path, mlp_model: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(mlp_model))
+    meta = read_metadata(mlp_model)
+    meta["format_version"] = 99
+    path = tmp_path / "future.safetensors"
+    save_file(tensors, str(path), metadata={"hsimap": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(path)

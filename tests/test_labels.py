@@ -1,0 +1,123 @@
+"""Labels from vectors: reprojection, points, string and integer class fields, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import Point, box
+
+from hsimap.cube import open_cube
+from hsimap.errors import CRSMismatchError, LabelError
+from hsimap.labels import read_labels
+
+from .fixtures import ORIGIN, UTM, write_cube, write_polygons
+
+
+@pytest.fixture()
+def cube(tmp_path: Path):
+    return open_cube(write_cube(tmp_path / "cube.tif"))
+
+
+def test_geographic_labels_land_on_the_same_pixels_as_utm(tmp_path: Path, cube) -> None:
+    utm = read_labels(write_polygons(tmp_path / "utm.shp"), grid=cube.grid)
+    wgs = read_labels(write_polygons(tmp_path / "wgs.shp", to_crs="EPSG:4326"), grid=cube.grid)
+    assert wgs.reprojected_from == "EPSG:4326"
+    assert utm.reprojected_from is None
+    assert (utm.values > 0).sum() > 300
+    np.testing.assert_array_equal(utm.values, wgs.values)
+
+
+def test_integer_field_keeps_codes_and_takes_names_from_a_paired_text_field(
+        tmp_path: Path, cube) -> None:
+    labels = read_labels(write_polygons(tmp_path / "gt.shp"), grid=cube.grid)
+    assert labels.class_field == "class_id"
+    assert labels.classes.values == [3, 7]
+    assert labels.classes.names == ["meadow", "roof"]
+    assert set(np.unique(labels.values)) == {0, 3, 7}
+
+
+def test_string_field_numbers_classes_alphabetically(tmp_path: Path, cube) -> None:
+    path = write_polygons(tmp_path / "gt.gpkg", fields=("class_name", "other"))
+    labels = read_labels(path, grid=cube.grid, class_field="class_name")
+    assert labels.classes.names == ["meadow", "roof"]
+    assert labels.classes.values == [1, 2]
+    assert labels.values[20, 5] == 1 and labels.values[20, 30] == 2
+
+
+def test_integer_only_field(tmp_path: Path, cube) -> None:
+    labels = read_labels(write_polygons(tmp_path / "gt.geojson", fields=("class_id",)),
+                         grid=cube.grid)
+    assert labels.classes.values == [3, 7]
+    assert labels.classes.names == ["class 3", "class 7"]
+
+
+def test_points_label_the_pixel_they_fall_in(tmp_path: Path, cube) -> None:
+    x0, y0 = ORIGIN
+    pts = [Point(x0 + 30 * 5 + 15, y0 - 30 * 10 - 15), Point(x0 + 30 * 30 + 1, y0 - 30 * 20 - 1)]
+    frame = gpd.GeoDataFrame({"label": ["water", "soil"]}, geometry=pts, crs=UTM)
+    frame.to_file(tmp_path / "pts.gpkg")
+    labels = read_labels(tmp_path / "pts.gpkg", grid=cube.grid)
+    assert (labels.values > 0).sum() == 2
+    assert labels.classes.names == ["soil", "water"]
+    assert labels.values[10, 5] == 2 and labels.values[20, 30] == 1
+
+
+def test_missing_class_field_lists_the_fields_that_exist(tmp_path: Path, cube) -> None:
+    path = write_polygons(tmp_path / "gt.shp")
+    with pytest.raises(LabelError) as err:
+        read_labels(path, grid=cube.grid, class_field="landuse")
+    msg = str(err.value)
+    assert "landuse" in msg and "class_name" in msg and "class_id" in msg and str(path) in msg
+
+
+def test_ambiguous_fields_ask_for_class_field(tmp_path: Path, cube) -> None:
+    frame = gpd.GeoDataFrame({"a": [1, 2], "b": ["x", "y"]},
+                             geometry=[box(*ORIGIN, ORIGIN[0] + 300, ORIGIN[1] - 300)] * 2,
+                             crs=UTM)
+    frame.to_file(tmp_path / "amb.gpkg")
+    with pytest.raises(LabelError, match="--class-field"):
+        read_labels(tmp_path / "amb.gpkg", grid=cube.grid)
+
+
+def test_features_outside_are_counted_and_all_outside_is_an_error(tmp_path: Path, cube) -> None:
+    far = box(ORIGIN[0] + 1e5, ORIGIN[1] - 1e5, ORIGIN[0] + 1e5 + 300, ORIGIN[1] - 1e5 + 300)
+    near = box(ORIGIN[0] + 60, ORIGIN[1] - 600, ORIGIN[0] + 600, ORIGIN[1] - 60)
+    gpd.GeoDataFrame({"class": ["a", "b"]}, geometry=[near, far], crs=UTM).to_file(
+        tmp_path / "some.gpkg")
+    with pytest.warns(UserWarning, match="1 of 2 features lie outside"):
+        labels = read_labels(tmp_path / "some.gpkg", grid=cube.grid)
+    assert labels.n_outside == 1
+    gpd.GeoDataFrame({"class": ["b"]}, geometry=[far], crs=UTM).to_file(tmp_path / "far.gpkg")
+    with pytest.raises(LabelError, match="none of the 1 features overlap"):
+        read_labels(tmp_path / "far.gpkg", grid=cube.grid)
+
+
+def test_overlapping_classes_are_reported_not_resolved(tmp_path: Path, cube) -> None:
+    a = box(ORIGIN[0], ORIGIN[1] - 600, ORIGIN[0] + 600, ORIGIN[1])
+    b = box(ORIGIN[0] + 300, ORIGIN[1] - 600, ORIGIN[0] + 900, ORIGIN[1])
+    gpd.GeoDataFrame({"class": ["a", "b"]}, geometry=[a, b], crs=UTM).to_file(
+        tmp_path / "ov.gpkg")
+    with pytest.raises(LabelError, match="200 pixel"):
+        read_labels(tmp_path / "ov.gpkg", grid=cube.grid)
+    with pytest.warns(UserWarning, match="left unlabelled"):
+        labels = read_labels(tmp_path / "ov.gpkg", grid=cube.grid, on_overlap="drop")
+    assert labels.n_conflict_pixels == 200
+    assert (labels.values == 1).sum() == 200 and (labels.values == 2).sum() == 200
+
+
+def test_labels_without_crs_against_a_cube_with_one(tmp_path: Path, cube) -> None:
+    path = write_polygons(tmp_path / "nocrs.gpkg", crs=None)
+    with pytest.raises(CRSMismatchError, match="no coordinate reference system"):
+        read_labels(path, grid=cube.grid)
+
+
+def test_all_touched_labels_more_pixels(tmp_path: Path, cube) -> None:
+    tri = gpd.GeoDataFrame({"class": ["a"]}, crs=UTM, geometry=[box(
+        ORIGIN[0] + 50, ORIGIN[1] - 160, ORIGIN[0] + 160, ORIGIN[1] - 50)])
+    tri.to_file(tmp_path / "t.gpkg")
+    centre = read_labels(tmp_path / "t.gpkg", grid=cube.grid)
+    touched = read_labels(tmp_path / "t.gpkg", grid=cube.grid, all_touched=True)
+    assert (touched.values > 0).sum() > (centre.values > 0).sum()
