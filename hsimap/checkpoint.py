@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class Checkpoint:
     classes: ClassTable
     meta: dict[str, Any]
     path: Path | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def n_bands(self) -> int:
@@ -83,6 +84,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
                for k, v in ckpt.model.state_dict().items()}
     tensors["norm.mean"] = torch.from_numpy(np.ascontiguousarray(ckpt.norm.mean, np.float32))
     tensors["norm.std"] = torch.from_numpy(np.ascontiguousarray(ckpt.norm.std, np.float32))
+    tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in ckpt.extras.items()})
     meta = dict(ckpt.meta)
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, hsimap_version=__version__,
                 model_kind=ckpt.model.kind, model_config=ckpt.model.config_dict(),
@@ -161,4 +163,5 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
     model.to(device).eval()
     norm = Normalisation(tensors["norm.mean"].numpy(), tensors["norm.std"].numpy())
     classes = ClassTable.from_json(json.dumps(meta["classes"]))
-    return Checkpoint(model, norm, classes, meta, path)
+    extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return Checkpoint(model, norm, classes, meta, path, extras)

@@ -110,7 +110,8 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     val_acc = float((predicted[split.val] == index[split.val]).mean()) if split.val.any() \
         else None
     meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc, "val_pixels": int(split.val.sum())}
-    save_checkpoint(out, Checkpoint(ckpt.model.cpu(), norm, labels.classes, meta))
+    save_checkpoint(out, Checkpoint(ckpt.model.cpu(), norm, labels.classes, meta,
+                                    extras={"split": torch.from_numpy(split.as_codes())}))
     log_path = log_path_for(out)
     seconds = time.perf_counter() - start
     log_path.write_text(json.dumps(json_safe({"meta": meta, "history": history,

@@ -68,3 +68,11 @@ def test_unknown_format_version(tmp_path: Path, mlp_model: Path) -> None:
     save_file(tensors, str(path), metadata={"hsimap": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="format version 99"):
         load_checkpoint(path)
+
+
+def test_split_is_saved_with_the_model(mlp_model: Path) -> None:
+    ckpt = load_checkpoint(mlp_model)
+    codes = ckpt.extras["split"].numpy()
+    assert codes.shape == (192, 160)
+    assert int((codes == 1).sum()) == ckpt.meta["split"]["n_train"]
+    assert int((codes == 2).sum()) == ckpt.meta["split"]["n_val"]

@@ -1,0 +1,67 @@
+"""Validation splits: no validation pixel within the guard band of a training pixel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from hsimap.errors import ConfigError
+from hsimap.split import make_split
+
+
+def _random_layout(seed: int, n_poly: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Random rectangles ("polygons") with random classes; later ones overwrite earlier."""
+    rng = np.random.default_rng(seed)
+    index = np.full((size, size), -1, dtype=np.int64)
+    groups = np.full((size, size), -1, dtype=np.int32)
+    for g in range(n_poly):
+        r, c = rng.integers(0, size - 4, 2)
+        h, w = rng.integers(2, 12, 2)
+        index[r:r + h, c:c + w] = rng.integers(0, 4)
+        groups[r:r + h, c:c + w] = g
+    return index, groups
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n_poly=st.integers(2, 40), guard=st.integers(0, 8),
+       method=st.sampled_from(["polygon", "block", "random"]),
+       fraction=st.floats(0.05, 0.6))
+def test_no_validation_pixel_within_guard_of_training(seed: int, n_poly: int, guard: int,
+                                                      method: str, fraction: float) -> None:
+    index, groups = _random_layout(seed, n_poly)
+    split = make_split(index, groups, method=method, val_fraction=fraction, guard=guard,
+                       seed=seed)
+    assert not (split.train & split.val).any()
+    assert not ((split.train | split.val) & (index < 0)).any()
+    if split.val.any() and guard:
+        # Chebyshev distance from every validation pixel to the nearest training pixel
+        dist = ndimage.distance_transform_cdt(~split.train, metric="chessboard")
+        assert dist[split.val].min() > guard
+    s = split.summary()
+    assert s["n_train"] + s["n_val"] + s["n_guard_removed"] == int((index >= 0).sum())
+
+
+def test_polygon_split_keeps_polygons_whole() -> None:
+    index, groups = _random_layout(3, 30)
+    split = make_split(index, groups, method="polygon", val_fraction=0.3, guard=0)
+    for g in np.unique(groups[groups >= 0]):
+        member = groups == g
+        assert not (split.train[member].any() and split.val[member].any())
+
+
+def test_every_class_keeps_training_pixels() -> None:
+    index, groups = _random_layout(5, 25)
+    split = make_split(index, groups, method="polygon", val_fraction=0.9, guard=2)
+    for c in np.unique(index[index >= 0]):
+        assert split.train[index == c].any()
+
+
+def test_invalid_options() -> None:
+    index, groups = _random_layout(1, 5)
+    with pytest.raises(ConfigError, match="unknown validation"):
+        make_split(index, groups, method="kfold")
+    with pytest.raises(ConfigError, match="guard"):
+        make_split(index, groups, guard=-1)
