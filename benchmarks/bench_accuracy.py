@@ -1,0 +1,290 @@
+"""Accuracy benchmark: DiffSpectralNet vs baselines under three protocols, several seeds.
+
+Prints a markdown table of mean +- std OA / AA / kappa (in %) and train / predict seconds per
+(dataset, protocol, method), and writes every run to a JSON file.
+
+Datasets (from the shared data folder, see its README):
+  salinas_a  AVIRIS Salinas-A, 83 x 86 x 204, 6 classes (.mat)
+  potsdam    EnMAP L2A Potsdam, the 18 EnMAP-Box test tiles of 32 x 32 x 224 mosaicked
+             (160 x 192 px grid, 6 classes)
+
+Protocols:
+  random30   30 random labelled pixels per class for training, the rest for testing
+  random5    5 % of each class for training, the rest for testing
+  disjoint   whole tiles (potsdam: the 32 x 32 EnMAP tiles; salinas_a: 16 x 16 blocks) go to
+             training or testing; test pixels within --guard px (Chebyshev) of any training
+             pixel are dropped. The table states the guard and the test pixels left.
+
+Early stopping of the neural models uses validation pixels taken (block-wise) from the
+training pixels only; test pixels are never seen by any model selection. The unsupervised
+steps of DiffSpectralNet (spectral projection, denoiser) see every valid pixel of the scene,
+test pixels included, but no labels (the transductive setting of the paper).
+
+Example:
+  python benchmarks/bench_accuracy.py --data ../shared/data --seeds 5 --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Scene:
+    """A benchmark scene in memory: raw cube, validity, labels and tile ids."""
+
+    name: str
+    cube: np.ndarray      # (C, H, W) float32, good bands only
+    valid: np.ndarray     # (H, W) bool
+    labels: np.ndarray    # (H, W) int64 class index 0..K-1, -1 unlabelled
+    tiles: np.ndarray     # (H, W) int64 tile/block id for the disjoint protocol, -1 none
+    class_names: list[str]
+
+
+def load_salinas_a(data: Path, block: int = 16) -> Scene:
+    """Salinas-A from its standard .mat files."""
+    from scipy.io import loadmat
+
+    folder = data / "salinas_a"
+    cube = loadmat(folder / "SalinasA_corrected.mat")["salinasA_corrected"]  # (H, W, C)
+    gt = loadmat(folder / "SalinasA_gt.mat")["salinasA_gt"].astype(np.int64)
+    values = sorted(int(v) for v in np.unique(gt) if v > 0)
+    index = np.full(gt.shape, -1, dtype=np.int64)
+    for i, v in enumerate(values):
+        index[gt == v] = i
+    h, w = gt.shape
+    tiles = (np.arange(h)[:, None] // block) * (-(-w // block)) + np.arange(w)[None, :] // block
+    names = {1: "Brocoli_green_weeds_1", 10: "Corn_senesced_green_weeds",
+             11: "Lettuce_romaine_4wk", 12: "Lettuce_romaine_5wk", 13: "Lettuce_romaine_6wk",
+             14: "Lettuce_romaine_7wk"}
+    return Scene("salinas_a", np.ascontiguousarray(cube.transpose(2, 0, 1), np.float32),
+                 np.ones(gt.shape, bool), index, tiles, [names[v] for v in values])
+
+
+def load_potsdam(data: Path) -> Scene:
+    """The 18 EnMAP Potsdam tiles on their common grid; bad bands (bbl=0) dropped."""
+    import rasterio
+
+    folder = data / "enmap_potsdam_tiles"
+    paths = sorted((folder / "images").glob("enmap_potsdam_tile_*.tif"))
+    with rasterio.open(paths[0]) as src:
+        bbl = [src.tags(i + 1).get("bbl", "1") for i in range(src.count)]
+        nodata = src.nodata
+    good = [i for i, b in enumerate(bbl) if float(b) != 0]
+    offsets = [tuple(int(x) for x in p.stem.split("_")[-2:]) for p in paths]  # (col, row)
+    width = max(c for c, _ in offsets) + 32 - min(c for c, _ in offsets)
+    height = max(r for _, r in offsets) + 32 - min(r for _, r in offsets)
+    c0, r0 = min(c for c, _ in offsets), min(r for _, r in offsets)
+    cube = np.zeros((len(good), height, width), np.float32)
+    valid = np.zeros((height, width), bool)
+    labels = np.full((height, width), -1, np.int64)
+    tiles = np.full((height, width), -1, np.int64)
+    for t, (p, (c, r)) in enumerate(zip(paths, offsets, strict=True)):
+        with rasterio.open(p) as src:
+            img = src.read()[good]
+        with rasterio.open(folder / "labels" / p.name) as src:
+            lab = src.read(1).astype(np.int64)
+        rs, cs = slice(r - r0, r - r0 + 32), slice(c - c0, c - c0 + 32)
+        cube[:, rs, cs] = img
+        valid[rs, cs] = (img != nodata).all(0) & np.isfinite(img).all(0)
+        labels[rs, cs] = np.where(lab > 0, lab - 1, -1)
+        tiles[rs, cs] = t
+    labels[~valid] = -1
+    names = ["roof", "pavement", "low vegetation", "tree", "soil", "water"]
+    return Scene("potsdam", cube, valid, labels, tiles, names)
+
+
+def protocol_masks(scene: Scene, protocol: str, seed: int,
+                   guard: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Training and test masks for one protocol and seed."""
+    rng = np.random.default_rng(seed)
+    lab = scene.labels
+    train = np.zeros(lab.shape, bool)
+    if protocol in ("random30", "random5"):
+        for c in np.unique(lab[lab >= 0]):
+            pix = np.flatnonzero(lab == c)
+            n = min(30, len(pix) // 2) if protocol == "random30" else max(2, round(0.05 * len(pix)))
+            train.flat[rng.choice(pix, n, replace=False)] = True
+        test = (lab >= 0) & ~train
+        return train, test, {"guard": 0, "removed": 0}
+    ids = np.unique(scene.tiles[(lab >= 0)])
+    classes = np.unique(lab[lab >= 0])
+    for _ in range(200):  # resample until every class has training and test pixels
+        chosen = rng.permutation(ids)[: max(1, int(round(0.5 * len(ids))))]
+        train = np.isin(scene.tiles, chosen) & (lab >= 0)
+        test_all = (lab >= 0) & ~np.isin(scene.tiles, chosen)
+        if all(train[lab == c].any() and test_all[lab == c].any() for c in classes):
+            break
+    from scipy import ndimage
+
+    near = ndimage.maximum_filter(train, size=2 * guard + 1) if guard else train
+    test = test_all & ~near
+    return train, test, {"guard": guard, "removed": int(test_all.sum() - test.sum())}
+
+
+def standardise(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-band mean/std over valid pixels and the standardised cube (invalid = 0)."""
+    pix = scene.cube[:, scene.valid].astype(np.float64)
+    mean, std = pix.mean(1), pix.std(1)
+    std[std == 0] = 1
+    z = ((scene.cube - mean[:, None, None].astype(np.float32))
+         / std[:, None, None].astype(np.float32))
+    z[:, ~scene.valid] = 0
+    return z.astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
+
+
+Runner = Callable[[Scene, np.ndarray, np.ndarray, int], tuple[np.ndarray, float, float]]
+
+
+def sklearn_runner(kind: str) -> Runner:
+    """SVM-RBF or random forest on standardised spectra."""
+
+    def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.svm import SVC
+
+        z, _, _ = standardise(scene)
+        x = z.reshape(z.shape[0], -1).T
+        y = scene.labels.reshape(-1)
+        clf = (SVC(C=100.0, gamma="scale", random_state=seed) if kind == "svm" else
+               RandomForestClassifier(n_estimators=300, n_jobs=-1, random_state=seed))
+        t0 = time.perf_counter()
+        clf.fit(x[train.reshape(-1)], y[train.reshape(-1)])
+        t1 = time.perf_counter()
+        valid = scene.valid.reshape(-1)
+        pred = np.full(y.shape, -1, np.int64)
+        pred[valid] = clf.predict(x[valid])
+        return pred.reshape(scene.labels.shape), t1 - t0, time.perf_counter() - t1
+
+    return run
+
+
+def hsimap_runner(model: str, preset: str | None, overrides: dict) -> Runner:
+    """An hsimap model kind trained through its ``fit`` and applied by tiled inference."""
+
+    def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
+        import torch
+
+        from hsimap.checkpoint import Checkpoint, Normalisation
+        from hsimap.classes import ClassTable
+        from hsimap.models.base import TrainData, get_spec
+        from hsimap.predict import classify_array
+        from hsimap.split import make_split
+
+        torch.manual_seed(seed)
+        z, mean, std = standardise(scene)
+        inner = np.where(train, scene.labels, -1)  # validation drawn from training pixels only
+        split = make_split(inner, scene.tiles, method="block", val_fraction=0.15, guard=0,
+                           seed=seed, block_size=8)
+        data = TrainData(z, scene.valid, inner, split.train, split.val, len(scene.class_names))
+        spec = get_spec(model)
+        config = spec.make_config(preset, overrides)
+        t0 = time.perf_counter()
+        fitted, _ = spec.fit(data, config, seed=seed, device=torch.device("cpu"),
+                             progress=lambda e: None)
+        t1 = time.perf_counter()
+        ckpt = Checkpoint(fitted.eval(), Normalisation(mean, std),
+                          ClassTable.from_names(scene.class_names), {})
+        pred = classify_array(ckpt, scene.cube, scene.valid)
+        return pred, t1 - t0, time.perf_counter() - t1
+
+    return run
+
+
+def method_table(args: argparse.Namespace) -> dict[str, Runner]:
+    """Rows of the table by name."""
+    dsn = {"denoiser_iters": args.denoiser_iters} if args.denoiser_iters else {}
+    rows: dict[str, Runner] = {
+        "svm-rbf": sklearn_runner("svm"),
+        "random-forest": sklearn_runner("rf"),
+        "spectral-mlp": hsimap_runner("spectral-mlp", None, {}),
+        "dsn-fast": hsimap_runner("diffspectralnet", "fast", dict(dsn)),
+        "dsn-fast-1t": hsimap_runner("diffspectralnet", "fast",
+                                     {**dsn, "timesteps": [args.single_t]}),
+        "dsn-paper": hsimap_runner("diffspectralnet", "paper", dict(dsn)),
+    }
+    for extra in args.extra_rows:  # name=model:preset:json-overrides
+        name, _, spec = extra.partition("=")
+        model, preset, over = (spec.split(":", 2) + ["", ""])[:3]
+        rows[name] = hsimap_runner(model, preset or None, json.loads(over or "{}"))
+    return rows
+
+
+def scores(pred: np.ndarray, scene: Scene, test: np.ndarray) -> dict[str, float]:
+    """OA, AA, kappa (%) on test pixels."""
+    from hsimap.metrics import accuracy_metrics, confusion_matrix
+
+    k = len(scene.class_names)
+    cm = confusion_matrix(scene.labels[test], pred[test], classes=list(range(k)))
+    m = accuracy_metrics(cm, classes=list(range(k)))
+    return {"oa": 100 * m.overall_accuracy, "aa": 100 * m.average_accuracy,
+            "kappa": 100 * m.kappa}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print the table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--datasets", default="salinas_a,potsdam")
+    p.add_argument("--protocols", default="random30,random5,disjoint")
+    p.add_argument("--methods", default="svm-rbf,random-forest,spectral-mlp,dsn-fast,dsn-fast-1t")
+    p.add_argument("--extra-rows", nargs="*", default=[], metavar="NAME=MODEL:PRESET:JSON")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--guard", type=int, default=8, help="disjoint guard band (px)")
+    p.add_argument("--single-t", type=int, default=50, help="timestep of the 1-timestep row")
+    p.add_argument("--denoiser-iters", type=int, default=0, help="override denoiser iterations")
+    p.add_argument("--out", type=Path, default=Path("bench_accuracy.json"))
+    args = p.parse_args(argv)
+    loaders = {"salinas_a": load_salinas_a, "potsdam": load_potsdam}
+    rows = method_table(args)
+    results = []
+    for ds in args.datasets.split(","):
+        scene = loaders[ds](args.data)
+        for proto in args.protocols.split(","):
+            for seed in range(args.seeds):
+                train, test, info = protocol_masks(scene, proto, seed, args.guard)
+                for name in args.methods.split(","):
+                    pred, t_fit, t_pred = rows[name](scene, train, test, seed)
+                    r = {"dataset": ds, "protocol": proto, "method": name, "seed": seed,
+                         "n_train": int(train.sum()), "n_test": int(test.sum()), **info,
+                         **scores(pred, scene, test), "train_s": t_fit, "predict_s": t_pred}
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
+                    args.out.write_text(json.dumps(results, indent=1))
+    print_table(results)
+
+
+def print_table(results: list[dict]) -> None:
+    """Markdown table of mean +- std over seeds."""
+    print("\n| dataset | protocol | method | n train / test (guard px, removed) | OA | AA | "
+          "kappa | train s | predict s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    keys = sorted({(r["dataset"], r["protocol"], r["method"]) for r in results},
+                  key=lambda k: (k[0], k[1]))
+    for key in keys:
+        rs = [r for r in results if (r["dataset"], r["protocol"], r["method"]) == key]
+
+        def ms(f: str, rs: list[dict] = rs) -> str:
+            v = np.array([r[f] for r in rs])
+            return f"{v.mean():.2f} ± {v.std():.2f}"
+
+        n = f"{np.mean([r['n_train'] for r in rs]):.0f} / {np.mean([r['n_test'] for r in rs]):.0f}"
+        n += f" ({rs[0]['guard']}, {np.mean([r['removed'] for r in rs]):.0f})"
+        print(f"| {key[0]} | {key[1]} | {key[2]} ({len(rs)} seeds) | {n} | {ms('oa')} | "
+              f"{ms('aa')} | {ms('kappa')} | {np.mean([r['train_s'] for r in rs]):.1f} | "
+              f"{np.mean([r['predict_s'] for r in rs]):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
