@@ -1,0 +1,627 @@
+"""The classic hyperspectral benchmark scenes (.mat) and their conversion to GeoTIFF + GPKG.
+
+The benchmark scenes (Indian Pines, Pavia, Salinas, KSC, Botswana) are distributed as MATLAB
+files holding a ``(rows, cols, bands)`` array and a ``(rows, cols)`` ground-truth map with
+class ids (0 = unlabelled), without any georeference. :func:`convert_mat` turns such a pair
+into what hsimap works with: a band-sequential tiled GeoTIFF and ground-truth polygons in a
+GeoPackage, both placed on a **nominal** georeference (the scene's UTM zone, its pixel size
+and a rounded origin near the site). That georeference is a convenience for GIS software,
+not the scene's real position, and every output says so.
+
+Sources of the registry: class names and per-class pixel counts as published with the
+scenes by the Grupo de Inteligencia Computacional (UPV/EHU) "Hyperspectral Remote Sensing
+Scenes" page; the counts were re-checked against the ground-truth files described in
+``/work/shared/data/README.md`` (whose sha256 sums are recorded below). Cube sha256 sums are
+``None`` where no verified sum was at hand.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from hsimap._version import __version__
+from hsimap.classes import ClassTable
+from hsimap.errors import InputFileError, LabelError, OutputError
+
+log = logging.getLogger(__name__)
+
+NOMINAL_GEOREFERENCE_NOTE = (
+    "nominal georeference, not real coordinates: the source .mat file has no georeference; "
+    "hsimap placed the image in the site's UTM zone with the published pixel size and a "
+    "rounded origin near the site so GIS software can display it. Do not overlay it with "
+    "real geodata."
+)
+GEOREFERENCE_TAG = "HSIMAP_GEOREFERENCE"
+# Custom (unregistered) scenes: an arbitrary place in UTM 31N, clearly not a real location.
+CUSTOM_EPSG = 32631
+CUSTOM_ORIGIN = (500_000.0, 1_000_000.0)
+
+
+@dataclass(frozen=True)
+class BenchmarkClass:
+    """One ground-truth class: id in the GT map, published name, labelled pixels."""
+
+    value: int
+    name: str
+    pixels: int | None = None
+
+
+@dataclass(frozen=True)
+class BenchmarkDataset:
+    """A benchmark scene as distributed in MATLAB files.
+
+    Attributes
+    ----------
+    name
+        Short identifier (``salinas_a``), used for output file names.
+    title
+        Human-readable name.
+    cube_file, gt_file
+        Usual file names of the cube and ground-truth ``.mat`` files.
+    cube_key, gt_key
+        Variable names inside those files.
+    shape
+        ``(rows, cols)`` of the scene.
+    bands
+        Number of bands in the cube file.
+    sensor
+        Instrument.
+    gsd
+        Ground sampling distance in metres (as published).
+    location
+        Where the scene was acquired.
+    classes
+        Ground-truth classes (ids as in the GT file).
+    cube_sha256, gt_sha256
+        sha256 of the usual distributed files, ``None`` where not verified.
+    nominal_epsg, nominal_origin
+        UTM zone and upper-left corner ``(x, y)`` in metres used for the nominal
+        georeference (NOT the real position of the scene).
+    notes
+        Anything worth knowing (band removal, class-id conventions).
+    """
+
+    name: str
+    title: str
+    cube_file: str
+    gt_file: str
+    cube_key: str
+    gt_key: str
+    shape: tuple[int, int]
+    bands: int
+    sensor: str
+    gsd: float
+    location: str
+    classes: tuple[BenchmarkClass, ...]
+    cube_sha256: str | None
+    gt_sha256: str | None
+    nominal_epsg: int
+    nominal_origin: tuple[float, float]
+    notes: str = ""
+
+    @property
+    def class_table(self) -> ClassTable:
+        """The classes as an hsimap :class:`~hsimap.classes.ClassTable`."""
+        return ClassTable.from_pairs([(c.value, c.name) for c in self.classes])
+
+    @property
+    def labelled_pixels(self) -> int | None:
+        """Total labelled pixels, when every class count is known."""
+        counts = [c.pixels for c in self.classes]
+        return None if any(n is None for n in counts) else sum(n or 0 for n in counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "name": self.name, "title": self.title, "cube_file": self.cube_file,
+            "gt_file": self.gt_file, "cube_key": self.cube_key, "gt_key": self.gt_key,
+            "shape": list(self.shape), "bands": self.bands, "sensor": self.sensor,
+            "gsd_m": self.gsd, "location": self.location,
+            "classes": [{"value": c.value, "name": c.name, "pixels": c.pixels}
+                        for c in self.classes],
+            "cube_sha256": self.cube_sha256, "gt_sha256": self.gt_sha256,
+            "nominal_epsg": self.nominal_epsg, "nominal_origin": list(self.nominal_origin),
+            "notes": self.notes,
+        }
+
+
+def _classes(names: Sequence[str], pixels: Sequence[int], values: Sequence[int] | None = None,
+             ) -> tuple[BenchmarkClass, ...]:
+    ids = list(values) if values is not None else list(range(1, len(names) + 1))
+    return tuple(BenchmarkClass(v, n, p) for v, n, p in zip(ids, names, pixels, strict=True))
+
+
+_SALINAS_NAMES = (
+    "Brocoli_green_weeds_1", "Brocoli_green_weeds_2", "Fallow", "Fallow_rough_plow",
+    "Fallow_smooth", "Stubble", "Celery", "Grapes_untrained", "Soil_vinyard_develop",
+    "Corn_senesced_green_weeds", "Lettuce_romaine_4wk", "Lettuce_romaine_5wk",
+    "Lettuce_romaine_6wk", "Lettuce_romaine_7wk", "Vinyard_untrained",
+    "Vinyard_vertical_trellis",
+)
+_SALINAS_PIXELS = (2009, 3726, 1976, 1394, 2678, 3959, 3579, 11271, 6203, 3278, 1068, 1927,
+                   916, 1070, 7268, 1807)
+_SALINAS_A_IDS = (1, 10, 11, 12, 13, 14)
+
+DATASETS: tuple[BenchmarkDataset, ...] = (
+    BenchmarkDataset(
+        name="indian_pines", title="Indian Pines (corrected)",
+        cube_file="Indian_pines_corrected.mat", gt_file="Indian_pines_gt.mat",
+        cube_key="indian_pines_corrected", gt_key="indian_pines_gt",
+        shape=(145, 145), bands=200, sensor="AVIRIS", gsd=20.0,
+        location="Indian Pines test site, north-western Indiana, USA",
+        classes=_classes(
+            ("Alfalfa", "Corn-notill", "Corn-mintill", "Corn", "Grass-pasture", "Grass-trees",
+             "Grass-pasture-mowed", "Hay-windrowed", "Oats", "Soybean-notill", "Soybean-mintill",
+             "Soybean-clean", "Wheat", "Woods", "Buildings-Grass-Trees-Drives",
+             "Stone-Steel-Towers"),
+            (46, 1428, 830, 237, 483, 730, 28, 478, 20, 972, 2455, 593, 205, 1265, 386, 93)),
+        cube_sha256=None,
+        gt_sha256="65c4687a8ab04f6da4789799bc3bc4f6e88bccac3ed6a2e6ae367e5e6b9e429c",
+        nominal_epsg=32616, nominal_origin=(500_000.0, 4_480_000.0),
+        notes="220 AVIRIS bands minus 20 water-absorption bands (104-108, 150-163, 220).",
+    ),
+    BenchmarkDataset(
+        name="pavia_university", title="Pavia University",
+        cube_file="PaviaU.mat", gt_file="PaviaU_gt.mat", cube_key="paviaU", gt_key="paviaU_gt",
+        shape=(610, 340), bands=103, sensor="ROSIS-03", gsd=1.3,
+        location="University of Pavia, Italy",
+        classes=_classes(
+            ("Asphalt", "Meadows", "Gravel", "Trees", "Painted metal sheets", "Bare Soil",
+             "Bitumen", "Self-Blocking Bricks", "Shadows"),
+            (6631, 18649, 2099, 3064, 1345, 5029, 1330, 3682, 947)),
+        cube_sha256=None,
+        gt_sha256="23f6a426928f9b32984adffe659e29f554f9fb6c93b5a107528d308d5087a829",
+        nominal_epsg=32632, nominal_origin=(510_000.0, 5_000_000.0),
+        notes="115 ROSIS bands minus 12 noisy bands.",
+    ),
+    BenchmarkDataset(
+        name="pavia_centre", title="Pavia Centre",
+        cube_file="Pavia.mat", gt_file="Pavia_gt.mat", cube_key="pavia", gt_key="pavia_gt",
+        shape=(1096, 715), bands=102, sensor="ROSIS-03", gsd=1.3,
+        location="Pavia city centre, Italy",
+        classes=_classes(
+            ("Water", "Trees", "Asphalt", "Self-Blocking Bricks", "Bitumen", "Tiles", "Shadows",
+             "Meadows", "Bare Soil"),
+            (65971, 7598, 3090, 2685, 6584, 9248, 7287, 42826, 2863)),
+        cube_sha256=None,
+        gt_sha256="7eb54ab81b404dd3ae572e6d0ec211595029e5a847bec2cfb8f9e72d07066b69",
+        nominal_epsg=32632, nominal_origin=(510_000.0, 5_010_000.0),
+        notes="Columns without information removed by the distributor (715 of 1096 kept).",
+    ),
+    BenchmarkDataset(
+        name="salinas", title="Salinas (corrected)",
+        cube_file="Salinas_corrected.mat", gt_file="Salinas_gt.mat",
+        cube_key="salinas_corrected", gt_key="salinas_gt",
+        shape=(512, 217), bands=204, sensor="AVIRIS", gsd=3.7,
+        location="Salinas Valley, California, USA",
+        classes=_classes(_SALINAS_NAMES, _SALINAS_PIXELS),
+        cube_sha256=None,
+        gt_sha256="ecfab4d31ef5553f097943235d8ea502038eb4a2067b2ad10b33e37c949955e2",
+        nominal_epsg=32610, nominal_origin=(620_000.0, 4_060_000.0),
+        notes="224 AVIRIS bands minus 20 water-absorption bands (108-112, 154-167, 224).",
+    ),
+    BenchmarkDataset(
+        name="salinas_a", title="Salinas-A (corrected)",
+        cube_file="SalinasA_corrected.mat", gt_file="SalinasA_gt.mat",
+        cube_key="salinasA_corrected", gt_key="salinasA_gt",
+        shape=(83, 86), bands=204, sensor="AVIRIS", gsd=3.7,
+        location="Salinas Valley, California, USA (sub-scene of Salinas)",
+        classes=_classes([_SALINAS_NAMES[i - 1] for i in _SALINAS_A_IDS],
+                         (391, 1343, 616, 1525, 674, 799), _SALINAS_A_IDS),
+        cube_sha256="d75684ed3ab71a1024cee0f9db9061f50a3523a92ff5edfbbb1eed976b9f1721",
+        gt_sha256="17814c1d3296c0e29b27f320f2c4174d2a68adb87e376abe78f02923e2c2e454",
+        nominal_epsg=32610, nominal_origin=(620_000.0, 4_060_000.0),
+        notes="Sub-scene of Salinas; the ground truth keeps the global Salinas class ids "
+              "1, 10, 11, 12, 13, 14.",
+    ),
+    BenchmarkDataset(
+        name="ksc", title="Kennedy Space Center (KSC)",
+        cube_file="KSC.mat", gt_file="KSC_gt.mat", cube_key="KSC", gt_key="KSC_gt",
+        shape=(512, 614), bands=176, sensor="AVIRIS", gsd=18.0,
+        location="Kennedy Space Center, Florida, USA",
+        classes=_classes(
+            ("Scrub", "Willow swamp", "Cabbage palm hammock", "Cabbage palm/oak hammock",
+             "Slash pine", "Oak/broadleaf hammock", "Hardwood swamp", "Graminoid marsh",
+             "Spartina marsh", "Cattail marsh", "Salt marsh", "Mud flats", "Water"),
+            (761, 243, 256, 252, 161, 229, 105, 431, 520, 404, 419, 503, 927)),
+        cube_sha256=None,
+        gt_sha256="a1d6ab9293691006bd4d9742d1a1e1c141b1aaa5fbc5fa128b33c1d09038510b",
+        nominal_epsg=32617, nominal_origin=(530_000.0, 3_160_000.0),
+        notes="224 AVIRIS bands minus water-absorption and low-SNR bands.",
+    ),
+    BenchmarkDataset(
+        name="botswana", title="Botswana",
+        cube_file="Botswana.mat", gt_file="Botswana_gt.mat", cube_key="Botswana",
+        gt_key="Botswana_gt", shape=(1476, 256), bands=145, sensor="EO-1 Hyperion", gsd=30.0,
+        location="Okavango Delta, Botswana",
+        classes=_classes(
+            ("Water", "Hippo grass", "Floodplain grasses 1", "Floodplain grasses 2", "Reeds",
+             "Riparian", "Firescar", "Island interior", "Acacia woodlands", "Acacia shrublands",
+             "Acacia grasslands", "Short mopane", "Mixed mopane", "Exposed soils"),
+            (270, 101, 251, 215, 269, 269, 259, 203, 314, 248, 305, 181, 268, 95)),
+        cube_sha256=None,
+        gt_sha256="668394905e10e629c16584bfd02b0f533b96d6ba18a63274a94ff3a77126a887",
+        nominal_epsg=32734, nominal_origin=(710_000.0, 7_840_000.0),
+        notes="242 Hyperion bands minus uncalibrated and noisy bands.",
+    ),
+)
+
+
+def get_dataset(name: str) -> BenchmarkDataset:
+    """The registry entry called ``name`` (case-insensitive)."""
+    for ds in DATASETS:
+        if ds.name == name.lower():
+            return ds
+    raise LabelError(f"unknown benchmark dataset {name!r}",
+                     fix=f"known: {', '.join(d.name for d in DATASETS)}")
+
+
+# ----------------------------------------------------------------------------- .mat reading
+
+
+def _is_v73(path: Path) -> bool:
+    """MATLAB v7.3 files are HDF5 with a text header that says so."""
+    with path.open("rb") as f:
+        head = f.read(128)
+    return head.startswith(b"MATLAB 7.3") or head.startswith(b"\x89HDF")
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+    except ImportError as exc:
+        raise InputFileError(
+            "is a MATLAB v7.3 (HDF5) file, which needs the h5py package",
+            fix="install it with `pip install h5py` (in hsimap's environment) and run again, "
+                "or re-save the file in MATLAB with save(..., '-v7')") from exc
+    return h5py
+
+
+def mat_variables(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Variable names and shapes of a ``.mat`` file (v4-v7 via scipy, v7.3 via h5py)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(".mat file not found", path=path, fix="check the path")
+    if _is_v73(path):
+        h5py = _h5py()
+        with h5py.File(path, "r") as f:
+            return {k: tuple(reversed(f[k].shape)) for k in f.keys()
+                    if not k.startswith("#") and hasattr(f[k], "shape")}
+    import scipy.io
+
+    try:
+        return {name: tuple(shape) for name, shape, _ in scipy.io.whosmat(str(path))}
+    except (ValueError, TypeError, OSError, NotImplementedError) as exc:
+        raise InputFileError(f"not a MATLAB .mat file scipy can read ({exc})", path=path,
+                             fix="give the .mat files as distributed with the scene") from exc
+
+
+def read_mat_variable(path: str | Path, key: str) -> npt.NDArray[Any]:
+    """One variable of a ``.mat`` file as a numpy array in MATLAB's (row, col, ...) order."""
+    path = Path(path)
+    if _is_v73(path):
+        h5py = _h5py()
+        with h5py.File(path, "r") as f:
+            return np.asarray(f[key][()]).T  # HDF5 holds MATLAB's column-major arrays reversed
+    import scipy.io
+
+    return np.asarray(scipy.io.loadmat(str(path), variable_names=[key])[key])
+
+
+def detect_dataset(cube_vars: dict[str, tuple[int, ...]], gt_vars: dict[str, tuple[int, ...]],
+                   ) -> BenchmarkDataset | None:
+    """The registry entry whose keys and shape match the two files' variables, if any."""
+    for ds in DATASETS:
+        if ds.cube_key in cube_vars and ds.gt_key in gt_vars:
+            if cube_vars[ds.cube_key] == (*ds.shape, ds.bands) and gt_vars[ds.gt_key] == ds.shape:
+                return ds
+    return None
+
+
+def _describe(variables: dict[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in variables.items()) or "(none)"
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """Files written by :func:`convert_mat`."""
+
+    dataset: BenchmarkDataset
+    image: Path
+    labels: Path
+    provenance: Path
+    readme: Path
+    n_polygons: int
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """All outputs."""
+        return self.image, self.labels, self.provenance, self.readme
+
+
+def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    """The files :func:`convert_mat` writes for a scene called ``name``."""
+    return {"image": out_dir / f"{name}.tif", "labels": out_dir / f"{name}_gt.gpkg",
+            "provenance": out_dir / f"{name}_provenance.json",
+            "readme": out_dir / f"{name}_README.txt"}
+
+
+def convert_mat(
+    cube_path: str | Path,
+    gt_path: str | Path,
+    out_dir: str | Path,
+    *,
+    cube_key: str | None = None,
+    gt_key: str | None = None,
+    name: str | None = None,
+    gsd: float | None = None,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """Convert a benchmark ``.mat`` pair to ``<name>.tif`` + ``<name>_gt.gpkg`` + sidecars.
+
+    Parameters
+    ----------
+    cube_path, gt_path
+        The cube (``rows x cols x bands``) and ground-truth (``rows x cols``) ``.mat`` files.
+    out_dir
+        Output folder (created if missing).
+    cube_key, gt_key
+        Variable names, for files the registry does not know (auto-detected otherwise).
+    name
+        Output base name (default: the registry name, else the cube file's stem).
+    gsd
+        Pixel size in metres for unregistered scenes (default 1.0; registered scenes use
+        the published value).
+    overwrite
+        Replace existing outputs.
+
+    Returns
+    -------
+    ConversionResult
+    """
+    cube_path, gt_path, out_dir = Path(cube_path), Path(gt_path), Path(out_dir)
+    cube_vars, gt_vars = mat_variables(cube_path), mat_variables(gt_path)
+    dataset = _resolve_dataset(cube_path, gt_path, cube_vars, gt_vars, cube_key=cube_key,
+                               gt_key=gt_key, name=name, gsd=gsd)
+    base = name or dataset.name
+    paths = output_paths(out_dir, base)
+    _check_outputs(out_dir, paths, cube_path, gt_path, overwrite=overwrite)
+    cube = read_mat_variable(cube_path, dataset.cube_key)
+    gt = read_mat_variable(gt_path, dataset.gt_key)
+    gt = _check_arrays(cube, gt, dataset, cube_path=cube_path, gt_path=gt_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    transform = _nominal_transform(dataset)
+    source = {"cube": _file_record(cube_path, dataset.cube_key, dataset.cube_sha256),
+              "gt": _file_record(gt_path, dataset.gt_key, dataset.gt_sha256)}
+    _write_image(paths["image"], cube, dataset, transform, source)
+    n_polygons = _write_polygons(paths["labels"], gt, dataset, transform)
+    prov = _provenance(dataset, source, paths, n_polygons, gt)
+    _write_text(paths["provenance"], json.dumps(prov, indent=2) + "\n")
+    _write_text(paths["readme"], _readme(dataset, prov))
+    log.info("wrote %s and %s (%s)", paths["image"], paths["labels"], NOMINAL_GEOREFERENCE_NOTE)
+    return ConversionResult(dataset, paths["image"], paths["labels"], paths["provenance"],
+                            paths["readme"], n_polygons)
+
+
+def _resolve_dataset(cube_path: Path, gt_path: Path, cube_vars: dict[str, tuple[int, ...]],
+                     gt_vars: dict[str, tuple[int, ...]], *, cube_key: str | None,
+                     gt_key: str | None, name: str | None, gsd: float | None,
+                     ) -> BenchmarkDataset:
+    """Registry entry for the files, or an ad-hoc one built from the given keys."""
+    found = detect_dataset(cube_vars, gt_vars)
+    if found is not None and cube_key in (None, found.cube_key) and gt_key in (None,
+                                                                               found.gt_key):
+        return found
+    swapped = detect_dataset(gt_vars, cube_vars)
+    if swapped is not None and cube_key is None and gt_key is None:
+        raise InputFileError(
+            f"looks like the {swapped.title} files given in the wrong order", path=cube_path,
+            fix="give the cube file first and the ground-truth file second")
+    if cube_key is None or gt_key is None:
+        near = [d for d in DATASETS if d.cube_key in cube_vars or d.gt_key in gt_vars]
+        hint = (f" The keys look like {near[0].title} but the shapes differ from the "
+                f"published {near[0].shape[0]} x {near[0].shape[1]} x {near[0].bands}."
+                if near else "")
+        raise InputFileError(
+            f"not a known benchmark scene: cube file holds {_describe(cube_vars)}; "
+            f"ground-truth file {gt_path} holds {_describe(gt_vars)}.{hint}",
+            path=cube_path,
+            fix="pass --cube-key NAME and --gt-key NAME to say which variables hold the "
+                "(rows x cols x bands) cube and the (rows x cols) class ids "
+                "(and --gsd for the pixel size)")
+    for key, variables, path in ((cube_key, cube_vars, cube_path), (gt_key, gt_vars, gt_path)):
+        if key not in variables:
+            raise InputFileError(f"has no variable {key!r} (it holds {_describe(variables)})",
+                                 path=path, fix="pass one of the names listed")
+    shape = cube_vars[cube_key]
+    if len(shape) != 3:
+        raise InputFileError(f"variable {cube_key!r} has shape {shape}, expected "
+                             "(rows, cols, bands)", path=cube_path,
+                             fix="pass the 3-D variable as --cube-key")
+    return BenchmarkDataset(
+        name=name or _slug(cube_path.stem), title=f"{cube_path.name} (unregistered)",
+        cube_file=cube_path.name, gt_file=gt_path.name, cube_key=cube_key, gt_key=gt_key,
+        shape=(shape[0], shape[1]), bands=shape[2], sensor="unknown",
+        gsd=float(gsd) if gsd else 1.0, location="unknown", classes=(), cube_sha256=None,
+        gt_sha256=None, nominal_epsg=CUSTOM_EPSG, nominal_origin=CUSTOM_ORIGIN)
+
+
+def _slug(text: str) -> str:
+    out = "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")
+    return out or "scene"
+
+
+def _check_outputs(out_dir: Path, paths: dict[str, Path], *inputs: Path,
+                   overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError("output path exists and is not a folder", path=out_dir,
+                          fix="give a folder with -o")
+    resolved_inputs = {p.resolve() for p in inputs}
+    for p in paths.values():
+        if p.resolve() in resolved_inputs:
+            raise OutputError("output would replace an input file", path=p,
+                              fix="choose another output folder with -o")
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise OutputError(f"output already exists: {', '.join(existing)}", path=out_dir,
+                          fix="pass --overwrite to replace, or choose another folder with -o")
+
+
+def _check_arrays(cube: npt.NDArray[Any], gt: npt.NDArray[Any], ds: BenchmarkDataset, *,
+                  cube_path: Path, gt_path: Path) -> npt.NDArray[np.int32]:
+    if cube.ndim != 3:
+        raise InputFileError(f"{ds.cube_key!r} has shape {cube.shape}, expected "
+                             "(rows, cols, bands)", path=cube_path)
+    if gt.ndim != 2 or gt.shape != cube.shape[:2]:
+        raise LabelError(f"ground truth {ds.gt_key!r} has shape {gt.shape}, the cube "
+                         f"{cube.shape[:2]}", path=gt_path,
+                         fix="give the ground-truth file that belongs to this cube")
+    if gt.dtype.kind not in "iub" and not np.all(gt == np.round(gt)):
+        raise LabelError("ground truth holds non-integer values", path=gt_path)
+    ids = gt.astype(np.int64)
+    if ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
+        raise LabelError(f"ground-truth ids outside 0..2^31 ({ids.min()}..{ids.max()})",
+                         path=gt_path)
+    known = {c.value for c in ds.classes}
+    unknown = sorted(set(np.unique(ids).tolist()) - known - {0})
+    if known and unknown:
+        raise LabelError(f"ground truth holds ids {unknown} that {ds.title} does not have",
+                         path=gt_path, fix="check that the files belong to the same scene")
+    return ids.astype(np.int32)
+
+
+def _nominal_transform(ds: BenchmarkDataset) -> Any:
+    from rasterio.transform import from_origin
+
+    return from_origin(ds.nominal_origin[0], ds.nominal_origin[1], ds.gsd, ds.gsd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_record(path: Path, key: str, expected: str | None) -> dict[str, Any]:
+    digest = _sha256(path)
+    if expected is not None and digest != expected:
+        log.warning("%s: sha256 %s differs from the registry's %s (another copy of the "
+                    "scene?)", path, digest, expected)
+    return {"file": path.name, "key": key, "sha256": digest, "registry_sha256": expected,
+            "sha256_matches_registry": None if expected is None else digest == expected}
+
+
+def _write_image(out: Path, cube: npt.NDArray[Any], ds: BenchmarkDataset, transform: Any,
+                 source: dict[str, Any]) -> None:
+    import rasterio
+    from rasterio.crs import CRS
+
+    data = np.ascontiguousarray(np.moveaxis(cube, -1, 0))  # (rows, cols, bands) -> (band, y, x)
+    if data.dtype.kind == "f":
+        data = data.astype(np.float32, copy=False)
+    elif data.dtype == np.int64 or data.dtype == np.uint64:
+        raise InputFileError(f"cube dtype {data.dtype} is not supported", path=ds.cube_file)
+    bands, rows, cols = data.shape
+    block = min(256, 16 * -(-max(rows, cols) // 16))
+    profile = dict(driver="GTiff", height=rows, width=cols, count=bands, dtype=data.dtype.name,
+                   crs=CRS.from_epsg(ds.nominal_epsg), transform=transform, tiled=True,
+                   blockxsize=block, blockysize=block, interleave="band", compress="deflate",
+                   predictor=3 if data.dtype.kind == "f" else 2)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            dst.update_tags(**{GEOREFERENCE_TAG: NOMINAL_GEOREFERENCE_NOTE,
+                               "HSIMAP_DATASET": ds.name,
+                               "HSIMAP_SOURCE": json.dumps(source)},
+                            TIFFTAG_IMAGEDESCRIPTION=f"{ds.title}; {NOMINAL_GEOREFERENCE_NOTE}")
+            for i in range(bands):
+                dst.set_band_description(i + 1, f"band {i + 1}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_polygons(out: Path, gt: npt.NDArray[np.int32], ds: BenchmarkDataset,
+                    transform: Any) -> int:
+    import geopandas as gpd
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    names = {c.value: c.name for c in ds.classes}
+    records = []
+    for geom, value in shapes(gt, mask=gt > 0, connectivity=4, transform=transform):
+        v = int(value)
+        records.append((v, names.get(v, f"class {v}"), shape(geom)))
+    frame = gpd.GeoDataFrame(
+        {"class_id": np.array([r[0] for r in records], dtype=np.int32),
+         "class_name": [r[1] for r in records],
+         "poly_id": np.arange(1, len(records) + 1, dtype=np.int32)},
+        geometry=[r[2] for r in records], crs=f"EPSG:{ds.nominal_epsg}")
+    tmp = out.with_name(f".{out.name}.partial.gpkg")
+    try:
+        frame.to_file(tmp, driver="GPKG", layer=f"{ds.name}_gt", engine="pyogrio")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(records)
+
+
+def _provenance(ds: BenchmarkDataset, source: dict[str, Any], paths: dict[str, Path],
+                n_polygons: int, gt: npt.NDArray[np.int32]) -> dict[str, Any]:
+    values, counts = np.unique(gt[gt > 0], return_counts=True)
+    return {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "hsimap_version": __version__,
+        "dataset": ds.to_dict(),
+        "source_files": source,
+        "outputs": {k: p.name for k, p in paths.items()},
+        "georeference": {"note": NOMINAL_GEOREFERENCE_NOTE, "crs": f"EPSG:{ds.nominal_epsg}",
+                         "upper_left": list(ds.nominal_origin), "pixel_size_m": ds.gsd},
+        "image_layout": "band-sequential (band, y, x), tiled, deflate; values unchanged "
+                        "(float64 sources stored as float32)",
+        "ground_truth": {"polygons": n_polygons, "connectivity": 4,
+                         "fields": ["class_id", "class_name", "poly_id"],
+                         "pixels_per_class": {str(v): int(n) for v, n in
+                                              zip(values.tolist(), counts.tolist(), strict=True)}},
+    }
+
+
+def _readme(ds: BenchmarkDataset, prov: dict[str, Any]) -> str:
+    src = prov["source_files"]
+    return (
+        f"{ds.title}\n{'=' * len(ds.title)}\n\n"
+        f"Converted by hsimap {__version__} from {src['cube']['file']} (variable "
+        f"{src['cube']['key']}, sha256 {src['cube']['sha256']}) and {src['gt']['file']} "
+        f"(variable {src['gt']['key']}, sha256 {src['gt']['sha256']}).\n\n"
+        f"Sensor: {ds.sensor}; pixel size {ds.gsd} m; location: {ds.location}.\n\n"
+        f"GEOREFERENCE: {NOMINAL_GEOREFERENCE_NOTE} CRS EPSG:{ds.nominal_epsg}, upper-left "
+        f"corner {ds.nominal_origin}.\n\n"
+        f"{prov['outputs']['image']}: {ds.bands}-band image, {prov['image_layout']}.\n"
+        f"{prov['outputs']['labels']}: {prov['ground_truth']['polygons']} ground-truth "
+        "polygons (class_id, class_name, poly_id), one per 4-connected region of a class.\n"
+        f"{prov['outputs']['provenance']}: all of this, machine readable.\n\n"
+        f"{ds.notes}\nCite the original providers of the scene when publishing results.\n"
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

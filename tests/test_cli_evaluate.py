@@ -1,0 +1,77 @@
+"""CLI tests of ``hsimap evaluate`` (CliRunner, real files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from rasterio.transform import from_origin
+from shapely.geometry import box
+
+from hsimap.classes import ClassTable
+from hsimap.cli.main import cli
+
+CRS = "EPSG:32633"
+TABLE = ClassTable.from_names(["crop", "grass"])
+
+
+@pytest.fixture()
+def scene(tmp_path: Path) -> dict[str, Path]:
+    data = np.ones((20, 30), np.uint8)
+    data[:, 15:] = 2
+    with rasterio.open(tmp_path / "map.tif", "w", driver="GTiff", height=20, width=30, count=1,
+                       dtype="uint8", crs=CRS, transform=from_origin(0, 600, 20, 20),
+                       nodata=0) as dst:
+        dst.write(data, 1)
+        dst.update_tags(HSIMAP_CLASSES=TABLE.to_json())
+    # 5x5 px of crop on crop, 5x5 px of grass of which 2 columns lie on crop
+    frame = gpd.GeoDataFrame({"code": [1, 2]}, geometry=[box(20, 400, 120, 500),
+                                                        box(260, 300, 360, 400)], crs=CRS)
+    frame.to_file(tmp_path / "ref.gpkg", driver="GPKG")
+    return {"map": tmp_path / "map.tif", "ref": tmp_path / "ref.gpkg", "dir": tmp_path}
+
+
+def test_evaluate_cli_default_out_dir_and_overwrite(scene):
+    runner = CliRunner()
+    args = ["evaluate", str(scene["map"]), "--labels", str(scene["ref"]), "--class-field",
+            "code"]
+    result = runner.invoke(cli, args, obj={})
+    assert result.exit_code == 0, result.output
+    out = scene["dir"] / "map_evaluation"
+    assert "Overall accuracy:  80.00 %" in result.output
+    assert "Cohen's kappa:" in result.output and "Average accuracy:" in result.output
+    assert str(out / "report.html") in result.output
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["confusion_matrix"]["counts"] == [[25, 0], [10, 15]]
+    assert doc["inputs"]["class_field"] == "code"
+
+    again = runner.invoke(cli, args, obj={})
+    assert again.exit_code == 1
+    assert "Error:" in again.output and "--overwrite" in again.output
+    assert "Traceback" not in again.output
+    assert runner.invoke(cli, [*args, "--overwrite"], obj={}).exit_code == 0
+
+
+def test_evaluate_cli_options_and_errors(scene):
+    runner = CliRunner()
+    log = scene["dir"] / "log.json"
+    log.write_text(json.dumps({"classifier": {"loss": [1.0, 0.5, 0.2]}}))
+    out = scene["dir"] / "custom"
+    result = runner.invoke(cli, ["evaluate", str(scene["map"]), "--labels", str(scene["ref"]),
+                                 "--all-touched", "--log", str(log), "-o", str(out)], obj={})
+    assert result.exit_code == 0, result.output
+    assert "Training curves" in (out / "report.html").read_text()
+    assert json.loads((out / "metrics.json").read_text())["inputs"]["all_touched"] is True
+
+    missing = runner.invoke(cli, ["evaluate", str(scene["map"]), "--labels",
+                                  str(scene["dir"] / "none.gpkg"), "-o", str(out / "x")],
+                            obj={})
+    assert missing.exit_code == 1
+    assert "reference file not found" in missing.output and "Traceback" not in missing.output
+    no_labels = runner.invoke(cli, ["evaluate", str(scene["map"])], obj={})
+    assert no_labels.exit_code == 2 and "--labels" in no_labels.output
