@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import click
@@ -42,10 +43,23 @@ def configure_logging(verbosity: int) -> None:
     root.setLevel(level)
     root.propagate = False
     logging.captureWarnings(True)
+    warnings.showwarning = _show_warning
     warn_logger = logging.getLogger("py.warnings")
     warn_logger.handlers[:] = [handler]
     warn_logger.setLevel(logging.WARNING if verbosity > -2 else logging.ERROR)
     warn_logger.propagate = False
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Log hsimap's own warnings as one plain line; others in Python's usual format."""
+    from hsimap.errors import HsimapWarning
+
+    if issubclass(category, HsimapWarning):
+        text = f"Warning: {message}"
+    else:
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+    logging.getLogger("py.warnings").warning(text)
 
 
 class HsimapGroup(click.Group):
@@ -85,7 +99,7 @@ class HsimapGroup(click.Group):
             click.secho(f"Error: {exc.format()}", err=True, fg="red")
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.secho("Interrupted: nothing was left half-written.", err=True, fg="yellow")
+            click.secho("Interrupted: no output file was completed.", err=True, fg="yellow")
             ctx.exit(130)
 
 

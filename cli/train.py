@@ -64,6 +64,10 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     from hsimap.training import TrainOptions, train_model
 
     overrides, file_kind, file_preset = _read_config(config_file)
+    if config_file is not None:
+        _check_config(config_file, model_kind or file_kind or DEFAULT_MODEL,
+                      preset or file_preset, overrides, kind_from_file=not model_kind,
+                      preset_from_file=not preset)
     options = TrainOptions(
         model=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
         overrides=overrides, class_field=class_field, all_touched=all_touched,
@@ -99,13 +103,50 @@ def _read_config(path: Path | None) -> tuple[dict[str, Any], str | None, str | N
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"is not valid TOML ({exc})", path=path) from exc
+        raise ConfigError(f"is not valid TOML ({exc})", path=path,
+                          fix="fix the syntax there: a [config] header, then one `field = "
+                              "value` per line (strings in quotes)") from exc
     kind = data.pop("model", None)
     preset = data.pop("preset", None)
+    for key, value in (("model", kind), ("preset", preset)):
+        if value is not None and not isinstance(value, str):
+            example = "spectral-mlp" if key == "model" else "default"
+            raise ConfigError(f"{key} must be a name in quotes, got {value!r}", path=path,
+                              fix=f'write e.g. {key} = "{example}"')
     fields = data.pop("config", None)
     if fields is None:
         fields = data
+    elif not isinstance(fields, dict):
+        raise ConfigError(f"config must be a table, got {fields!r}", path=path,
+                          fix="write the fields under a [config] header, one per line")
     elif data:
         raise ConfigError(f"unexpected top-level keys {sorted(data)}", path=path,
                           fix="put model fields under [config]")
     return dict(fields), kind, preset
+
+
+def _check_config(path: Path, kind: str, preset: str | None, overrides: dict[str, Any], *,
+                  kind_from_file: bool, preset_from_file: bool) -> None:
+    """Build the config once so that a bad field is reported against the TOML file."""
+    from hsimap.errors import ConfigError
+    from hsimap.models.base import get_spec
+
+    def named(exc: ConfigError, fix: str | None = None) -> ConfigError:
+        return ConfigError(exc.message, path=path, fix=exc.fix or fix)
+
+    try:
+        spec = get_spec(kind)
+    except ConfigError as exc:
+        if kind_from_file:
+            raise named(exc) from exc
+        raise
+    try:
+        spec.make_config(preset, {})
+    except ConfigError as exc:
+        if preset_from_file:
+            raise named(exc) from exc
+        raise
+    try:
+        spec.make_config(preset, overrides)
+    except ConfigError as exc:
+        raise named(exc, "correct that field in the [config] table") from exc

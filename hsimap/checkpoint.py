@@ -9,6 +9,7 @@ rebuilds the model from its config: no code in the file is ever executed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -21,7 +22,7 @@ import torch
 
 from hsimap._version import __version__
 from hsimap.classes import ClassTable
-from hsimap.errors import CheckpointError, InputFileError
+from hsimap.errors import CheckpointError, HsimapError, InputFileError, OutputError
 from hsimap.models.base import HsiModel, get_spec
 
 FORMAT = "hsimap-model"
@@ -77,6 +78,7 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write a checkpoint atomically (temporary name, then rename)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -94,8 +96,13 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     try:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, SafetensorError)):
+            raise OutputError(f"the model file cannot be written ({exc})", path=path,
+                              fix="check that the folder is writable and the disk not full"
+                              ) from exc
         raise
     return path
 
@@ -106,17 +113,29 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise InputFileError("model file not found", path=path,
                              fix="train one with `hsimap train` or pass --model PATH")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        size = path.stat().st_size
-    if head.startswith(_PICKLE_MAGICS):
+    if path.is_dir():
+        raise InputFileError("is a folder, not a model file", path=path,
+                             fix="pass the .safetensors file written by `hsimap train`")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+            size = path.stat().st_size
+    except OSError as exc:
+        raise InputFileError(f"model file cannot be read ({exc.strerror})", path=path,
+                             fix="check the file's permissions (chmod u+r)") from exc
+    # A safetensors header length can itself begin with pickle's b"\x80\x02".."\x05" (640,
+    # 896, ... bytes), so the pickle test applies only to files that are not safetensors.
+    plausible = len(head) == 9 and head[8:9] == b"{" and \
+        struct.unpack("<Q", head[:8])[0] + 8 <= size
+    if not plausible and head.startswith(_PICKLE_MAGICS):
         raise CheckpointError(
             "is a pickle-based file (torch.save/pickle); hsimap never unpickles model files "
             "because that can run arbitrary code", path=path,
             fix="use a model written by `hsimap train` (safetensors)")
-    if len(head) < 8 or struct.unpack("<Q", head)[0] + 8 > size:
+    if len(head) < 9 or struct.unpack("<Q", head[:8])[0] + 8 > size:
         raise CheckpointError("is truncated or not an hsimap model file", path=path,
                               fix="copy the file again or retrain")
+    _check_complete(path, struct.unpack("<Q", head[:8])[0], size)
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -128,7 +147,14 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if raw is None:
         raise CheckpointError("is a safetensors file without hsimap metadata", path=path,
                               fix="use a model written by `hsimap train`")
-    meta: dict[str, Any] = json.loads(raw)
+    try:
+        meta: dict[str, Any] = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"has damaged hsimap metadata ({exc})", path=path,
+                              fix="copy the file again or retrain") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError("has damaged hsimap metadata (not a JSON object)", path=path,
+                              fix="copy the file again or retrain")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"unknown model format {meta.get('format')!r}", path=path)
     if meta.get("format_version") != FORMAT_VERSION:
@@ -137,6 +163,25 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             f"{__version__} (reads version {FORMAT_VERSION})", path=path,
             fix="use the hsimap version that wrote it (see `hsimap info MODEL`) or retrain")
     return meta
+
+
+def _check_complete(path: Path, header_len: int, size: int) -> None:
+    """Refuse a file shorter than the tensor data its safetensors header describes."""
+    with open(path, "rb") as fh:
+        fh.seek(8)
+        text = fh.read(header_len)
+    try:
+        header = json.loads(text)
+        end = max((int(v["data_offsets"][1]) for k, v in header.items()
+                   if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise CheckpointError("is damaged or not an hsimap model file (unreadable header)",
+                              path=path, fix="copy the file again or retrain") from exc
+    expected = 8 + header_len + end
+    if size < expected:
+        raise CheckpointError(
+            f"is truncated: {size} bytes on disk, {expected} expected", path=path,
+            fix="the copy or download was interrupted; copy the file again or retrain")
 
 
 def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> Checkpoint:
@@ -150,10 +195,18 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"is damaged ({exc})", path=path) from exc
-    spec = get_spec(meta["model_kind"])
-    config = spec.make_config(None, meta["model_config"]) if meta["model_config"] else None
-    model = spec.build(config, n_bands=len(meta["band_indices"]),
-                       n_classes=len(meta["classes"]))
+    try:
+        spec = get_spec(meta["model_kind"])
+        config = spec.make_config(None, meta["model_config"]) if meta["model_config"] else None
+        model = spec.build(config, n_bands=len(meta["band_indices"]),
+                           n_classes=len(meta["classes"]))
+    except KeyError as exc:
+        raise CheckpointError(f"metadata lacks the entry {exc}", path=path,
+                              fix="the file is damaged or was edited; retrain") from exc
+    except HsimapError as exc:
+        raise CheckpointError(
+            f"cannot rebuild its {meta.get('model_kind')!r} model: {exc.format()}", path=path,
+            fix="use the hsimap version that wrote it, or retrain") from exc
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)

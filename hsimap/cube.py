@@ -11,6 +11,7 @@ for validity and left out of the model input.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -109,7 +110,14 @@ class Cube:
         """
         idx = self.good_bands if bands is None else bands
         window = self.data.isel(band=idx, y=slice(*rows), x=slice(*cols))
-        values = np.asarray(window.values, dtype=np.float32)
+        try:
+            values = np.asarray(window.values, dtype=np.float32)
+        except RasterioIOError as exc:
+            raise CubeError(
+                f"pixel data of rows {rows[0]}..{rows[1]}, columns {cols[0]}..{cols[1]} cannot "
+                f"be read ({exc}); the file is damaged or incomplete", path=self.path,
+                fix="copy or download the file again (check it with gdalinfo -checksum)",
+            ) from exc
         return values, validity(values, self.nodata)
 
 
@@ -141,7 +149,17 @@ def open_cube(path: str | Path, *, chunks: int = DEFAULT_CHUNK,
         raise InputFileError("file not found", path=path,
                              fix="check the path (relative paths start from the current folder)")
     if path.is_dir() and path.suffix.lower() not in {".zarr"}:
-        raise InputFileError("is a folder, not a raster file", path=path)
+        raise InputFileError("is a folder, not a raster file", path=path,
+                             fix="give the raster file itself (for ENVI, the data file next to "
+                                 "the .hdr)")
+    if not os.access(path, os.R_OK):
+        raise InputFileError("cannot be read: permission denied", path=path,
+                             fix="make it readable (chmod u+r) or copy it to a folder you own")
+    if path.suffix.lower() == ".mat":
+        raise InputFileError(
+            "is a MATLAB .mat file, which has no georeferencing", path=path,
+            fix="convert it to a GeoTIFF first with `hsimap datasets convert CUBE.mat GT.mat "
+                "-o FOLDER` (see `hsimap datasets list`)")
     try:
         with rasterio.open(path) as src:
             meta = _band_metadata(src)
@@ -167,13 +185,16 @@ def open_cube(path: str | Path, *, chunks: int = DEFAULT_CHUNK,
     data = rxr.open_rasterio(path, chunks={"band": -1, "y": chunks, "x": chunks},
                              masked=False, cache=False, lock=False)
     bad = {i for i, b in enumerate(meta["bbl"] or []) if b == 0} | set(bad_bands)
-    out_of_range = sorted(b for b in bad if not 0 <= b < count)
+    out_of_range = sorted(b + 1 for b in bad if not 0 <= b < count)
     if out_of_range:
-        raise CubeError(f"bad band index(es) {out_of_range} outside 1..{count}", path=path)
+        raise CubeError(f"bad band(s) {out_of_range} do not exist: the cube has bands 1..{count}",
+                        path=path, fix=f"give --bad-bands as 1-based numbers from 1 to {count}")
     cube = Cube(path, data, grid, nodata, meta["wavelength"], meta["fwhm"],
                 tuple(sorted(bad)), dtype)
     if not cube.good_bands:
-        raise CubeError("every band is flagged as a bad band", path=path)
+        raise CubeError(f"all {count} bands are bad bands (--bad-bands plus the file's bbl "
+                        "metadata), so none is left as model input", path=path,
+                        fix="shorten --bad-bands, or correct the bbl list in the file's metadata")
     return cube
 
 

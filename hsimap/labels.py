@@ -12,6 +12,7 @@ silently.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,9 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
     path = Path(path)
     if not path.exists():
         raise InputFileError("labels file not found", path=path, fix="check the --labels path")
+    if not os.access(path, os.R_OK):
+        raise InputFileError("cannot be read: permission denied", path=path,
+                             fix="make it readable (chmod u+r) or copy it to a folder you own")
     if path.suffix.lower() in RASTER_SUFFIXES:
         return _read_label_raster(path, grid=grid, classes=classes)
     frame = _read_vector(path)
@@ -198,11 +202,19 @@ def _class_codes(frame: Any, field: str, classes: ClassTable | None, *,
                  path: Path) -> tuple[ClassTable, np.ndarray]:
     """The class table and each feature's class value."""
     column = frame[field]
+    if column.dtype.kind in "fcmM" and not _is_integer_like(column):
+        examples = ", ".join(str(v) for v in column.drop_duplicates().head(3))
+        others = [c for c in frame.columns if c not in (field, frame.geometry.name)]
+        raise LabelError(
+            f"field {field!r} holds {_kind_name(column.dtype.kind)} ({examples}, ...), not "
+            "class codes or class names", path=path,
+            fix="pass --class-field with a field of whole-number codes or class names"
+                + (f"; other fields: {', '.join(map(str, others))}" if others else ""))
     if _is_integer_like(column):
         codes = column.to_numpy().astype(np.int64)
         if (codes < 1).any():
             raise LabelError(
-                f"field {field!r} holds values < 1 ({sorted(set(codes[codes < 1]))[:5]})",
+                f"field {field!r} holds values < 1 ({sorted(set(codes[codes < 1].tolist()))[:5]})",
                 path=path, fix="class codes must be positive integers (0 means unlabelled); "
                                "renumber them or use a field with class names")
         if classes is not None:
@@ -217,6 +229,10 @@ def _class_codes(frame: Any, field: str, classes: ClassTable | None, *,
         raise LabelError(f"class name(s) {unknown[:5]} are not in the model's classes "
                          f"{table.names}", path=path)
     return table, np.array([lookup[n] for n in names], dtype=np.int64)
+
+
+def _kind_name(kind: str) -> str:
+    return {"f": "decimal numbers", "c": "complex numbers"}.get(kind, "dates/times")
 
 
 def _is_integer_like(column: Any) -> bool:
@@ -278,9 +294,15 @@ def _read_label_raster(path: Path, *, grid: Grid, classes: ClassTable | None) ->
 
     try:
         with rasterio.open(path) as src:
-            if (src.height, src.width) != grid.shape or (
-                    grid.crs is not None and src.crs != grid.crs) or not src.transform.almost_equals(
-                    grid.transform):
+            if src.count != 1:
+                raise LabelError(
+                    f"label raster has {src.count} bands; it needs exactly one band of integer "
+                    "class codes", path=path,
+                    fix="give a single-band class raster on the cube's grid, or polygons "
+                        "(Shapefile, GeoPackage, GeoJSON)")
+            other_crs = grid.crs is not None and src.crs != grid.crs
+            if (src.height, src.width) != grid.shape or other_crs or \
+                    not src.transform.almost_equals(grid.transform):
                 raise LabelError(
                     f"label raster grid {src.height}x{src.width} {src.transform[:6]} differs "
                     f"from the cube's {grid.height}x{grid.width} {grid.transform[:6]}",
@@ -290,7 +312,12 @@ def _read_label_raster(path: Path, *, grid: Grid, classes: ClassTable | None) ->
             nodata = src.nodata
     except RasterioIOError as exc:
         raise InputFileError(f"cannot read label raster ({exc})", path=path) from exc
-    values = np.where(np.isfinite(data), data, 0).astype(np.int64)
+    finite = np.where(np.isfinite(data), data, 0)
+    if data.dtype.kind == "f" and not np.array_equal(finite, np.round(finite)):
+        raise LabelError("label raster holds decimal values, not integer class codes",
+                         path=path, fix="give a raster of whole-number class codes (0 = "
+                                        "unlabelled), e.g. gdal_translate -ot UInt16")
+    values = finite.astype(np.int64)
     if nodata is not None:
         values[data == nodata] = 0
     values[values < 0] = 0

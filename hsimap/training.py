@@ -109,7 +109,8 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     train_acc = float((predicted[split.train] == index[split.train]).mean())
     val_acc = float((predicted[split.val] == index[split.val]).mean()) if split.val.any() \
         else None
-    meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc, "val_pixels": int(split.val.sum())}
+    meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc,
+                        "val_pixels": int(split.val.sum())}
     save_checkpoint(out, Checkpoint(ckpt.model.cpu(), norm, labels.classes, meta,
                                     extras={"split": torch.from_numpy(split.as_codes())}))
     log_path = log_path_for(out)
@@ -173,8 +174,9 @@ def _labels_on_valid(labels: Labels, valid: np.ndarray, path: Path) -> np.ndarra
     small = [f"{c.name!r} ({n} px)" for c, n in zip(labels.classes, counts, strict=True)
              if n < MIN_PIXELS_PER_CLASS]
     if small:
+        listed = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
         raise TrainingError(
-            f"class(es) {', '.join(small)} have fewer than {MIN_PIXELS_PER_CLASS} labelled "
+            f"class(es) {listed} have fewer than {MIN_PIXELS_PER_CLASS} labelled "
             "valid pixels", path=path,
             fix="add ground truth for them, merge them into another class, or remove them")
     return index
