@@ -96,3 +96,15 @@ def test_tile_size_does_not_change_the_map(tmp_path: Path, sample_cube: Path,
             maps.append(src.read(1))
     np.testing.assert_array_equal(maps[0], maps[1])
     np.testing.assert_array_equal(maps[0], maps[2])
+
+
+def test_info_describes_cube_and_model(sample_cube: Path, mlp_model: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(cli, ["info", str(sample_cube)])
+    assert r.exit_code == 0, r.output
+    assert "160 x 192 px, 224 bands" in r.output and "EPSG:32633" in r.output
+    assert "130, 131, 132, 133, 134, 135" in r.output
+    r = runner.invoke(cli, ["info", "--json", str(mlp_model)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["model"] == "spectral-mlp" and data["classes"].startswith("1=roof")
