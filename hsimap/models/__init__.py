@@ -11,8 +11,4 @@ DEFAULT_MODEL = "diffspectralnet"
 def load_builtin_models() -> None:
     """Import the built-in model modules so that they register themselves."""
     for name in BUILTIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a model package still being written
-            if exc.name != name:
-                raise
+        importlib.import_module(name)

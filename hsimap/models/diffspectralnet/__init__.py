@@ -1,0 +1,31 @@
+"""DiffSpectralNet (arXiv 2312.12441): diffusion features + transformer classifier.
+
+Stage 1 trains a denoising U-Net (SpectralDiff's 3D U-Net, or a 2D bands-as-channels variant
+on a stored spectral projection) on unlabelled crops of the scene. Stage 2 freezes it,
+extracts decoder features at several timesteps with position-keyed noise, reduces them with
+stored per-map PCA, and fits a transformer over each pixel's ``k x k`` feature window.
+Prediction is fully convolutional per tile and exact with ``halo()`` pixels of context.
+"""
+
+from __future__ import annotations
+
+from hsimap.models.base import ModelSpec, register
+from hsimap.models.diffspectralnet.config import PRESETS, DiffSpectralNetConfig
+from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, model_halo
+from hsimap.models.diffspectralnet.training import fit
+
+SPEC = register(ModelSpec(
+    kind="diffspectralnet",
+    config_cls=DiffSpectralNetConfig,
+    presets=PRESETS,
+    default_preset="fast",
+    build=build,
+    fit=fit,
+    description=("DiffSpectralNet: frozen denoising-diffusion U-Net features at several "
+                 "timesteps + a transformer over each pixel's neighbourhood "
+                 "(presets: paper = SpectralDiff-sized 3D U-Net, fast = 2-core CPU, "
+                 "tiny = tests)"),
+))
+
+__all__ = ["PRESETS", "SPEC", "DiffSpectralNet", "DiffSpectralNetConfig", "build", "fit",
+           "model_halo"]

@@ -1,0 +1,148 @@
+"""Transformer classifier over a ``k x k`` neighbourhood of the reduced feature map.
+
+SpectralDiff's HSINet (method.md A.6): a 3x3 conv tokenizer (conv + BN + ReLU), a CLS token,
+a learnable position embedding scaled by a learnable scalar (init 0.01), pre-LN transformer
+blocks, and a head ``Linear -> BN1d -> Dropout -> ReLU -> Linear`` on the CLS output.
+
+Two paths share every module and give the same logits:
+
+- training: per labelled pixel, the ``(k+2) x (k+2)`` feature patch (zero-padded beyond the
+  scene) goes through the tokenizer without padding, giving ``k x k`` tokens;
+- inference: the tokenizer runs once over the whole (zero-padded) tile, then each pixel's
+  ``k x k`` token window is gathered with ``unfold`` and the transformer runs in pixel chunks.
+
+Only the CLS output is used, so the last block computes attention for the CLS query alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block with bias-free qkv and ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        inner = heads * head_dim
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.proj = nn.Linear(inner, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        n, s, _ = x.shape
+        return x.view(n, s, self.heads, self.head_dim).transpose(1, 2)  # (n, H, s, hd)
+
+    def forward(self, x: torch.Tensor, *, cls_only: bool = False) -> torch.Tensor:
+        """``(n, s, dim)`` -> ``(n, s, dim)``, or ``(n, 1, dim)`` for the CLS token alone."""
+        h = self.norm1(x)
+        inner = self.heads * self.head_dim
+        if cls_only:
+            q = F.linear(h[:, :1], self.qkv.weight[:inner])  # (n, 1, inner)
+            kv = F.linear(h, self.qkv.weight[inner:])  # (n, s, 2*inner)
+            k, v = kv.split(inner, dim=-1)
+            x = x[:, :1]
+        else:
+            q, k, v = self.qkv(h).split(inner, dim=-1)
+        a = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v))
+        a = a.transpose(1, 2).reshape(x.shape[0], x.shape[1], inner)
+        x = x + self.proj(a)
+        return x + self.mlp(self.norm2(x))
+
+
+class WindowClassifier(nn.Module):
+    """Per-pixel classifier over a ``k x k`` window of ``n_feat``-channel features.
+
+    Parameters
+    ----------
+    config
+        Uses ``window``, ``token_dim``, ``depth``, ``heads``, ``head_dim``, ``mlp_dim``,
+        ``head_hidden``.
+    n_feat, n_classes
+        Input feature channels ``D`` and classes ``K``.
+    """
+
+    def __init__(self, config: DiffSpectralNetConfig, n_feat: int, n_classes: int) -> None:
+        super().__init__()
+        k, dim = config.window, config.token_dim
+        self.k = k
+        self.n_classes = n_classes
+        self.tokenizer = nn.Sequential(nn.Conv2d(n_feat, dim, 3), nn.BatchNorm2d(dim),
+                                       nn.ReLU())
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, k * k + 1, dim))
+        self.pos_scale = nn.Parameter(torch.tensor(0.01))
+        self.blocks = nn.ModuleList(
+            _Block(dim, config.heads, config.head_dim, config.mlp_dim)
+            for _ in range(config.depth))
+        h = config.head_hidden
+        self.head = nn.Sequential(nn.Linear(dim, h), nn.BatchNorm1d(h), nn.Dropout(0.1),
+                                  nn.ReLU(), nn.Linear(h, n_classes))
+
+    def radius(self) -> int:
+        """Feature-map radius one logit depends on: tokenizer (1) + window (``k // 2``)."""
+        return 1 + self.k // 2
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(n, k*k, dim)`` tokens (any strides) -> ``(n, K)`` logits."""
+        n, s, dim = tokens.shape
+        x = torch.empty(n, s + 1, dim, dtype=tokens.dtype, device=tokens.device)
+        x[:, 0] = self.cls_token[0]
+        x[:, 1:] = tokens  # one copy, whatever the layout of ``tokens``
+        x += self.pos_scale * self.pos_embedding  # (n, k*k+1, dim)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, cls_only=i == last)
+        return self.head(x[:, 0])
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Training path: ``(n, D, k+2, k+2)`` patches -> ``(n, K)`` logits."""
+        tok = self.tokenizer(patches)  # (n, dim, k, k)
+        return self.encode(tok.flatten(2).transpose(1, 2))
+
+    def forward_map(self, feats: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """Inference path: ``(1, D, h, w)`` feature map -> ``(1, K, h, w)`` logits.
+
+        Features beyond the map are zero, exactly as :func:`gather_patches` pads them.
+        """
+        _, _, h, w = feats.shape
+        r = self.k // 2
+        tok = self.tokenizer(F.pad(feats, (r + 1,) * 4))  # (1, dim, h+2r, w+2r)
+        rows = max(1, chunk // max(w, 1))
+        out: list[torch.Tensor] = []
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            win = F.unfold(tok[:, :, y0:y1 + 2 * r], self.k)  # (1, dim*k*k, (y1-y0)*w)
+            win = win.view(tok.shape[1], self.k * self.k, -1)  # (dim, k*k, n)
+            out.append(self.encode(win.permute(2, 1, 0)))  # (n, k*k, dim) view -> (n, K)
+        logits = torch.cat(out, dim=0)  # (h*w, K)
+        return logits.T.reshape(1, -1, h, w)
+
+
+def gather_patches(padded: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                   size: int) -> torch.Tensor:
+    """``size x size`` patches centred on pixels of a zero-padded map.
+
+    Parameters
+    ----------
+    padded
+        ``(D, H + 2p, W + 2p)`` feature map padded by ``p = size // 2``.
+    rows, cols
+        ``(n,)`` pixel coordinates in the unpadded map.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, D, size, size)``.
+    """
+    off = torch.arange(size, device=padded.device)
+    yy = rows[:, None, None] + off[None, :, None]  # (n, size, 1)
+    xx = cols[:, None, None] + off[None, None, :]  # (n, 1, size)
+    return padded[:, yy, xx].permute(1, 0, 2, 3)  # (n, D, size, size)

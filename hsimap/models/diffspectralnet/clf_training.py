@@ -1,0 +1,139 @@
+"""Stage 2: fit the window classifier on labelled pixels of the frozen feature map."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hsimap.models.base import ProgressCallback, ProgressEvent
+from hsimap.models.diffspectralnet.classifier import WindowClassifier, gather_patches
+from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
+from hsimap.models.diffspectralnet.denoiser import autocast
+
+EVAL_CHUNK = 2048
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``(K,)``, mean 1 over training samples; absent classes 1."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.ones(n_classes)
+    w[present] = len(labels) / (present.sum() * counts[present])
+    return torch.tensor(w, dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict_pixels(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tensor,
+                   cols: torch.Tensor) -> torch.Tensor:
+    """Eval-mode logits ``(n, K)`` of pixels via the training path (patch gathering)."""
+    size = clf.k + 2
+    out = [clf.forward_patches(gather_patches(padded, rows[i:i + EVAL_CHUNK],
+                                              cols[i:i + EVAL_CHUNK], size))
+           for i in range(0, len(rows), EVAL_CHUNK)]
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def _accuracy(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tensor,
+              cols: torch.Tensor, y: torch.Tensor) -> float:
+    if len(rows) == 0:
+        return float("nan")
+    was_training = clf.training
+    clf.eval()
+    pred = predict_pixels(clf, padded, rows, cols).argmax(1)
+    clf.train(was_training)
+    return float((pred == y).float().mean())
+
+
+def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tensor,
+           rows: torch.Tensor, cols: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+           config: DiffSpectralNetConfig, gen: torch.Generator) -> tuple[float, float]:
+    """One shuffled pass; returns (mean loss, train accuracy in train mode)."""
+    clf.train()
+    order = torch.randperm(len(rows), generator=gen).to(rows.device)
+    size, total, correct, seen = clf.k + 2, 0.0, 0, 0
+    for i in range(0, len(order), config.clf_batch):
+        idx = order[i:i + config.clf_batch]
+        if len(idx) < 2:  # BatchNorm needs two samples; a lone leftover waits for next epoch
+            continue
+        patches = gather_patches(padded, rows[idx], cols[idx], size)
+        with autocast(padded.device):
+            logits = clf.forward_patches(patches).float()
+        loss = F.cross_entropy(logits, y[idx], weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clf.parameters(), config.clf_grad_clip)
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+        correct += int((logits.argmax(1) == y[idx]).sum())
+        seen += len(idx)
+    return total / max(seen, 1), correct / max(seen, 1)
+
+
+def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndarray,
+                     train_mask: np.ndarray, val_mask: np.ndarray,
+                     config: DiffSpectralNetConfig, *, gen: torch.Generator,
+                     progress: ProgressCallback) -> dict[str, Any]:
+    """Fit ``clf`` with Adam, early stopping on validation accuracy (best state kept).
+
+    Parameters
+    ----------
+    clf
+        The classifier, on the device of ``feats``; left in eval mode.
+    feats
+        ``(D, H, W)`` reduced feature map of the whole training scene.
+    labels, train_mask, val_mask
+        ``(H, W)`` class indices and masks (numpy).
+
+    Returns
+    -------
+    dict
+        JSON-able history: per-epoch metrics, best epoch, early-stopping note, seconds.
+    """
+    dev = feats.device
+    p = clf.k // 2 + 1
+    padded = F.pad(feats, (p, p, p, p))  # (D, H+2p, W+2p), zeros beyond the scene
+    tr = np.nonzero(train_mask)
+    va = np.nonzero(val_mask)
+    rows, cols = (torch.as_tensor(a, device=dev) for a in tr)
+    vrows, vcols = (torch.as_tensor(a, device=dev) for a in va)
+    y = torch.as_tensor(labels[tr], device=dev)
+    vy = torch.as_tensor(labels[va], device=dev)
+    weight = (class_weights(labels[tr], clf.n_classes).to(dev)
+              if config.class_weighting else None)
+    opt = torch.optim.Adam(clf.parameters(), lr=config.clf_lr,
+                           weight_decay=config.clf_weight_decay)
+    has_val = len(vrows) > 0
+    epochs: list[dict[str, float]] = []
+    best_acc, best_epoch, best_state, stale = -1.0, 0, None, 0
+    start = time.perf_counter()
+    for epoch in range(1, config.clf_epochs + 1):
+        loss, train_acc = _epoch(clf, opt, padded, rows, cols, y, weight, config, gen)
+        val_acc = _accuracy(clf, padded, vrows, vcols, vy)
+        epochs.append({"epoch": epoch, "loss": loss, "train_acc": train_acc,
+                       "val_acc": val_acc if has_val else None})  # type: ignore[dict-item]
+        progress(ProgressEvent("classifier", epoch, config.clf_epochs,
+                               {"loss": loss, "train_acc": train_acc,
+                                **({"val_acc": val_acc} if has_val else {})}))
+        if not has_val:
+            continue
+        if val_acc > best_acc:
+            best_acc, best_epoch, stale = val_acc, epoch, 0
+            best_state = copy.deepcopy(clf.state_dict())
+        else:
+            stale += 1
+            if config.patience and stale >= config.patience:
+                break
+    if best_state is not None:
+        clf.load_state_dict(best_state)
+    clf.eval()
+    note = ("val_mask is empty: no early stopping, trained all epochs, kept the last state"
+            if not has_val else f"kept the best validation epoch {best_epoch}")
+    return {"epochs": epochs, "best_epoch": best_epoch if has_val else len(epochs),
+            "best_val_acc": best_acc if has_val else None, "early_stopping": note,
+            "n_train": int(len(rows)), "n_val": int(len(vrows)),
+            "seconds": round(time.perf_counter() - start, 3)}

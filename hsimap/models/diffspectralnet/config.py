@@ -1,0 +1,195 @@
+"""DiffSpectralNet configuration: one frozen dataclass and named presets (data, not code)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+UnetKind = Literal["3d", "2d"]
+ScheduleKind = Literal["linear", "cosine"]
+LossKind = Literal["l1", "l2"]
+ReducerKind = Literal["pca", "scale"]
+ReducerFit = Literal["train", "scene"]
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "unet": ("3d", "2d"),
+    "schedule": ("linear", "cosine"),
+    "loss": ("l1", "l2"),
+    "reducer": ("pca", "scale"),
+    "reducer_fit": ("train", "scene"),
+}
+
+
+@dataclass(frozen=True)
+class DiffSpectralNetConfig:
+    """Every setting of the DiffSpectralNet pipeline (denoiser, features, classifier).
+
+    Attributes
+    ----------
+    proj_bands
+        Bands after the stored spectral PCA projection (fitted on valid pixels and whitened);
+        0 keeps all input bands (the paper). Clamped to the scene's band count.
+    unet
+        ``"3d"``: SpectralDiff's 3D U-Net over (band, y, x), spectral stride 2 per level.
+        ``"2d"``: bands as channels, all convolutions 3x3, no down-sampling anywhere.
+    widths
+        U-Net channel widths going down; ``len(widths) - 1`` down and up blocks.
+    time_dim
+        Sinusoidal time-embedding size.
+    diffusion_steps, schedule, beta_start, beta_end
+        The DDPM forward process (T, beta schedule; the betas apply to ``linear`` only).
+    loss
+        Epsilon-prediction loss, ``"l1"`` (SpectralDiff) or ``"l2"``.
+    denoiser_iterations, crop, batch, lr
+        Denoiser training: Adam iterations on random ``crop`` x ``crop`` windows.
+    timesteps
+        Feature timesteps (0-based index into the schedule: ``alpha_bar[t]`` includes beta_t).
+    layers
+        Decoder layers to tap: ``i < n`` is the input of up block ``i`` (after the skip is
+        concatenated, as SpectralDiff's L0, L1, L2); ``i == n`` is the last decoder output.
+    reducer, reduced_dims, reducer_fit
+        Per (timestep, layer) map: standardise every channel, then (``"pca"``) whitened PCA to
+        ``reduced_dims`` components, or (``"scale"``) keep all channels. Fitted on the training
+        pixels (``"train"``) or on a sample of all valid scene pixels (``"scene"``, no labels).
+    window
+        Classifier neighbourhood ``k`` (odd): ``k x k`` tokens per pixel.
+    token_dim, depth, heads, head_dim, mlp_dim, head_hidden
+        Transformer classifier sizes (SpectralDiff HSINet: 64, 2, 20, 64, 8, 128).
+    clf_epochs, clf_batch, clf_lr, clf_weight_decay, clf_grad_clip, patience
+        Classifier training; ``patience`` epochs without a better validation accuracy stop it
+        (0: never stop early; the best-validation state is still kept).
+    class_weighting
+        Inverse-frequency class weights in the cross-entropy.
+    noise_seed
+        Seed of the position-keyed feature-extraction noise.
+    """
+
+    proj_bands: int = 32
+    unet: UnetKind = "2d"
+    widths: tuple[int, ...] = (32, 32, 64)
+    time_dim: int = 32
+    diffusion_steps: int = 500
+    schedule: ScheduleKind = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    loss: LossKind = "l1"
+    denoiser_iterations: int = 400
+    crop: int = 32
+    batch: int = 8
+    lr: float = 1e-3
+    timesteps: tuple[int, ...] = (5, 50, 200)
+    layers: tuple[int, ...] = (1,)
+    reducer: ReducerKind = "pca"
+    reduced_dims: int = 16
+    reducer_fit: ReducerFit = "train"
+    window: int = 7
+    token_dim: int = 32
+    depth: int = 2
+    heads: int = 2
+    head_dim: int = 16
+    mlp_dim: int = 64
+    head_hidden: int = 64
+    clf_epochs: int = 40
+    clf_batch: int = 64
+    clf_lr: float = 1e-3
+    clf_weight_decay: float = 1e-4
+    clf_grad_clip: float = 15.0
+    patience: int = 8
+    class_weighting: bool = True
+    noise_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        self._check_ints()
+        self._check_floats()
+        self._check_sequences()
+
+    def _check_ints(self) -> None:
+        positive = ("time_dim", "diffusion_steps", "denoiser_iterations", "crop", "batch",
+                    "reduced_dims", "token_dim", "depth", "heads", "head_dim", "mlp_dim",
+                    "head_hidden", "clf_epochs", "clf_batch")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("proj_bands", "patience", "noise_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.window % 2 != 1 or self.window < 1:
+            raise ValueError(f"window must be a positive odd integer, got {self.window!r}")
+        if self.time_dim % 2:
+            raise ValueError(f"time_dim must be even, got {self.time_dim}")
+
+    def _check_floats(self) -> None:
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise ValueError("need 0 < beta_start < beta_end < 1, got "
+                             f"{self.beta_start}, {self.beta_end}")
+        for name in ("lr", "clf_lr", "clf_grad_clip"):
+            if not float(getattr(self, name)) > 0.0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not float(self.clf_weight_decay) >= 0.0:
+            raise ValueError(f"clf_weight_decay must be >= 0, got {self.clf_weight_decay!r}")
+
+    def _check_sequences(self) -> None:
+        if len(self.widths) < 2 or any(not isinstance(w, int) or w < 1 for w in self.widths):
+            raise ValueError(f"widths needs at least two positive integers, got {self.widths!r}")
+        if not self.timesteps or len(set(self.timesteps)) != len(self.timesteps):
+            raise ValueError(f"timesteps must be non-empty and distinct, got {self.timesteps!r}")
+        if any(not isinstance(t, int) or not 0 <= t < self.diffusion_steps
+               for t in self.timesteps):
+            raise ValueError(f"timesteps must be integers in [0, {self.diffusion_steps}), "
+                             f"got {self.timesteps!r}")
+        n_blocks = len(self.widths) - 1
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers must be non-empty and distinct, got {self.layers!r}")
+        if any(not isinstance(i, int) or not 0 <= i <= n_blocks for i in self.layers):
+            raise ValueError(f"layers must be integers in [0, {n_blocks}] for "
+                             f"{len(self.widths)} widths, got {self.layers!r}")
+        if self.heads * self.head_dim < 1:
+            raise ValueError("heads * head_dim must be positive")
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of down (and up) blocks of the U-Net."""
+        return len(self.widths) - 1
+
+
+# Presets are plain data. ``paper`` follows SpectralDiff's code (method.md A.8) with the
+# multi-timestep default of method.md A.4; ``fast`` is the 2-core CPU default; ``tiny`` is
+# for tests and smoke runs.
+PRESETS: Mapping[str, Mapping[str, Any]] = {
+    "paper": {
+        "proj_bands": 0, "unet": "3d", "widths": (16, 32, 64, 128), "time_dim": 32,
+        "diffusion_steps": 500, "schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
+        "loss": "l1", "denoiser_iterations": 30000, "crop": 64, "batch": 20, "lr": 1e-4,
+        "timesteps": (5, 50, 100, 200), "layers": (1, 2), "reducer": "pca",
+        "reduced_dims": 128, "reducer_fit": "train", "window": 13, "token_dim": 64,
+        "depth": 2, "heads": 20, "head_dim": 64, "mlp_dim": 8, "head_hidden": 128,
+        "clf_epochs": 50, "clf_batch": 64, "clf_lr": 1e-3, "clf_weight_decay": 0.0,
+        "clf_grad_clip": 15.0, "patience": 10, "class_weighting": False, "noise_seed": 0,
+    },
+    "fast": {
+        "proj_bands": 32, "unet": "2d", "widths": (32, 32, 64), "time_dim": 32,
+        "diffusion_steps": 500, "schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
+        "loss": "l1", "denoiser_iterations": 400, "crop": 32, "batch": 8, "lr": 1e-3,
+        "timesteps": (5, 50, 200), "layers": (1,), "reducer": "pca", "reduced_dims": 16,
+        "reducer_fit": "train", "window": 7, "token_dim": 32, "depth": 2, "heads": 2,
+        "head_dim": 16, "mlp_dim": 64, "head_hidden": 64, "clf_epochs": 40, "clf_batch": 64,
+        "clf_lr": 1e-3, "clf_weight_decay": 1e-4, "clf_grad_clip": 15.0, "patience": 8,
+        "class_weighting": True, "noise_seed": 0,
+    },
+    "tiny": {
+        "proj_bands": 8, "unet": "2d", "widths": (8, 8, 16), "time_dim": 16,
+        "diffusion_steps": 500, "schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
+        "loss": "l1", "denoiser_iterations": 20, "crop": 16, "batch": 4, "lr": 1e-3,
+        "timesteps": (5, 50), "layers": (1,), "reducer": "pca", "reduced_dims": 8,
+        "reducer_fit": "train", "window": 5, "token_dim": 16, "depth": 1, "heads": 2,
+        "head_dim": 8, "mlp_dim": 16, "head_hidden": 16, "clf_epochs": 15, "clf_batch": 64,
+        "clf_lr": 3e-3, "clf_weight_decay": 0.0, "clf_grad_clip": 15.0, "patience": 0,
+        "class_weighting": True, "noise_seed": 0,
+    },
+}

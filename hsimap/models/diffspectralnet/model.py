@@ -1,0 +1,83 @@
+"""The DiffSpectralNet model: feature extractor + window classifier as one ``HsiModel``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hsimap.errors import ConfigError
+from hsimap.models.base import HsiModel, config_to_dict
+from hsimap.models.diffspectralnet.classifier import WindowClassifier
+from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
+from hsimap.models.diffspectralnet.features import FeatureExtractor
+from hsimap.models.diffspectralnet.unet import receptive_radius
+
+
+def unet_radius(config: DiffSpectralNetConfig) -> int:
+    """Receptive-field radius of the deepest tapped decoder layer."""
+    return max(receptive_radius(config, i) for i in config.layers)
+
+
+def model_halo(config: DiffSpectralNetConfig) -> int:
+    """Context radius of one output pixel: U-Net taps + tokenizer (1) + ``window // 2``."""
+    return unet_radius(config) + 1 + config.window // 2
+
+
+class DiffSpectralNet(HsiModel):
+    """Diffusion features (frozen denoising U-Net at several timesteps) + transformer.
+
+    Parameters
+    ----------
+    config
+        The full pipeline configuration.
+    n_bands, n_classes
+        Input bands ``C`` and output classes ``K``.
+    """
+
+    kind = "diffspectralnet"
+
+    def __init__(self, config: DiffSpectralNetConfig, n_bands: int, n_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        self.n_bands = n_bands
+        self.n_classes = n_classes
+        self.features = FeatureExtractor(config, n_bands)
+        self.classifier = WindowClassifier(config, self.features.out_dims, n_classes)
+
+    def halo(self) -> int:
+        """U-Net receptive radius + tokenizer radius + ``window // 2`` (stride is 1)."""
+        return model_halo(self.config)
+
+    def stride(self) -> int:
+        """No spatial down-sampling anywhere: any tile origin works."""
+        return 1
+
+    @torch.no_grad()
+    def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
+        """``(1, C, h, w)`` normalised tile -> ``(1, K, h, w)`` logits (see ``HsiModel``)."""
+        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != self.n_bands:
+            raise ValueError(f"expected a (1, {self.n_bands}, h, w) tile, got {tuple(x.shape)}")
+        feats = self.features(x, (int(origin[0]), int(origin[1])))  # (1, D, h, w)
+        return self.classifier.forward_map(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as ``forward_tile`` at origin (0, 0)."""
+        return self.forward_tile(x, origin=(0, 0))
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict (``build`` needs it plus ``n_bands``/``n_classes``)."""
+        return config_to_dict(self.config)
+
+
+def build(config: Any, *, n_bands: int, n_classes: int) -> DiffSpectralNet:
+    """Create a DiffSpectralNet with every parameter and buffer at its final shape.
+
+    ``load_state_dict`` on the result restores a trained model exactly.
+    """
+    if not isinstance(config, DiffSpectralNetConfig):
+        raise ConfigError(f"diffspectralnet needs a DiffSpectralNetConfig, got "
+                          f"{type(config).__name__}")
+    if n_bands < 1 or n_classes < 1:
+        raise ConfigError(f"need at least one band and one class, got {n_bands}, {n_classes}")
+    return DiffSpectralNet(config, n_bands, n_classes)

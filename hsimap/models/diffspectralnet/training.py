@@ -1,0 +1,162 @@
+"""``fit``: projection -> denoiser -> frozen features + reducers -> classifier."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsimap.errors import ConfigError, TrainingError
+from hsimap.models.base import ProgressCallback, ProgressEvent, TrainData, config_to_dict
+from hsimap.models.diffspectralnet.clf_training import train_classifier
+from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
+from hsimap.models.diffspectralnet.denoiser import train_denoiser
+from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, unet_radius
+
+MAX_PROJECTION_PIXELS = 200_000  # valid pixels sampled to fit the spectral projection
+MAX_FIT_VALUES = 200_000_000  # cap on samples x channels gathered to fit the reducers
+TILE_CORE = {"2d": 256, "3d": 64}  # tile size (without halo) for training-scene features
+
+Window = tuple[slice, slice, slice, slice]  # padded rows/cols, core rows/cols within it
+
+
+def _check(data: TrainData, config: Any) -> None:
+    if not isinstance(config, DiffSpectralNetConfig):
+        raise ConfigError(f"diffspectralnet needs a DiffSpectralNetConfig, got "
+                          f"{type(config).__name__}")
+    if data.cube.ndim != 3 or data.valid.shape != data.cube.shape[1:]:
+        raise TrainingError(f"cube {data.cube.shape} and valid mask {data.valid.shape} "
+                            "do not describe the same (C, H, W) scene")
+    for name in ("labels", "train_mask", "val_mask"):
+        if getattr(data, name).shape != data.valid.shape:
+            raise TrainingError(f"{name} has shape {getattr(data, name).shape}, expected "
+                                f"{data.valid.shape}")
+    n_train = int(data.train_mask.sum())
+    if n_train < 2:
+        raise TrainingError(f"only {n_train} training pixel(s)",
+                            fix="label more pixels or use a larger training fraction")
+    y = data.labels[data.train_mask]
+    if y.min() < 0 or y.max() >= data.n_classes:
+        raise TrainingError(f"training labels must lie in 0..{data.n_classes - 1}, "
+                            f"found {int(y.min())}..{int(y.max())}")
+    if not data.valid.any():
+        raise TrainingError("the training scene has no valid pixels",
+                            fix="check the cube's nodata value")
+
+
+def tile_windows(h: int, w: int, core: int, halo: int) -> Iterator[Window]:
+    """Cover an ``h x w`` scene with ``core``-sized tiles read with a ``halo`` margin."""
+    for y0 in range(0, h, core):
+        for x0 in range(0, w, core):
+            y1, x1 = min(h, y0 + core), min(w, x0 + core)
+            py0, px0 = max(0, y0 - halo), max(0, x0 - halo)
+            py1, px1 = min(h, y1 + halo), min(w, x1 + halo)
+            yield (slice(py0, py1), slice(px0, px1),
+                   slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
+
+
+def _fit_pixels(data: TrainData, config: DiffSpectralNetConfig, n_max: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """``(H, W)`` bool mask of the pixels whose raw features fit the reducers."""
+    mask = data.train_mask if config.reducer_fit == "train" else data.valid
+    idx = np.flatnonzero(mask)
+    if len(idx) > n_max:
+        idx = np.sort(rng.choice(idx, size=n_max, replace=False))
+    out = np.zeros(mask.size, dtype=bool)
+    out[idx] = True
+    return out.reshape(mask.shape)
+
+
+@torch.no_grad()
+def fit_reducers(model: DiffSpectralNet, cube: torch.Tensor, fit_mask: np.ndarray,
+                 device: torch.device, progress: ProgressCallback) -> None:
+    """Gather raw (timestep, layer) features at ``fit_mask`` pixels, tile by tile, and fit."""
+    fx = model.features
+    _, h, w = cube.shape
+    samples: list[list[torch.Tensor]] = [[] for _ in fx.keys]
+    windows = list(tile_windows(h, w, TILE_CORE[model.config.unet], unet_radius(model.config)))
+    for n, (pr, pc, cr, cc) in enumerate(windows):
+        sel = torch.from_numpy(fit_mask[pr, pc][cr, cc])
+        if not sel.any():
+            continue
+        x = cube[None, :, pr, pc].to(device)
+        for k, m in fx.raw_maps(x, (pr.start, pc.start)):
+            core = m[0, :, cr, cc].cpu()  # (ch, hc, wc)
+            samples[k].append(core[:, sel].T)  # (n_sel, ch)
+        progress(ProgressEvent("features", n + 1, 2 * len(windows)))
+    for k, reducer in enumerate(fx.reducers):
+        reducer.fit(torch.cat(samples[k]))  # type: ignore[operator]
+
+
+@torch.no_grad()
+def extract_features(model: DiffSpectralNet, cube: torch.Tensor, device: torch.device,
+                     progress: ProgressCallback) -> torch.Tensor:
+    """Reduced feature map ``(D, H, W)`` of the whole scene on ``device``, tile by tile."""
+    fx = model.features
+    _, h, w = cube.shape
+    out = torch.zeros(fx.out_dims, h, w, device=device)
+    windows = list(tile_windows(h, w, TILE_CORE[model.config.unet], unet_radius(model.config)))
+    for n, (pr, pc, cr, cc) in enumerate(windows):
+        f = fx(cube[None, :, pr, pc].to(device), (pr.start, pc.start))  # (1, D, hp, wp)
+        rows = slice(pr.start + cr.start, pr.start + cr.stop)
+        cols = slice(pc.start + cc.start, pc.start + cc.stop)
+        out[:, rows, cols] = f[0, :, cr, cc]
+        progress(ProgressEvent("features", len(windows) + n + 1, 2 * len(windows)))
+    return out
+
+
+def _fit_projection(model: DiffSpectralNet, cube: torch.Tensor, valid: np.ndarray,
+                    rng: np.random.Generator) -> torch.Tensor:
+    """Fit the spectral projection on valid pixels; return the projected scene ``(P,H,W)``."""
+    idx = np.flatnonzero(valid)
+    if len(idx) > MAX_PROJECTION_PIXELS:
+        idx = np.sort(rng.choice(idx, size=MAX_PROJECTION_PIXELS, replace=False))
+    c, h, w = cube.shape
+    model.features.projection.fit(cube.reshape(c, -1)[:, torch.from_numpy(idx)].T)
+    with torch.no_grad():
+        return model.features.projection(cube[None])[0]
+
+
+def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
+        progress: ProgressCallback) -> tuple[DiffSpectralNet, dict[str, Any]]:
+    """Train a DiffSpectralNet on one scene (see the module docstring for the stages).
+
+    Same seed, data and config give identical weights on CPU. The global torch RNG state is
+    restored afterwards. Returns the model in eval mode on ``device`` and a JSON-able history.
+    """
+    _check(data, config)
+    cfg: DiffSpectralNetConfig = config
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        model = build(cfg, n_bands=data.n_bands, n_classes=data.n_classes)
+        cube = torch.from_numpy(np.ascontiguousarray(data.cube, dtype=np.float32))
+        t0 = time.perf_counter()
+        xp = _fit_projection(model, cube, data.valid, rng)
+        model.to(device)
+        den = train_denoiser(model.features.unet, xp, torch.from_numpy(data.valid), cfg,
+                             rng=rng, gen=gen, device=device, progress=progress)
+        model.eval()
+        t1 = time.perf_counter()
+        n_max = max(2000, min(20000, MAX_FIT_VALUES // max(sum(model.features.map_channels), 1)))
+        fit_reducers(model, cube, _fit_pixels(data, cfg, n_max, rng), device, progress)
+        feats = extract_features(model, cube, device, progress)
+        t2 = time.perf_counter()
+        clf = train_classifier(model.classifier, feats, data.labels, data.train_mask,
+                               data.val_mask, cfg, gen=gen, progress=progress)
+    model.eval()
+    history = {
+        "kind": model.kind, "config": config_to_dict(cfg), "seed": seed,
+        "halo": model.halo(), "stride": model.stride(), "feature_dims": model.features.out_dims,
+        "denoiser": den, "classifier": clf,
+        "timings": {"projection_and_denoiser_s": round(t1 - t0, 3),
+                    "features_s": round(t2 - t1, 3),
+                    "classifier_s": round(time.perf_counter() - t2, 3),
+                    "total_s": round(time.perf_counter() - start, 3)},
+    }
+    return model, history

@@ -1,0 +1,194 @@
+"""DiffSpectralNet: shapes, receptive field, tile invariance, classifier paths, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hsimap.errors import ConfigError
+from hsimap.models.base import config_from_dict, get_spec
+from hsimap.models.diffspectralnet import PRESETS, DiffSpectralNetConfig, build
+from hsimap.models.diffspectralnet.classifier import WindowClassifier, gather_patches
+from hsimap.models.diffspectralnet.training import tile_windows
+from hsimap.models.diffspectralnet.unet import (
+    DenoisingUNet,
+    layer_channels,
+    padded_bands,
+    receptive_radius,
+)
+
+FAST = DiffSpectralNetConfig(**PRESETS["fast"])
+TINY = DiffSpectralNetConfig(**PRESETS["tiny"])
+# A reduced SpectralDiff-style 3D config: same structure as ``paper``, tiny widths.
+SMALL_3D = dataclasses.replace(
+    DiffSpectralNetConfig(**PRESETS["paper"]), proj_bands=6, widths=(4, 8, 8),
+    timesteps=(100,), layers=(1, 2), reduced_dims=6, window=3, token_dim=8, heads=2,
+    head_dim=4, mlp_dim=8, head_hidden=8)
+
+
+def randomized(config: DiffSpectralNetConfig, n_bands: int, n_classes: int = 4, seed: int = 0):
+    """A built model in eval mode with random (non-zero) projection, reducers and BN stats."""
+    torch.manual_seed(seed)
+    model = build(config, n_bands=n_bands, n_classes=n_classes)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith(("matrix", "weight", "bias")):
+                buf.normal_(0, 0.3)
+            elif name.endswith("running_mean"):
+                buf.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_presets_validate_and_fast_is_default():
+    spec = get_spec("diffspectralnet")
+    assert spec.default_preset == "fast"
+    for name in ("paper", "fast", "tiny"):
+        cfg = spec.make_config(name)
+        assert isinstance(cfg, DiffSpectralNetConfig)
+    paper = spec.make_config("paper")
+    assert (paper.unet, paper.widths, paper.diffusion_steps, paper.loss) == (
+        "3d", (16, 32, 64, 128), 500, "l1")
+    assert (paper.window, paper.depth, paper.heads, paper.head_dim) == (13, 2, 20, 64)
+
+
+@pytest.mark.parametrize("override", [
+    {"unet": "4d"}, {"window": 4}, {"timesteps": (5, 600)}, {"layers": (9,)},
+    {"beta_start": 0.5, "beta_end": 0.1}, {"widths": (8,)}, {"crop": 0}, {"nope": 1},
+    {"reducer": "umap"}, {"lr": -1.0}, {"timesteps": ()},
+])
+def test_bad_configs_raise_config_error(override):
+    with pytest.raises(ConfigError):
+        get_spec("diffspectralnet").make_config("tiny", override)
+
+
+def test_receptive_radius_matches_spectraldiff_extents():
+    paper = DiffSpectralNetConfig(**PRESETS["paper"])
+    # method.md: L0, L1, L2 reach 27, 35, 43 px; the full net 51 px.
+    assert [2 * receptive_radius(paper, i) + 1 for i in range(4)] == [27, 35, 43, 51]
+    assert layer_channels(paper, 1, 204) == 128 * 208 // 4
+    assert layer_channels(paper, 2, 204) == 64 * 208 // 2
+    assert layer_channels(paper, 0, 204) == 128 * 208 // 8  # duplicate stored once
+    assert padded_bands(204, 3) == 208 and padded_bands(200, 3) == 200
+
+
+@pytest.mark.parametrize("config", [FAST, SMALL_3D], ids=["2d", "3d"])
+def test_unet_shapes(config):
+    net = DenoisingUNet(config, n_in=6).eval()
+    x = torch.randn(2, 6, 11, 13)
+    t = torch.tensor([3, 400])
+    assert net(x, t).shape == (2, 6, 11, 13)
+    _, feats = net.run(x, t, taps=tuple(range(config.n_blocks + 1)))
+    for i, f in feats.items():
+        assert f.shape == (2, layer_channels(config, i, 6), 11, 13), i
+
+
+@pytest.mark.parametrize("config", [FAST, SMALL_3D], ids=["2d", "3d"])
+def test_unet_receptive_radius_is_exact(config):
+    # Positive weights and inputs keep every ReLU open, so the support of the gradient of a
+    # centre feature is the structural receptive field, corners included.
+    net = DenoisingUNet(config, n_in=3).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(p.abs() * 0.1 + 0.01)
+    size = 2 * receptive_radius(config, config.n_blocks) + 5
+    c = size // 2
+    for layer in range(config.n_blocks + 1):
+        x = (torch.rand(1, 3, size, size) + 0.5).requires_grad_(True)
+        _, feats = net.run(x, torch.tensor([5]), taps=(layer,))
+        (grad,) = torch.autograd.grad(feats[layer][0, :, c, c].sum(), x)
+        support = (grad.abs().sum(1)[0] > 0).nonzero() - c
+        r = receptive_radius(config, layer)
+        assert int(support.abs().max()) == r, layer
+        assert len(support) == (2 * r + 1) ** 2, layer  # the whole square, corners too
+
+
+def test_classifier_train_and_inference_paths_agree():
+    torch.manual_seed(0)
+    clf = WindowClassifier(dataclasses.replace(TINY, depth=2), n_feat=5, n_classes=3)
+    with torch.no_grad():
+        clf.tokenizer[1].running_mean.normal_()
+        clf.tokenizer[1].running_var.uniform_(0.5, 2)
+    clf.eval()
+    feats = torch.randn(1, 5, 17, 23)
+    with torch.no_grad():
+        dense = clf.forward_map(feats, chunk=50)  # several row chunks
+    assert dense.shape == (1, 3, 17, 23)
+    p = clf.k // 2 + 1
+    padded = F.pad(feats[0], (p,) * 4)
+    rows, cols = torch.meshgrid(torch.arange(17), torch.arange(23), indexing="ij")
+    with torch.no_grad():
+        per_pixel = clf.forward_patches(gather_patches(padded, rows.flatten(), cols.flatten(),
+                                                       clf.k + 2))
+    assert torch.allclose(per_pixel.T.reshape(1, 3, 17, 23), dense, atol=1e-5)
+
+
+@pytest.mark.parametrize("config,n_bands,ring", [(FAST, 12, 0), (SMALL_3D, 10, 2)],
+                         ids=["fast", "3d"])
+def test_receptive_field_is_exactly_the_halo(config, n_bands, ring):
+    model = randomized(config, n_bands)
+    halo = model.halo()
+    size = 2 * halo + 5
+    c = size // 2
+    x = torch.randn(1, n_bands, size, size)
+    base = model.forward_tile(x, origin=(7, 3))[0, :, c, c]
+
+    dist = torch.maximum((torch.arange(size) - c).abs()[:, None],
+                         (torch.arange(size) - c).abs()[None, :])  # Chebyshev distance
+
+    def changed(where: torch.Tensor) -> bool:
+        x2 = x.clone()
+        x2[0, :, where] = torch.randn(n_bands, int(where.sum())) * 3.0
+        return not torch.equal(model.forward_tile(x2, origin=(7, 3))[0, :, c, c], base)
+
+    assert not changed(dist > halo)  # everything beyond the halo, rewritten at once
+    # The outermost ring inside it. In a very narrow random net (the 3D one here, 4-8
+    # channels) dead ReLUs can cut every path to the outermost ring, so that case checks the
+    # outer ``ring + 1`` rings; test_unet_receptive_radius_is_exact checks the exact extent
+    # (corners included) with all paths alive.
+    assert changed((dist >= halo - ring) & (dist <= halo))
+    assert changed((dist == halo // 2) & (torch.arange(size)[None, :] == c))
+    assert changed((dist == halo - 2) & (torch.arange(size)[:, None] == c - halo + 2))
+
+
+@pytest.mark.parametrize("config,n_bands", [(FAST, 12), (SMALL_3D, 10)], ids=["fast", "3d"])
+def test_tiled_prediction_equals_whole_scene(config, n_bands):
+    model = randomized(config, n_bands, n_classes=5, seed=1)
+    h, w = 45, 52
+    x = torch.randn(1, n_bands, h, w)
+    x[..., 20:30, 40:55] = 0.0  # an invalid patch
+    whole = model.forward_tile(x, origin=(0, 0))
+    pasted = torch.full_like(whole, float("nan"))
+    for pr, pc, cr, cc in tile_windows(h, w, 20, model.halo()):
+        out = model.forward_tile(x[..., pr, pc], origin=(pr.start, pc.start))
+        pasted[..., pr.start + cr.start:pr.start + cr.stop,
+               pc.start + cc.start:pc.start + cc.stop] = out[..., cr, cc]
+    assert not torch.isnan(pasted).any()
+    assert torch.allclose(pasted, whole, atol=1e-5, rtol=0)
+    assert torch.equal(pasted.argmax(1), whole.argmax(1))
+
+
+def test_build_load_state_dict_round_trip():
+    model = randomized(SMALL_3D, 9, n_classes=3, seed=2)
+    cfg = config_from_dict(DiffSpectralNetConfig, model.config_dict())
+    assert cfg == SMALL_3D
+    fresh = build(cfg, n_bands=9, n_classes=3)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    fresh.eval()
+    x = torch.randn(1, 9, 20, 21)
+    assert torch.equal(fresh.forward_tile(x, origin=(4, 5)), model.forward_tile(x, origin=(4, 5)))
+
+
+def test_forward_tile_rejects_wrong_band_count():
+    model = randomized(TINY, 6)
+    with pytest.raises(ValueError):
+        model.forward_tile(torch.zeros(1, 7, 8, 8), origin=(0, 0))
+
+
+def test_build_rejects_foreign_config():
+    with pytest.raises(ConfigError):
+        build({"unet": "2d"}, n_bands=4, n_classes=2)
