@@ -85,7 +85,10 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     out = check_output(out, inputs=(cube_path, labels_path), overwrite=overwrite)
     device = resolve_device(options.device)
     spec = get_spec(options.model)
-    config = spec.make_config(options.preset, options.overrides)
+    preset = options.preset or spec.preset_for(device.type)
+    log.info("model %s, preset %s%s, on %s", spec.kind, preset,
+             "" if options.preset else " (default)", device)
+    config = spec.make_config(preset, options.overrides)
     cube = open_cube(cube_path, bad_bands=options.bad_bands)
     labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
                          all_touched=options.all_touched, on_overlap=options.on_overlap)

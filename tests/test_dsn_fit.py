@@ -119,3 +119,30 @@ def test_salinas_a_tiny_fit_beats_chance():
     test = (labels >= 0) & ~train & ~val
     oa = float((pred[test] == labels[test]).mean())
     assert oa > 0.75, oa  # chance is about 1/6
+
+
+def test_projection_features_ablation_has_no_denoiser_and_a_small_halo():
+    data = synthetic()
+    model, history, events = run_fit(data, {"features": "projection", "proj_bands": 6,
+                                           "clf_epochs": 15})
+    assert model.features.unet is None
+    assert model.halo() == model.config.window // 2 + 1
+    assert "skipped" in history["denoiser"]
+    assert not any(e.stage == "denoiser" for e in events)
+    logits = model.forward_tile(torch.from_numpy(data.cube)[None], origin=(0, 0))
+    acc = (logits[0].argmax(0).numpy() == data.labels)[data.valid].mean()
+    assert acc > 0.6
+
+
+def test_reusing_the_label_free_stages_copies_projection_and_denoiser():
+    data = synthetic()
+    first, _, _ = run_fit(data, {})
+    spec = get_spec("diffspectralnet")
+    config = spec.make_config("tiny", {**QUICK, "clf_epochs": 2})
+    events: list[ProgressEvent] = []
+    again, history = spec.fit(data, config, seed=5, device=torch.device("cpu"),
+                              progress=events.append, init=first)
+    assert history["denoiser"] == {"reused": True}
+    assert not any(e.stage == "denoiser" for e in events)
+    for k, v in first.features.unet.state_dict().items():
+        assert torch.equal(v, again.features.unet.state_dict()[k])

@@ -151,6 +151,13 @@ class ModelSpec:
     build: BuildFn
     fit: FitFn
     description: str = ""
+    gpu_preset: str | None = None
+
+    def preset_for(self, device_type: str) -> str:
+        """The default preset on a device type (``cuda`` may have its own)."""
+        if device_type == "cuda" and self.gpu_preset:
+            return self.gpu_preset
+        return self.default_preset
 
     def make_config(self, preset: str | None = None,
                     overrides: Mapping[str, Any] | None = None) -> Any:

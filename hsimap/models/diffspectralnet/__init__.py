@@ -19,6 +19,7 @@ SPEC = register(ModelSpec(
     config_cls=DiffSpectralNetConfig,
     presets=PRESETS,
     default_preset="fast",
+    gpu_preset="paper",
     build=build,
     fit=fit,
     description=("DiffSpectralNet: frozen denoising-diffusion U-Net features at several "

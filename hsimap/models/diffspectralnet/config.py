@@ -11,6 +11,7 @@ ScheduleKind = Literal["linear", "cosine"]
 LossKind = Literal["l1", "l2"]
 ReducerKind = Literal["pca", "scale"]
 ReducerFit = Literal["train", "scene"]
+FeatureSource = Literal["diffusion", "projection"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "unet": ("3d", "2d"),
@@ -18,6 +19,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "loss": ("l1", "l2"),
     "reducer": ("pca", "scale"),
     "reducer_fit": ("train", "scene"),
+    "features": ("diffusion", "projection"),
 }
 
 
@@ -63,6 +65,10 @@ class DiffSpectralNetConfig:
         Inverse-frequency class weights in the cross-entropy.
     noise_seed
         Seed of the position-keyed feature-extraction noise.
+    features
+        ``"diffusion"`` (DiffSpectralNet); ``"projection"`` feeds the classifier the projected
+        spectra themselves (no denoiser): the ablation that measures what the diffusion stage
+        adds (``proj_bands = 0``: raw spectra; ``> 0``: PCA).
     """
 
     proj_bands: int = 32
@@ -98,6 +104,7 @@ class DiffSpectralNetConfig:
     patience: int = 8
     class_weighting: bool = True
     noise_seed: int = 0
+    features: FeatureSource = "diffusion"
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():

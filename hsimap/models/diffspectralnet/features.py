@@ -132,12 +132,16 @@ class FeatureExtractor(nn.Module):
         self.config = config
         p = projected_bands(config, n_bands)
         self.projection = SpectralProjection(n_bands, p)
-        self.unet = DenoisingUNet(config, p)
+        self.diffusion = config.features == "diffusion"
+        self.unet = DenoisingUNet(config, p) if self.diffusion else None
         betas = make_betas(config.schedule, config.diffusion_steps, config.beta_start,
                            config.beta_end)
         self.register_buffer("abar", alpha_bar(betas), persistent=False)  # (T,) float64
-        self.keys: list[MapKey] = [(t, i) for t in config.timesteps for i in config.layers]
-        chans = [layer_channels(config, i, p) for _, i in self.keys]
+        if self.diffusion:
+            self.keys: list[MapKey] = [(t, i) for t in config.timesteps for i in config.layers]
+            chans = [layer_channels(config, i, p) for _, i in self.keys]
+        else:  # ablation: the projected spectra are the one feature map
+            self.keys, chans = [(-1, -1)], [p]
         self.reducers = nn.ModuleList(
             MapReducer(config.reducer, c, reduced_dims(config, c)) for c in chans)
         self.map_channels = chans
@@ -156,6 +160,9 @@ class FeatureExtractor(nn.Module):
                  origin: tuple[int, int]) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(map index, (1, ch, h, w) raw tap)`` for every (timestep, layer) key."""
         xp = self.projection(x)  # (1, P, h, w)
+        if self.unet is None:
+            yield 0, xp
+            return
         layers = tuple(self.config.layers)
         k = 0
         for t in self.config.timesteps:

@@ -15,7 +15,9 @@ from hsimap.models.diffspectralnet.unet import receptive_radius
 
 
 def unet_radius(config: DiffSpectralNetConfig) -> int:
-    """Receptive-field radius of the deepest tapped decoder layer."""
+    """Receptive-field radius of the deepest tapped decoder layer (0 without a U-Net)."""
+    if config.features != "diffusion":
+        return 0
     return max(receptive_radius(config, i) for i in config.layers)
 
 
@@ -48,6 +50,10 @@ class DiffSpectralNet(HsiModel):
     def halo(self) -> int:
         """U-Net receptive radius + tokenizer radius + ``window // 2`` (stride is 1)."""
         return model_halo(self.config)
+
+    def window_radius(self) -> int:
+        """Classifier window radius plus the 3x3 tokenizer: the default validation guard."""
+        return self.config.window // 2 + 1
 
     def stride(self) -> int:
         """No spatial down-sampling anywhere: any tile origin works."""

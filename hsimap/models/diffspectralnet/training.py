@@ -120,12 +120,27 @@ def _fit_projection(model: DiffSpectralNet, cube: torch.Tensor, valid: np.ndarra
         return model.features.projection(cube[None])[0]
 
 
+def _reuse_label_free_stages(model: DiffSpectralNet, init: DiffSpectralNet) -> None:
+    """Copy the spectral projection and denoiser weights of ``init`` into ``model``."""
+    if init.features.map_channels != model.features.map_channels or \
+            init.n_bands != model.n_bands:
+        raise ConfigError("init model does not match the config/scene of this fit")
+    model.features.projection.load_state_dict(init.features.projection.state_dict())
+    if model.features.unet is not None and init.features.unet is not None:
+        model.features.unet.load_state_dict(init.features.unet.state_dict())
+
+
 def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
-        progress: ProgressCallback) -> tuple[DiffSpectralNet, dict[str, Any]]:
+        progress: ProgressCallback,
+        init: DiffSpectralNet | None = None) -> tuple[DiffSpectralNet, dict[str, Any]]:
     """Train a DiffSpectralNet on one scene (see the module docstring for the stages).
 
     Same seed, data and config give identical weights on CPU. The global torch RNG state is
     restored afterwards. Returns the model in eval mode on ``device`` and a JSON-able history.
+
+    ``init``: a model fitted on the same scene with the same projection/denoiser settings
+    whose spectral projection and denoiser are reused (both are label-free), skipping those
+    stages; used by benchmarks that compare label splits on one scene.
     """
     _check(data, config)
     cfg: DiffSpectralNetConfig = config
@@ -137,10 +152,16 @@ def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
         model = build(cfg, n_bands=data.n_bands, n_classes=data.n_classes)
         cube = torch.from_numpy(np.ascontiguousarray(data.cube, dtype=np.float32))
         t0 = time.perf_counter()
-        xp = _fit_projection(model, cube, data.valid, rng)
-        model.to(device)
-        den = train_denoiser(model.features.unet, xp, torch.from_numpy(data.valid), cfg,
-                             rng=rng, gen=gen, device=device, progress=progress)
+        if init is not None:
+            _reuse_label_free_stages(model, init)
+            den: dict[str, Any] = {"reused": True}
+            model.to(device)
+        else:
+            xp = _fit_projection(model, cube, data.valid, rng)
+            model.to(device)
+            den = {"skipped": "features = projection"} if model.features.unet is None else \
+                train_denoiser(model.features.unet, xp, torch.from_numpy(data.valid), cfg,
+                               rng=rng, gen=gen, device=device, progress=progress)
         model.eval()
         t1 = time.perf_counter()
         n_max = max(2000, min(20000, MAX_FIT_VALUES // max(sum(model.features.map_channels), 1)))
