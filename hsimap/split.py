@@ -1,8 +1,13 @@
 """Training/validation splits that keep validation pixels away from training pixels.
 
-``polygon`` (default) puts whole polygons into validation, class by class; ``block`` does
-the same with square blocks of the grid (for points or label rasters); ``random`` samples
-pixels (only to compare with papers: it leaks). A guard band then removes every validation
+``polygon`` (default) puts whole polygons into validation, class by class. Polygons closer
+to each other than the guard band always go to the same side (they are merged into one
+unit first), because a guard band between touching polygons would otherwise delete most
+validation pixels of a patchwork of small polygons; a merged unit holding more than half of
+the labelled pixels (or every unit, when there are fewer than ``MIN_UNITS``) is cut into
+blocks. ``block`` does the same with square blocks of the
+grid (for points or label rasters); ``random`` samples pixels (only to compare with papers:
+it leaks). A guard band then removes every validation
 pixel within ``guard`` pixels (Chebyshev distance) of a training pixel, so no model window
 centred on a training pixel sees a validation pixel when ``guard`` >= its radius.
 """
@@ -19,6 +24,7 @@ from hsimap.errors import ConfigError
 
 Validation = Literal["polygon", "block", "random"]
 VALIDATION_METHODS: tuple[str, ...] = ("polygon", "block", "random")
+MIN_UNITS = 20  # fewer merged polygon units than this are cut into blocks
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,9 @@ def make_split(index: np.ndarray, groups: np.ndarray, *, method: str = "polygon"
     if method == "random":
         val = _random_pixels(index, val_fraction, rng)
     else:
-        units = groups if method == "polygon" else _blocks(index.shape, block_size or
-                                                           max(16, 4 * guard))
+        block = block_size or max(16, 4 * guard)
+        units = _proximity_units(np.where(labelled, groups, -1), guard, block) \
+            if method == "polygon" else _blocks(index.shape, block)
         val = _grouped(index, np.where(labelled, units, -1), val_fraction, rng)
     train = labelled & ~val
     near_train = ndimage.maximum_filter(train, size=2 * guard + 1) if guard else train
@@ -97,6 +104,35 @@ def _random_pixels(index: np.ndarray, fraction: float, rng: np.random.Generator)
         n_val = min(int(round(fraction * len(pix))), len(pix) - 1)
         val.flat[rng.choice(pix, size=max(n_val, 0), replace=False)] = True
     return val
+
+
+def _proximity_units(groups: np.ndarray, guard: int, block: int,
+                     max_share: float = 0.5) -> np.ndarray:
+    """Merge groups closer than ``guard`` px into units; cut any unit above ``max_share``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    has = groups >= 0
+    if guard == 0 or not has.any():
+        return groups
+    r = (guard + 1) // 2  # pixels <= guard + 1 apart grow into one cluster
+    clusters, n_clusters = ndimage.label(ndimage.maximum_filter(has, size=2 * r + 1),
+                                         structure=np.ones((3, 3), dtype=bool))
+    g_ids, g = np.unique(groups[has], return_inverse=True)
+    c = clusters[has] - 1
+    n = len(g_ids) + n_clusters  # bipartite graph: groups, then clusters
+    graph = coo_matrix((np.ones(len(g)), (g, c + len(g_ids))), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    units = np.full(groups.shape, -1, dtype=np.int64)
+    units[has] = comp[g]
+    sizes = np.bincount(units[has])
+    big = np.flatnonzero(sizes > max_share * has.sum())
+    if len(sizes) < MIN_UNITS:  # a patchwork of touching polygons: cut every unit
+        big = np.arange(len(sizes))
+    if len(big):
+        cut = np.isin(units, big) & has
+        units[cut] = units.max() + 1 + _blocks(groups.shape, block)[cut]
+    return units
 
 
 def _blocks(shape: tuple[int, ...], size: int) -> np.ndarray:
@@ -121,12 +157,17 @@ def _grouped(index: np.ndarray, units: np.ndarray, fraction: float,
     in_val = np.zeros(len(ids), dtype=bool)
     val_px = np.zeros(n_classes, dtype=np.int64)
     train_units = (counts > 0).sum(0)
-    for c in rng.permutation(n_classes):
-        for u in rng.permutation(np.flatnonzero(counts[:, c] > 0)):
+    cap = np.maximum(2 * fraction * totals, 1)  # don't let one class balloon for another
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    for c in np.argsort(totals, kind="stable"):  # rarest class first
+        candidates = np.flatnonzero(counts[:, c] > 0)
+        jitter = rng.random(len(candidates)) * 0.3  # prefer units rich in c, at random
+        for u in candidates[np.argsort(-(share[candidates, c] + jitter))]:
             if val_px[c] >= fraction * totals[c]:
                 break
             holds = counts[u] > 0
-            if in_val[u] or (train_units[holds] <= 1).any():
+            if in_val[u] or (train_units[holds] <= 1).any() or \
+                    (val_px + counts[u] > cap)[holds].any():
                 continue
             in_val[u] = True
             val_px += counts[u]

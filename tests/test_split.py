@@ -65,3 +65,18 @@ def test_invalid_options() -> None:
         make_split(index, groups, method="kfold")
     with pytest.raises(ConfigError, match="guard"):
         make_split(index, groups, guard=-1)
+
+
+def test_patchwork_of_touching_polygons_keeps_validation_for_every_class(
+        sample_cube, sample_labels) -> None:
+    """The sample's 810 small touching polygons: a guard band must not empty validation."""
+    from hsimap.cube import open_cube
+    from hsimap.labels import read_labels
+
+    labels = read_labels(sample_labels, grid=open_cube(sample_cube).grid)
+    index = labels.index()
+    split = make_split(index, labels.groups, method="polygon", guard=4, seed=0)
+    assert split.classes_without_val == []
+    assert split.val.sum() > 0.05 * (index >= 0).sum()
+    dist = ndimage.distance_transform_cdt(~split.train, metric="chessboard")
+    assert dist[split.val].min() > 4
