@@ -121,6 +121,8 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     log_path.write_text(json.dumps(json_safe({"meta": meta, "history": history,
                                               "seconds": seconds}), indent=1, default=float))
     curves = write_curves(history, out.with_name(out.stem + ".curves.png"))
+    write_inspection(ckpt, raw, valid, index >= 0, _good_wavelengths(cube),
+                     out.with_name(out.stem + ".inside.png"))
     return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds)
 
 
@@ -223,6 +225,73 @@ def _metadata(cube: Cube, labels: Labels, split: Split, options: TrainOptions,
         "software": {"hsimap": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     })
+
+
+def _good_wavelengths(cube: Cube) -> list[float] | None:
+    if cube.wavelengths is None:
+        return None
+    return [cube.wavelengths[i] for i in cube.good_bands]
+
+
+def write_inspection(ckpt: Checkpoint, raw: np.ndarray, valid: np.ndarray,
+                     labelled: np.ndarray, wavelengths: list[float] | None, path: Path, *,
+                     n_windows: int = 3, size: int = 48) -> Path | None:
+    """A PNG grid of the model's diagnostic panels for the most-labelled windows of the scene.
+
+    Rows are windows, columns the panels of :meth:`HsiModel.inspect` (for DiffSpectralNet: the
+    true-colour input, its noised and denoised versions and the feature PCs per timestep).
+    """
+    from scipy import ndimage
+
+    _, h, w = raw.shape
+    size = min(size, h, w)
+    density = ndimage.uniform_filter(labelled.astype(np.float32), size=size, mode="constant")
+    rgb = None
+    if wavelengths is not None:
+        rgb = tuple(int(np.argmin(np.abs(np.asarray(wavelengths) - nm)))
+                    for nm in (640.0, 550.0, 460.0))
+    rows = []
+    for _ in range(n_windows):
+        r, c = np.unravel_index(int(np.argmax(density)), density.shape)
+        r0, c0 = int(np.clip(r - size // 2, 0, h - size)), int(np.clip(c - size // 2, 0, w - size))
+        density[max(0, r0 - size // 2):r0 + size + size // 2,
+                max(0, c0 - size // 2):c0 + size + size // 2] = -1
+        halo = ckpt.model.halo()  # compute with context, show the window itself
+        y0, x0 = max(0, r0 - halo), max(0, c0 - halo)
+        window = np.s_[:, y0:min(h, r0 + size + halo), x0:min(w, c0 + size + halo)]
+        x = ckpt.norm.apply(raw[window].copy(), valid[window[1:]])
+        panels = ckpt.model.inspect(torch.from_numpy(x)[None], origin=(y0, x0),
+                                    rgb_bands=rgb)  # type: ignore[arg-type]
+        if not panels:
+            return None
+        crop = np.s_[r0 - y0:r0 - y0 + size, c0 - x0:c0 - x0 + size]
+        rows.append(((r0, c0), {k: v[crop] for k, v in panels.items()}))
+    return _plot_panels(rows, path)
+
+
+def _plot_panels(rows: list[tuple[tuple[int, int], dict[str, np.ndarray]]],
+                 path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = list(rows[0][1])
+    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False,
+                             figsize=(1.9 * len(titles), 2.0 * len(rows)))
+    for i, ((r0, c0), panels) in enumerate(rows):
+        for j, title in enumerate(titles):
+            ax = axes[i][j]
+            ax.imshow(panels[title], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+        axes[i][0].set_ylabel(f"row {r0}, col {c0}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def write_curves(history: Mapping[str, Any], path: Path) -> Path | None:

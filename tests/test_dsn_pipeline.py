@@ -92,3 +92,9 @@ def test_default_train_and_predict_use_diffspectralnet_fast(
     assert (classes > 0).sum() == 18432  # every valid pixel of the sample scene
     accuracy = ckpt.meta["accuracy"]
     assert accuracy["train_oa"] > 0.6
+
+
+def test_inside_the_model_figure_is_written(tiny_models: tuple[Path, Path]) -> None:
+    """Input, noised/denoised views and feature PCs per timestep, for a few windows."""
+    png = tiny_models[0].with_name("a.inside.png")
+    assert png.exists() and png.stat().st_size > 10_000

@@ -119,6 +119,14 @@ class HsiModel(nn.Module):
         """The model config as a JSON-able dict (stored in the checkpoint)."""
         raise NotImplementedError
 
+    def inspect(self, x: torch.Tensor, *, origin: tuple[int, int],
+                rgb_bands: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
+        """Diagnostic images ``(h, w, 3)`` in [0, 1] of what the model sees in a window.
+
+        Empty for models with nothing to show; see DiffSpectralNet's timestep panels.
+        """
+        return {}
+
 
 class BuildFn(Protocol):
     """Signature of ``ModelSpec.build``."""

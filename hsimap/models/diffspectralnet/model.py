@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from hsimap.errors import ConfigError
@@ -66,6 +67,13 @@ class DiffSpectralNet(HsiModel):
             raise ValueError(f"expected a (1, {self.n_bands}, h, w) tile, got {tuple(x.shape)}")
         feats = self.features(x, (int(origin[0]), int(origin[1])))  # (1, D, h, w)
         return self.classifier.forward_map(feats)
+
+    def inspect(self, x: torch.Tensor, *, origin: tuple[int, int],
+                rgb_bands: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
+        """Input, noised and denoised views and feature PCs per timestep (see ``inspect``)."""
+        from hsimap.models.diffspectralnet.inspect import inspection_panels
+
+        return inspection_panels(self, x, origin=origin, rgb_bands=rgb_bands)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as ``forward_tile`` at origin (0, 0)."""
