@@ -32,7 +32,7 @@ def evaluate(map_path: Path, reference: Path, class_field: str | None, all_touch
 
     \b
     Example:
-      hsimap evaluate map.tif --labels reference.gpkg --log run/training_log.json
+      hsimap evaluate map.tif --labels reference.gpkg --log hsimap_model.log.json
     """
     import sys
 

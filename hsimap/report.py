@@ -557,6 +557,16 @@ def _write_outputs(out: Path, document: dict[str, Any], table: ClassTable,
 # ----------------------------------------------------------------------------- figures
 
 
+def _inside_figure(training_log: str | None) -> str | None:
+    """Data URI of the ``<model>.inside.png`` written beside ``<model>.log.json``, if any."""
+    if not training_log or not training_log.endswith(".log.json"):
+        return None
+    png = Path(training_log[: -len(".log.json")] + ".inside.png")
+    if not png.exists():
+        return None
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
 def _png_data_uri(fig: Any, *, tight: bool = True) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight" if tight else None)
@@ -756,6 +766,13 @@ def _html_report(document: dict[str, Any], table: ClassTable, accuracy: Accuracy
             parts.append(f'<img alt="training curves" src="{curves_png(log_series)}">')
         else:
             parts.append("<p class=note>The training log holds no numeric series.</p>")
+        inside = _inside_figure(document["inputs"].get("training_log"))
+        if inside:
+            parts.append("<h2>Inside the model</h2><p class=note>For the most-labelled windows "
+                         "of the training scene: the input, its noised versions at the feature "
+                         "timesteps, the denoiser's reconstruction, and the first three "
+                         "principal components of each timestep's features.</p>")
+            parts.append(f'<img alt="inside the model" src="{inside}">')
     parts += [
         f"<h2>Protocol</h2><p class=note>{html.escape(document['protocol'])}</p>",
         f"<h2>Provenance</h2>{_inputs_table(info)}",

@@ -98,3 +98,16 @@ def test_inside_the_model_figure_is_written(tiny_models: tuple[Path, Path]) -> N
     """Input, noised/denoised views and feature PCs per timestep, for a few windows."""
     png = tiny_models[0].with_name("a.inside.png")
     assert png.exists() and png.stat().st_size > 10_000
+
+
+def test_evaluate_report_shows_inside_the_model(tmp_path: Path, sample_cube: Path,
+                                                sample_labels: Path,
+                                                tiny_models: tuple[Path, Path]) -> None:
+    from hsimap.report import evaluate_map
+
+    model = tiny_models[0]
+    predict_scene(sample_cube, out=tmp_path / "map.tif", model=model)
+    evaluate_map(tmp_path / "map.tif", sample_labels, training_log=model.with_name("a.log.json"),
+                 out_dir=tmp_path / "ev")
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert "Inside the model" in html and "Training curves" in html
