@@ -122,12 +122,16 @@ def _fit_projection(model: DiffSpectralNet, cube: torch.Tensor, valid: np.ndarra
 
 def _reuse_label_free_stages(model: DiffSpectralNet, init: DiffSpectralNet) -> None:
     """Copy the spectral projection and denoiser weights of ``init`` into ``model``."""
-    if init.features.map_channels != model.features.map_channels or \
-            init.n_bands != model.n_bands:
-        raise ConfigError("init model does not match the config/scene of this fit")
-    model.features.projection.load_state_dict(init.features.projection.state_dict())
-    if model.features.unet is not None and init.features.unet is not None:
-        model.features.unet.load_state_dict(init.features.unet.state_dict())
+    if init.n_bands != model.n_bands:
+        raise ConfigError(f"init model has {init.n_bands} bands, this scene {model.n_bands}")
+    try:
+        model.features.projection.load_state_dict(init.features.projection.state_dict())
+        if model.features.unet is not None:
+            if init.features.unet is None:
+                raise ConfigError("init model has no denoiser to reuse")
+            model.features.unet.load_state_dict(init.features.unet.state_dict())
+    except RuntimeError as exc:  # shapes differ: another projection size or U-Net
+        raise ConfigError(f"init model does not match this config ({exc})") from exc
 
 
 def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
