@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from hsimap.cli.options import device_opt, model_opt, overwrite_opt, tile_opt
+from hsimap.cli.options import device_opt, model_opt, overwrite_opt
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+class TileSizeType(click.ParamType):
+    """``auto`` or a positive number of pixels."""
+
+    name = "tile-size"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | str:
+        """Parse ``auto`` or an integer >= 1."""
+        if isinstance(value, int) and value >= 1:
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is not 'auto' or a positive number of pixels", param, ctx)
 
 
 @click.command(short_help="Map a scene with a trained model.")
@@ -14,28 +35,92 @@ from hsimap.cli.options import device_opt, model_opt, overwrite_opt, tile_opt
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="Class map GeoTIFF to write.")
 @model_opt
-@tile_opt
+@click.option("--tile-size", "tile", type=TileSizeType(), default="auto", show_default=True,
+              metavar="auto|PIXELS",
+              help="Tile side in pixels (the halo comes on top); auto fits the free memory.")
 @device_opt
 @overwrite_opt
+@click.option("--probabilities", type=click.Path(path_type=Path), default=None,
+              metavar="PATH", help="Also write per-class probabilities (one band per class).")
+@click.option("--confidence", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="Also write a confidence raster (see --confidence-kind).")
+@click.option("--confidence-kind", type=click.Choice(["max", "margin"]), default="max",
+              show_default=True,
+              help="max: the winning class's probability; margin: best minus second best.")
+@click.option("--prob-dtype", type=click.Choice(["uint8", "uint16"]), default="uint8",
+              show_default=True,
+              help="Scaling of probabilities/confidence: uint8 0..254 (nodata 255) or "
+                   "uint16 0..10000 (nodata 65535).")
+@click.option("--cog", is_flag=True,
+              help="Write Cloud-Optimized GeoTIFFs with overviews.")
+@click.option("--scheduler", envvar=SCHEDULER_ENV, default=None, metavar="ADDRESS",
+              help=f"Run the tiles on this Dask scheduler (e.g. tcp://host:8786; default "
+                   f"${SCHEDULER_ENV}). Workers must see the scene and model at the same paths.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from its .partial files.")
+@click.option("--dry-run", is_flag=True,
+              help="Print tile count, tile size, halo, memory and time estimates; write nothing.")
+@click.option("--checkpoint-every", "checkpoint_seconds", type=click.FloatRange(min=0),
+              default=10.0, show_default=True, metavar="SECONDS",
+              help="How often finished tiles are made durable for --resume.")
 @click.pass_context
-def predict(ctx: click.Context, scene: Path, output: Path, model_path: Path, tile: int,
-            device: str, overwrite: bool) -> None:
+def predict(ctx: click.Context, scene: Path, output: Path, model_path: Path, tile: int | str,
+            device: str, overwrite: bool, probabilities: Path | None, confidence: Path | None,
+            confidence_kind: str, prob_dtype: str, cog: bool, scheduler: str | None,
+            resume: bool, dry_run: bool, checkpoint_seconds: float) -> None:
     """Classify SCENE with the model and write a georeferenced class map.
 
     \b
-    Example:
+    Examples:
       hsimap predict scene.tif -o map.tif
+      hsimap predict scene.tif -o map.tif --probabilities probs.tif --confidence conf.tif --cog
+      hsimap predict big.tif -o map.tif --resume          # after an interrupted run
+      hsimap predict big.tif -o map.tif --scheduler tcp://10.0.0.5:8786
     """
+    if dry_run:
+        from hsimap.predict import plan_prediction
+
+        plan = plan_prediction(scene, model=model_path, tile=tile,  # type: ignore[arg-type]
+                               device=device, probabilities=probabilities is not None)
+        click.echo(plan.describe())
+        click.echo("dry run: nothing was written")
+        return
     from hsimap.cli.options import progress_bars
     from hsimap.predict import predict_scene
 
     callback, close = progress_bars(ctx.obj.get("verbosity", 0) < 0)
     try:
-        result = predict_scene(scene, out=output, model=model_path, tile=tile, device=device,
-                               overwrite=overwrite, progress=callback)
+        result = predict_scene(
+            scene, out=output, model=model_path, tile=tile,  # type: ignore[arg-type]
+            device=device, overwrite=overwrite, probabilities=probabilities,
+            confidence=confidence, prob_dtype=prob_dtype,  # type: ignore[arg-type]
+            confidence_kind=confidence_kind,  # type: ignore[arg-type]
+            cog=cog, scheduler=scheduler, resume=resume, checkpoint_seconds=checkpoint_seconds,
+            progress=callback)
+    except KeyboardInterrupt:
+        close()
+        _interrupted(output)
+        ctx.exit(130)
     finally:
         close()
     counts = ", ".join(f"{k}={v}" for k, v in result.class_counts.items())
+    resumed = f", {result.resumed_tiles} resumed" if result.resumed_tiles else ""
     click.echo(f"{result.n_valid} pixels classified in {result.seconds:.1f} s "
-               f"({result.n_tiles} tiles, halo {result.halo} px): {counts}")
+               f"({result.n_tiles} tiles of {result.tile} px{resumed}, halo {result.halo} px): "
+               f"{counts}")
     click.echo(f"map: {result.map_path}")
+    for path in result.outputs:
+        if path != result.map_path:
+            click.echo(f"also: {path}")
+
+
+def _interrupted(output: Path) -> None:
+    from hsimap.outputs import record_path
+
+    if record_path(output).exists():
+        click.secho(f"Interrupted: no output is complete; finished tiles are kept in "
+                    f"{record_path(output).with_suffix('')} (and .json); run the same command "
+                    "with --resume to finish.", err=True, fg="yellow")
+    else:
+        click.secho("Interrupted: no output was written and no partial files are left.",
+                    err=True, fg="yellow")

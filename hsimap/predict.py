@@ -1,41 +1,74 @@
 """Map a scene: cube -> tiles (+ halo) -> model -> crop -> class map GeoTIFF, streamed.
 
-Memory is bounded by the tile: one tile's input, features and logits exist at a time (plus
-one tile being read ahead), never a full-scene array of probabilities or features. The map
-is written window by window under a temporary name and renamed into place when complete.
+Memory is bounded by the tile: a few tiles' inputs (read ahead by reader threads), one
+tile's activations on the device and a few finished windows waiting for the writer thread
+exist at a time, never a full-scene array of probabilities or features. Reading, computing
+and writing overlap, so the device does not wait on the disk. The tile size is chosen from
+the memory available (``tile="auto"``) by probing the model's activation bytes per pixel.
+
+Outputs (class map, optional probabilities and confidence) are written window by window
+under temporary ``.partial`` names with a resume record (see :mod:`hsimap.outputs`): a
+killed run can be resumed and gives the same files as an uninterrupted one. With a Dask
+scheduler address the tile work runs on a cluster instead (see :mod:`hsimap.distributed`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.windows import Window as RioWindow
 
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, load_checkpoint
-from hsimap.cube import Cube, open_cube
+from hsimap.cube import Cube, open_cube, validity
 from hsimap.device import resolve_device
-from hsimap.errors import SceneMismatchError
-from hsimap.geotiff import (
-    MAP_NODATA,
-    atomic_raster,
-    check_output,
-    class_map_profile,
-    tag_class_map,
-    write_sidecars,
-    write_window,
-)
+from hsimap.errors import ConfigError, DeviceError, SceneMismatchError
+from hsimap.geotiff import MAP_NODATA, check_output
 from hsimap.models.base import ProgressCallback, ProgressEvent, no_progress
-from hsimap.tiling import Tile, TileGrid
+from hsimap.outputs import (
+    DEFAULT_CHECKPOINT_SECONDS,
+    PROB_SCALE,
+    ConfidenceKind,
+    OutputSpec,
+    PartialOutputs,
+    ProbDtype,
+    TileResult,
+    read_record,
+)
+from hsimap.tiling import Tile, TileGrid, Window
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TILE = 256
 WAVELENGTH_TOLERANCE_NM = 2.0
+# Working-set budget of ``tile="auto"`` (activations + tile buffers), capped at a quarter of
+# the memory available; with the process's own ~0.6 GB and the GDAL read cache (<= 512 MiB)
+# this keeps the default peak near 2 GB.
+DEFAULT_MEMORY_BUDGET = 2**30
+AUTO_TILE_RANGE = (32, 512)
+PREFETCH = 2  # tiles read ahead of the one being computed
+MAX_WRITES_IN_FLIGHT = 2
+MAX_OOM_SPLITS = 6
+# GDAL block cache while reading the scene: the input blocks of READ_CACHE_TILES read windows
+# (so a neighbouring tile's halo is not decoded again), within this range. GDAL's default
+# (5 % of RAM) would otherwise fill up on a large scene.
+GDAL_CACHE_RANGE = (64 * 2**20, 512 * 2**20)
+READ_CACHE_TILES = 2
+
+TileSize = int | Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +81,52 @@ class PredictResult:
     seconds: float
     n_valid: int
     class_counts: dict[str, int]
+    tile: int = DEFAULT_TILE
+    outputs: tuple[Path, ...] = ()
+    resumed_tiles: int = 0
+
+
+@dataclass(frozen=True)
+class PredictPlan:
+    """What a prediction would do (``--dry-run``): sizes, memory and time estimates."""
+
+    n_tiles: int
+    tile: int
+    halo: int
+    stride: int
+    height: int
+    width: int
+    device: str
+    peak_memory_bytes: int
+    activation_bytes_per_pixel: float
+    seconds_per_tile: float | None = None
+    estimated_seconds: float | None = None
+    sample_tiles: int = 0
+    threads: int = 1
+
+    def describe(self) -> str:
+        """Human-readable summary, one fact per line."""
+        lines = [
+            f"scene: {self.height} x {self.width} px",
+            f"tiles: {self.n_tiles} of {self.tile} px (+ halo {self.halo} px, stride "
+            f"{self.stride})",
+            f"device: {self.device} ({self.threads} torch threads)",
+            f"peak memory (estimate): {self.peak_memory_bytes / 2**20:.0f} MiB "
+            f"(activations ~{self.activation_bytes_per_pixel:.0f} B per tile pixel)",
+        ]
+        if self.estimated_seconds is not None and self.seconds_per_tile is not None:
+            lines.append(f"run time (estimate from {self.sample_tiles} sample tile(s), "
+                         f"{self.seconds_per_tile:.2f} s each): "
+                         f"{_duration(self.estimated_seconds)}")
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def check_scene(cube: Cube, ckpt: Checkpoint) -> None:
@@ -64,10 +143,11 @@ def check_scene(cube: Cube, ckpt: Checkpoint) -> None:
         return
     diff = np.abs(np.asarray(cube.wavelengths) - np.asarray(trained))
     worst = int(diff.argmax())
+    n_off = int((diff > WAVELENGTH_TOLERANCE_NM).sum())
     if diff[worst] > WAVELENGTH_TOLERANCE_NM:
         raise SceneMismatchError(
             f"band {worst + 1} is at {cube.wavelengths[worst]:.2f} nm but the model's band "
-            f"{worst + 1} is at {trained[worst]:.2f} nm ({int((diff > WAVELENGTH_TOLERANCE_NM).sum())}"
+            f"{worst + 1} is at {trained[worst]:.2f} nm ({n_off}"
             f" bands differ by more than {WAVELENGTH_TOLERANCE_NM} nm)",
             path=cube.path, fix="resample the scene to the model's wavelengths or retrain")
 
@@ -85,9 +165,410 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+# --------------------------------------------------------------------------- reading
+
+
+class SceneReader:
+    """Reads tile windows of a scene's good bands, one rasterio dataset per thread.
+
+    Rasterio datasets must not be shared between threads, so each reader thread (or Dask
+    worker thread) opens the scene by path once and keeps it.
+    """
+
+    def __init__(self, path: str | Path, *, bands: list[int], nodata: float | None,
+                 cache_bytes: int = GDAL_CACHE_RANGE[0]) -> None:
+        self.path = str(path)
+        self.indexes = [b + 1 for b in bands]
+        self.nodata = nodata
+        self.cache_bytes = cache_bytes
+        self._local = threading.local()
+
+    def env(self) -> rasterio.Env:
+        """GDAL settings for reading: a block cache sized to a few tile windows, not the
+        default 5 % of RAM (which a large scene would fill)."""
+        return rasterio.Env(GDAL_CACHEMAX=self.cache_bytes)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, h, w)`` float32 values of ``window`` and the ``(h, w)`` validity mask."""
+        src = getattr(self._local, "src", None)
+        if src is None:
+            src = self._local.src = rasterio.open(self.path)
+            weakref.finalize(self, src.close)
+        values = src.read(self.indexes, window=RioWindow(window.col0, window.row0, window.width,
+                                                         window.height), out_dtype="float32")
+        return values, validity(values, self.nodata)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "indexes": self.indexes, "nodata": self.nodata,
+                "cache_bytes": self.cache_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+
+# --------------------------------------------------------------------------- computing
+
+
+@dataclass(frozen=True)
+class TileWork:
+    """What to compute for each tile besides the class map (picklable, for Dask workers)."""
+
+    values_lut: np.ndarray  # (K,) map value of each class index
+    map_dtype: str
+    halo: int
+    stride: int
+    probabilities: bool = False
+    confidence: bool = False
+    prob_dtype: ProbDtype = "uint8"
+    confidence_kind: ConfidenceKind = "max"
+
+
+def compute_tile(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, tile: Tile,
+                 work: TileWork, device: torch.device) -> TileResult:
+    """Class values (and probabilities, confidence) over the write window of ``tile``."""
+    keep = valid[tile.crop]
+    h, w = tile.write.height, tile.write.width
+    k = len(work.values_lut)
+    scale, nodata = PROB_SCALE[work.prob_dtype]
+    if not keep.any():
+        probs = np.full((k, h, w), nodata, work.prob_dtype) if work.probabilities else None
+        conf = np.full((h, w), nodata, work.prob_dtype) if work.confidence else None
+        return TileResult(tile.index, tile.write, np.full((h, w), MAP_NODATA, work.map_dtype),
+                          np.zeros(k, np.int64), probs, conf)
+    x = torch.from_numpy(ckpt.norm.apply(values, valid))  # (C, h_read, w_read), CPU
+    logits = _logits_split(ckpt, x, tile.read, tile.write, work, device, 0)  # (K, h, w)
+    index_t = logits.argmax(0)
+    probs_t = conf_t = None
+    if work.probabilities or work.confidence:
+        p = torch.softmax(logits, 0)
+        if work.probabilities:
+            probs_t = (p * scale).round_().to(torch.int32)
+        if work.confidence:
+            if work.confidence_kind == "margin" and k > 1:
+                top2 = p.topk(2, dim=0).values
+                c = top2[0] - top2[1]
+            else:
+                c = p.max(0).values
+            conf_t = (c * scale).round_().to(torch.int32)
+    index = index_t.cpu().numpy()
+    counts = np.bincount(index[keep], minlength=k).astype(np.int64)
+    classes = np.where(keep, work.values_lut[index], MAP_NODATA).astype(work.map_dtype)
+    probs = conf = None
+    if probs_t is not None:
+        probs = np.where(keep, probs_t.cpu().numpy(), nodata).astype(work.prob_dtype)
+    if conf_t is not None:
+        conf = np.where(keep, conf_t.cpu().numpy(), nodata).astype(work.prob_dtype)
+    return TileResult(tile.index, tile.write, classes, counts, probs, conf)
+
+
+def _logits_split(ckpt: Checkpoint, x: torch.Tensor, read: Window, write: Window,
+                  work: TileWork, device: torch.device, depth: int) -> torch.Tensor:
+    """``(K, h, w)`` float32 logits of ``write`` from the normalised read window ``x``.
+
+    On a CUDA out-of-memory error the write window is split into four sub-tiles (each with
+    its full halo, taken from ``x``; split points on multiples of the model stride) and
+    each is computed on its own: the same result, less memory.
+    """
+    try:
+        with torch.inference_mode(), _autocast(device):
+            logits = ckpt.model.forward_tile(x[None].to(device, non_blocking=True),
+                                             origin=(read.row0, read.col0))
+        r0, c0 = write.row0 - read.row0, write.col0 - read.col0
+        return logits[0, :, r0:r0 + write.height, c0:c0 + write.width].float()
+    except torch.OutOfMemoryError as exc:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        subs = _split(write, work.stride)
+        if depth >= MAX_OOM_SPLITS or len(subs) == 1:
+            raise DeviceError(
+                f"out of memory on {device} even for a {write.height}x{write.width} px tile "
+                f"(+ halo {work.halo} px)", fix="use --device cpu, or free the device") from exc
+        log.warning("out of memory on %s for a %dx%d px tile; splitting it into %d sub-tiles",
+                    device, write.height, write.width, len(subs))
+    rows = []
+    for row in subs:
+        parts = []
+        for sub in row:
+            sub_read = Window(max(read.row0, sub.row0 - work.halo),
+                              min(read.row1, sub.row1 + work.halo),
+                              max(read.col0, sub.col0 - work.halo),
+                              min(read.col1, sub.col1 + work.halo))
+            xs = x[:, sub_read.row0 - read.row0:sub_read.row1 - read.row0,
+                   sub_read.col0 - read.col0:sub_read.col1 - read.col0]
+            parts.append(_logits_split(ckpt, xs, sub_read, sub, work, device, depth + 1))
+        rows.append(torch.cat(parts, dim=2))
+    return torch.cat(rows, dim=1)
+
+
+def _split(write: Window, stride: int) -> list[list[Window]]:
+    """Halves of ``write`` along each side longer than ``stride`` (cuts on stride multiples)."""
+    def cuts(a: int, b: int) -> list[tuple[int, int]]:
+        mid = a + ((b - a) // 2 // stride) * stride
+        return [(a, b)] if mid <= a or mid >= b else [(a, mid), (mid, b)]
+    return [[Window(r0, r1, c0, c1) for c0, c1 in cuts(write.col0, write.col1)]
+            for r0, r1 in cuts(write.row0, write.row1)]
+
+
+# --------------------------------------------------------------------------- tile size
+
+
+class _PeakTensorMemory:
+    """Peak bytes of live tensor storages during a forward pass (CPU or CUDA, any model).
+
+    Every tensor a torch function returns is counted from its creation until its storage is
+    freed (a weakref finalizer). Scratch memory inside a single operator is not seen.
+    """
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self._seen: set[int] = set()
+
+    def __enter__(self) -> _PeakTensorMemory:
+        from torch.overrides import TorchFunctionMode
+
+        tracker = self
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                                   kwargs: Any = None) -> Any:
+                out = func(*args, **(kwargs or {}))
+                tracker._track(out)
+                return out
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(None, None, None)
+
+    def _track(self, out: Any) -> None:
+        from torch.utils._pytree import tree_flatten
+
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key in self._seen or storage.nbytes() == 0:
+                continue
+            self._seen.add(key)
+            self.live += storage.nbytes()
+            weakref.finalize(storage, self._free, key, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes
+
+
+def activation_bytes_per_pixel(ckpt: Checkpoint, device: torch.device, *,
+                               probe: int = 32) -> float:
+    """Peak tensor bytes of one forward pass per read-window pixel, from a small probe tile.
+
+    A model can give its own figure as an ``activation_bytes_per_pixel()`` method.
+    """
+    hint = getattr(ckpt.model, "activation_bytes_per_pixel", None)
+    if callable(hint):
+        return float(hint())
+    halo, stride = ckpt.model.halo(), ckpt.model.stride()
+    side = -(-(probe + 2 * halo) // stride) * stride
+    n_bands = len(ckpt.band_indices)
+    x = torch.zeros((1, n_bands, side, side), device=device)
+    x.normal_(generator=torch.Generator(device=device).manual_seed(0))
+    with torch.inference_mode(), _autocast(device), _PeakTensorMemory() as mem:
+        ckpt.model.forward_tile(x, origin=(0, 0))
+    return mem.peak / (side * side)
+
+
+def io_bytes_per_pixel(n_bands: int, n_classes: int, work: TileWork | None = None) -> float:
+    """Bytes per read-window pixel of the pipeline's own buffers (inputs read ahead, outputs)."""
+    per_input = 4.0 * n_bands + 1  # float32 values + validity
+    per_output = 8.0 + 8.0 * n_classes  # index + logits/softmax (float32)
+    if work is not None and work.probabilities:
+        per_output += 2.0 * n_classes
+    return per_input * (PREFETCH + 1) + per_output * (MAX_WRITES_IN_FLIGHT + 1)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Working-set bytes ``tile="auto"`` aims for: the default, or less when memory is short."""
+    import psutil
+
+    budget = min(DEFAULT_MEMORY_BUDGET, psutil.virtual_memory().available // 4)
+    return max(budget, 32 * 2**20)
+
+
+def auto_tile_size(ckpt: Checkpoint, device: torch.device, *, budget: int | None = None,
+                   work: TileWork | None = None, input_block: int | None = None,
+                   ) -> tuple[int, float]:
+    """Largest tile side whose working set fits ``budget``; also the activation B/px.
+
+    When the tile is at least one block of the (tiled) input, it is rounded down to a whole
+    number of input blocks so that reads decode as few blocks as possible.
+    """
+    act = activation_bytes_per_pixel(ckpt, device)
+    halo, stride = ckpt.model.halo(), ckpt.model.stride()
+    io = io_bytes_per_pixel(len(ckpt.band_indices), len(ckpt.classes), work)
+    budget = budget or memory_budget(device)
+    if device.type == "cuda":  # activations live on the GPU, buffers in host memory
+        free, _ = torch.cuda.mem_get_info(device)
+        side_dev = math.sqrt(0.6 * free / max(act, 1.0))
+        side_host = math.sqrt(budget / io)
+        side = min(side_dev, side_host)
+    else:
+        side = math.sqrt(budget / (act + io))
+    lo, hi = AUTO_TILE_RANGE
+    tile = int(side) - 2 * halo
+    quantum = 64 if tile >= 256 else 32 if tile >= 128 else 16
+    tile = max(lo, min(hi, tile // quantum * quantum))
+    if input_block and tile >= input_block:
+        tile = tile // input_block * input_block
+    tile = -(-tile // stride) * stride
+    return tile, act
+
+
+def _resolve_tile(tile: TileSize, ckpt: Checkpoint, device: torch.device,
+                  work: TileWork, record: dict[str, Any] | None,
+                  input_block: int | None) -> tuple[int, float | None]:
+    if isinstance(tile, str):
+        if tile != "auto":
+            raise ConfigError(f"tile size must be a number of pixels or 'auto', got {tile!r}")
+        if record is not None:  # resuming: keep the tile size the run started with
+            return int(record["tile"]), None
+        size, act = auto_tile_size(ckpt, device, work=work, input_block=input_block)
+        return size, act
+    if tile < 1:
+        raise ConfigError(f"tile size must be a positive number of pixels, got {tile}",
+                          fix="pass --tile-size 256, or auto")
+    return int(tile), None
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def fingerprint(*, ckpt: Checkpoint, model: Path, scene: Path, cube: Cube, grid: TileGrid,
+                spec: OutputSpec, precision: str) -> dict[str, Any]:
+    """What must be the same for a partial output to be resumed."""
+    digest = hashlib.sha256()
+    with open(model, "rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            digest.update(chunk)
+    st = scene.stat()
+    return {
+        "model_sha256": digest.hexdigest(),
+        "scene": f"{scene.resolve()} ({st.st_size} bytes, mtime {st.st_mtime_ns})",
+        "scene_shape": [cube.count, cube.grid.height, cube.grid.width],
+        "bands": list(ckpt.band_indices),
+        "tile": grid.tile, "halo": grid.halo, "stride": grid.stride,
+        "precision": precision,
+        **spec.fingerprint_part(),
+    }
+
+
+@dataclass
+class _Setup:
+    ckpt: Checkpoint
+    cube: Cube
+    device: torch.device
+    grid: TileGrid
+    work: TileWork
+    reader: SceneReader
+    activation_bpp: float | None
+
+
+def _setup(scene: str | Path, model: str | Path, tile: TileSize, device: str,
+           spec: OutputSpec | None, record: dict[str, Any] | None,
+           scheduler: str | None = None) -> _Setup:
+    torch_device = torch.device("cpu") if scheduler else resolve_device(device)
+    ckpt = load_checkpoint(model, device=torch_device)
+    cube = open_cube(scene)
+    check_scene(cube, ckpt)
+    cube = cube.with_bad_bands(tuple(sorted(set(range(ckpt.n_bands)) - set(ckpt.band_indices))))
+    halo, stride = ckpt.model.halo(), ckpt.model.stride()
+    work = TileWork(
+        values_lut=np.asarray(ckpt.classes.values, dtype=ckpt.classes.map_dtype),
+        map_dtype=ckpt.classes.map_dtype, halo=-(-halo // stride) * stride, stride=stride,
+        probabilities=spec is not None and spec.probabilities is not None,
+        confidence=spec is not None and spec.confidence is not None,
+        prob_dtype=spec.prob_dtype if spec else "uint8",
+        confidence_kind=spec.confidence_kind if spec else "max")
+    with rasterio.open(cube.path) as src:
+        block_h, block_w = src.block_shapes[0]
+        itemsize = np.dtype(src.dtypes[0]).itemsize
+    tiled_block = block_w if block_h > 1 and block_w < cube.grid.width else None
+    size, act = _resolve_tile(tile, ckpt, torch_device, work, record, tiled_block)
+    grid = TileGrid(cube.grid.height, cube.grid.width, size, halo, stride)
+    blocks = max(_blocks_touched(t.read, block_h, block_w) for t in grid)
+    cache = READ_CACHE_TILES * blocks * block_h * block_w * itemsize * cube.count
+    cache = int(min(max(cache, GDAL_CACHE_RANGE[0]), GDAL_CACHE_RANGE[1]))
+    reader = SceneReader(cube.path, bands=cube.good_bands, nodata=cube.nodata,
+                         cache_bytes=cache)
+    return _Setup(ckpt, cube, torch_device, grid, work, reader, act)
+
+
+def _blocks_touched(window: Window, block_h: int, block_w: int) -> int:
+    """Input blocks a read window overlaps."""
+    rows = (window.row1 - 1) // block_h - window.row0 // block_h + 1
+    cols = (window.col1 - 1) // block_w - window.col0 // block_w + 1
+    return rows * cols
+
+
+def plan_prediction(scene: str | Path, *, model: str | Path = DEFAULT_MODEL_PATH,
+                    tile: TileSize = "auto", device: str = "auto",
+                    probabilities: bool = False, sample_tiles: int = 2) -> PredictPlan:
+    """Tile count, tile size, halo, peak-memory and run-time estimates; writes nothing.
+
+    The run time is extrapolated from ``sample_tiles`` full-size tiles read and computed
+    here (the fastest counts; the first includes warm-up), scaled by read-window pixels.
+    """
+    import psutil
+
+    spec = OutputSpec(Path("unused.tif"), probabilities=Path("unused_p.tif")) \
+        if probabilities else None
+    s = _setup(scene, model, tile, device, spec, None)
+    act = s.activation_bpp if s.activation_bpp is not None else \
+        activation_bytes_per_pixel(s.ckpt, s.device)
+    tiles = list(s.grid)
+    read_px = sum(t.read.height * t.read.width for t in tiles)
+    largest = max(tiles, key=lambda t: t.read.height * t.read.width)
+    with s.reader.env():
+        times = _time_tiles(s, largest, sample_tiles)
+    side = largest.read.height * largest.read.width
+    io = io_bytes_per_pixel(len(s.ckpt.band_indices), len(s.ckpt.classes), s.work)
+    peak = psutil.Process().memory_info().rss + s.reader.cache_bytes + int(side * (io + (
+        act if s.device.type == "cpu" else 0)))
+    per_px = min(times) / side if times else None
+    return PredictPlan(
+        n_tiles=len(s.grid), tile=s.grid.tile, halo=s.grid.halo, stride=s.grid.stride,
+        height=s.grid.height, width=s.grid.width, device=str(s.device),
+        peak_memory_bytes=peak, activation_bytes_per_pixel=act,
+        seconds_per_tile=min(times) if times else None,
+        estimated_seconds=per_px * read_px if per_px is not None else None,
+        sample_tiles=len(times), threads=torch.get_num_threads())
+
+
+def _time_tiles(s: _Setup, tile: Tile, n: int) -> list[float]:
+    """Seconds to read and compute ``tile``, ``n`` times (at most 3)."""
+    times = []
+    for _ in range(max(0, min(n, 3))):
+        start = time.perf_counter()
+        values, valid = s.reader.read(tile.read)
+        valid[:] = True  # time the model even where the sample tile is nodata
+        compute_tile(s.ckpt, values, valid, tile, s.work, s.device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def predict_scene(scene: str | Path, *, out: str | Path,
-                  model: str | Path = DEFAULT_MODEL_PATH, tile: int = DEFAULT_TILE,
+                  model: str | Path = DEFAULT_MODEL_PATH, tile: TileSize = "auto",
                   device: str = "auto", overwrite: bool = False,
+                  probabilities: str | Path | None = None,
+                  confidence: str | Path | None = None, prob_dtype: ProbDtype = "uint8",
+                  confidence_kind: ConfidenceKind = "max", cog: bool = False,
+                  scheduler: str | None = None, resume: bool = False,
+                  checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
                   progress: ProgressCallback = no_progress) -> PredictResult:
     """Classify every valid pixel of ``scene`` and write a class-map GeoTIFF to ``out``.
 
@@ -100,59 +581,122 @@ def predict_scene(scene: str | Path, *, out: str | Path,
     model
         Checkpoint written by :func:`hsimap.training.train_model`.
     tile
-        Tile side in pixels (the halo comes on top and is read, computed and cropped).
+        Tile side in pixels (the halo comes on top and is read, computed and cropped), or
+        ``"auto"``: the largest tile whose working set fits the memory budget.
     device
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (with ``scheduler``: the workers' device).
     overwrite
-        Replace an existing ``out``.
+        Replace existing outputs.
+    probabilities, confidence
+        Optional per-class probability and confidence GeoTIFFs, scaled to ``prob_dtype``
+        (``uint8``: 0..254, nodata 255; ``uint16``: 0..10000, nodata 65535).
+    confidence_kind
+        ``max`` (winning probability) or ``margin`` (best minus second best).
+    cog
+        Write Cloud-Optimized GeoTIFFs (overviews: mode for the map, average otherwise).
+    scheduler
+        Address of a Dask scheduler (``tcp://host:8786``): run the tiles on that cluster.
+    resume
+        Continue an interrupted run from its partial files (same settings required).
+    checkpoint_seconds
+        How often finished tiles are made durable and listed in the resume record.
     progress
         Called with a :class:`ProgressEvent` after each tile.
     """
     start = time.perf_counter()
-    torch_device = resolve_device(device)
-    ckpt = load_checkpoint(model, device=torch_device)
-    out = check_output(out, inputs=(scene, model), overwrite=overwrite)
-    cube = open_cube(scene)
-    check_scene(cube, ckpt)
-    cube = cube.with_bad_bands(tuple(sorted(set(range(ckpt.n_bands)) - set(ckpt.band_indices))))
-    grid = TileGrid(cube.grid.height, cube.grid.width, tile, ckpt.model.halo(),
-                    ckpt.model.stride())
-    log.info("predicting %s: %d tiles of %d px, halo %d px, on %s", cube.path.name, len(grid),
-             grid.tile, grid.halo, torch_device)
-    values_lut = np.asarray(ckpt.classes.values, dtype=ckpt.classes.map_dtype)
-    counts = np.zeros(len(ckpt.classes), dtype=np.int64)
-    profile = class_map_profile(cube.grid, ckpt.classes)
-    with atomic_raster(out, profile) as dst, ThreadPoolExecutor(1) as reader:
-        tag_class_map(dst, ckpt.classes)
-        tiles = list(grid)
-        pending = reader.submit(_read, cube, tiles[0])
-        for i, t in enumerate(tiles):
-            values, valid = pending.result()
-            if i + 1 < len(tiles):
-                pending = reader.submit(_read, cube, tiles[i + 1])
-            index = _classify(ckpt, values, valid, t, torch_device)
-            keep = valid[t.crop]
-            counts += np.bincount(index[keep], minlength=len(counts))
-            write_window(dst, np.where(keep, values_lut[index], MAP_NODATA).astype(
-                values_lut.dtype), t.write)
-            progress(ProgressEvent("predict", i + 1, len(tiles)))
-    write_sidecars(out, ckpt.classes)
-    return PredictResult(out, len(grid), grid.halo, time.perf_counter() - start,
+    spec = OutputSpec(Path(out), None if probabilities is None else Path(probabilities),
+                      None if confidence is None else Path(confidence), prob_dtype,
+                      confidence_kind, cog)
+    check_output(spec.map, inputs=(scene, model), overwrite=overwrite or resume)
+    record = read_record(spec.map) if resume else None
+    s = _setup(scene, model, tile, device, spec, record, scheduler)
+    log.info("predicting %s: %d tiles of %d px, halo %d px, on %s", s.cube.path.name,
+             len(s.grid), s.grid.tile, s.grid.halo,
+             f"Dask cluster {scheduler}" if scheduler else s.device)
+    if scheduler:  # the workers resolve the device; "auto" may mean a GPU there
+        precision = {"cpu": "fp32", "auto": "auto"}.get(device, "bf16")
+    else:
+        precision = "bf16" if s.device.type == "cuda" else "fp32"
+    fp = fingerprint(ckpt=s.ckpt, model=Path(model), scene=s.cube.path, cube=s.cube, grid=s.grid,
+                     spec=spec, precision=precision)
+    sink = PartialOutputs.start(spec, grid=s.cube.grid, classes=s.ckpt.classes, fingerprint=fp,
+                                n_tiles=len(s.grid), tile=s.grid.tile, resume=resume,
+                                overwrite=overwrite, inputs=(scene, model),
+                                checkpoint_seconds=checkpoint_seconds)
+    resumed = len(sink.done)
+    todo = [t for t in s.grid if t.index not in sink.done]
+    total = len(s.grid)
+    done_count = [resumed]
+
+    def written(_: TileResult) -> None:
+        done_count[0] += 1
+        progress(ProgressEvent("predict", done_count[0], total))
+
+    try:
+        if scheduler:
+            from hsimap.distributed import run_on_cluster
+
+            run_on_cluster(scheduler, scene=s.cube.path, model=Path(model), tiles=todo,
+                           work=s.work, reader=s.reader, device=device, sink=sink,
+                           on_written=written)
+        else:
+            run_local(s.ckpt, s.reader, todo, s.work, s.device, sink, written)
+    except BaseException:
+        kept = sink.close(keep=True)
+        log.warning("prediction stopped: %s", f"{len(sink.done)} of {total} tiles are saved "
+                    f"in {sink.spec.map.parent / ('.' + sink.spec.map.name + '.partial')}; "
+                    "run the same command with --resume to finish" if kept else
+                    "no tile was finished; the partial files were removed")
+        raise
+    paths = sink.finish(overwrite=overwrite)
+    counts = sink.counts
+    return PredictResult(spec.map, total, s.grid.halo, time.perf_counter() - start,
                          int(counts.sum()),
-                         {c.name: int(n) for c, n in zip(ckpt.classes, counts, strict=True)})
+                         {c.name: int(n) for c, n in zip(s.ckpt.classes, counts, strict=True)},
+                         tile=s.grid.tile, outputs=tuple(paths), resumed_tiles=resumed)
 
 
-def _read(cube: Cube, t: Tile) -> tuple[np.ndarray, np.ndarray]:
-    return cube.read(t.read.rows, t.read.cols)
+def run_local(ckpt: Checkpoint, reader: SceneReader, tiles: list[Tile], work: TileWork,
+              device: torch.device, sink: PartialOutputs,
+              on_written: Callable[[TileResult], None]) -> None:
+    """Read ahead (reader threads), compute (this thread), write (writer thread), overlapped."""
+    if not tiles:
+        return
+    readers = ThreadPoolExecutor(PREFETCH, thread_name_prefix="hsimap-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="hsimap-write")
+    reads: deque[tuple[Tile, Future[tuple[np.ndarray, np.ndarray]]]] = deque()
+    writes: deque[Future[None]] = deque()
+    pending: Iterator[Tile] = iter(tiles)
 
+    def submit_read() -> None:
+        t = next(pending, None)
+        if t is not None:
+            reads.append((t, readers.submit(reader.read, t.read)))
 
-def _classify(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, t: Tile,
-              device: torch.device) -> np.ndarray:
-    """Class index ``(h, w)`` over the write window of tile ``t``."""
-    if not valid[t.crop].any():
-        return np.zeros((t.write.height, t.write.width), dtype=np.int64)
-    logits = tile_logits(ckpt, values, valid, origin=(t.read.row0, t.read.col0), device=device)
-    return np.asarray(logits.argmax(0).cpu().numpy()[t.crop])
+    def write(result: TileResult) -> None:
+        sink.write(result)
+        on_written(result)
+
+    env = reader.env()
+    env.__enter__()
+    try:
+        for _ in range(PREFETCH):
+            submit_read()
+        while reads:
+            t, fut = reads.popleft()
+            values, valid = fut.result()
+            submit_read()
+            result = compute_tile(ckpt, values, valid, t, work, device)
+            del values, valid
+            writes.append(writer.submit(write, result))
+            while len(writes) > MAX_WRITES_IN_FLIGHT or (writes and writes[0].done()):
+                writes.popleft().result()
+        while writes:
+            writes.popleft().result()
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+        env.__exit__(None, None, None)
 
 
 def classify_array(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
@@ -166,7 +710,10 @@ def classify_array(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
         window = (slice(None), slice(*t.read.rows), slice(*t.read.cols))
         v = np.array(values[window], dtype=np.float32)
         ok = valid[window[1:]]
-        index = _classify(ckpt, v, ok, t, device)
         rs, cs = slice(*t.write.rows), slice(*t.write.cols)
+        if not ok[t.crop].any():
+            continue
+        logits = tile_logits(ckpt, v, ok, origin=(t.read.row0, t.read.col0), device=device)
+        index = np.asarray(logits.argmax(0).cpu().numpy()[t.crop])
         result[rs, cs] = np.where(ok[t.crop], index, -1)
     return result
