@@ -12,6 +12,9 @@ Two paths share every module and give the same logits:
   ``k x k`` token window is gathered with ``unfold`` and the transformer runs in pixel chunks.
 
 Only the CLS output is used, so the last block computes attention for the CLS query alone.
+The head sees the CLS output plus the centre pixel's own token (a residual hsimap adds: with
+SpectralDiff's tiny position embedding the CLS token barely knows which token is the centre,
+and small urban classes were smeared into their neighbours; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class WindowClassifier(nn.Module):
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, cls_only=i == last)
-        return self.head(x[:, 0])
+        return self.head(x[:, 0] + tokens[:, s // 2])  # CLS + the centre pixel's own token
 
     def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Training path: ``(n, D, k+2, k+2)`` patches -> ``(n, K)`` logits."""

@@ -69,6 +69,9 @@ class DiffSpectralNetConfig:
         ``"diffusion"`` (DiffSpectralNet); ``"projection"`` feeds the classifier the projected
         spectra themselves (no denoiser): the ablation that measures what the diffusion stage
         adds (``proj_bands = 0``: raw spectra; ``> 0``: PCA).
+    with_spectra
+        Also give the classifier the projected spectra as one more (reduced) feature map
+        next to the diffusion features.
     """
 
     proj_bands: int = 32
@@ -105,6 +108,7 @@ class DiffSpectralNetConfig:
     class_weighting: bool = True
     noise_seed: int = 0
     features: FeatureSource = "diffusion"
+    with_spectra: bool = False
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -183,11 +187,11 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "proj_bands": 32, "unet": "2d", "widths": (32, 32, 64), "time_dim": 32,
         "diffusion_steps": 500, "schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
         "loss": "l1", "denoiser_iterations": 400, "crop": 32, "batch": 8, "lr": 1e-3,
-        "timesteps": (5, 50, 200), "layers": (1,), "reducer": "pca", "reduced_dims": 16,
+        "timesteps": (5, 50, 200), "layers": (1,), "reducer": "scale", "reduced_dims": 16,
         "reducer_fit": "train", "window": 7, "token_dim": 32, "depth": 2, "heads": 2,
         "head_dim": 16, "mlp_dim": 64, "head_hidden": 64, "clf_epochs": 40, "clf_batch": 64,
         "clf_lr": 1e-3, "clf_weight_decay": 1e-4, "clf_grad_clip": 15.0, "patience": 8,
-        "class_weighting": True, "noise_seed": 0,
+        "class_weighting": True, "noise_seed": 0, "with_spectra": True,
     },
     "tiny": {
         "proj_bands": 8, "unet": "2d", "widths": (8, 8, 16), "time_dim": 16,

@@ -137,11 +137,14 @@ class FeatureExtractor(nn.Module):
         betas = make_betas(config.schedule, config.diffusion_steps, config.beta_start,
                            config.beta_end)
         self.register_buffer("abar", alpha_bar(betas), persistent=False)  # (T,) float64
-        if self.diffusion:
-            self.keys: list[MapKey] = [(t, i) for t in config.timesteps for i in config.layers]
-            chans = [layer_channels(config, i, p) for _, i in self.keys]
-        else:  # ablation: the projected spectra are the one feature map
+        self.keys: list[MapKey] = []
+        chans: list[int] = []
+        if not self.diffusion or config.with_spectra:  # the projected spectra as a map
             self.keys, chans = [(-1, -1)], [p]
+        if self.diffusion:
+            diff_keys = [(t, i) for t in config.timesteps for i in config.layers]
+            self.keys += diff_keys
+            chans += [layer_channels(config, i, p) for _, i in diff_keys]
         self.reducers = nn.ModuleList(
             MapReducer(config.reducer, c, reduced_dims(config, c)) for c in chans)
         self.map_channels = chans
@@ -160,11 +163,13 @@ class FeatureExtractor(nn.Module):
                  origin: tuple[int, int]) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(map index, (1, ch, h, w) raw tap)`` for every (timestep, layer) key."""
         xp = self.projection(x)  # (1, P, h, w)
-        if self.unet is None:
+        k = 0
+        if self.keys[0] == (-1, -1):
             yield 0, xp
+            k = 1
+        if self.unet is None:
             return
         layers = tuple(self.config.layers)
-        k = 0
         for t in self.config.timesteps:
             tt = torch.full((xp.shape[0],), t, dtype=torch.int64, device=xp.device)
             _, feats = self.unet.run(self.noisy(xp, t, origin), tt, taps=layers)

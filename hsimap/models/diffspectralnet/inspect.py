@@ -42,6 +42,7 @@ def inspection_panels(model: DiffSpectralNet, x: torch.Tensor, *, origin: tuple[
         return panels
     maps = dict(fx.raw_maps(x, origin))
     per_t = len(model.config.layers)
+    first = 1 if fx.keys[0] == (-1, -1) else 0  # the projected-spectra map comes first
     for n, t in enumerate(model.config.timesteps):
         a = float(fx.abar[t])
         xt = fx.noisy(xp, t, origin)
@@ -53,7 +54,7 @@ def inspection_panels(model: DiffSpectralNet, x: torch.Tensor, *, origin: tuple[
         panels[f"t={t}: noised"] = _rgb(xt[0, :3], like=ref)
         panels[f"t={t}: denoised"] = _rgb(x0[0, :3], like=ref)
         reduced = torch.cat([fx.reducers[k](maps[k]) for k in
-                             range(n * per_t, (n + 1) * per_t)], dim=1)
+                             range(first + n * per_t, first + (n + 1) * per_t)], dim=1)
         panels[f"t={t}: features PC 1-3"] = _pca_rgb(reduced[0])
     return panels
 
