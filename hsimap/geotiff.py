@@ -59,6 +59,10 @@ def check_output(out: str | Path, *, inputs: tuple[str | Path, ...] = (),
     if out.is_dir():
         raise OutputError("output path is a folder", path=out, fix="give a file name")
     parent = out.parent if str(out.parent) else Path(".")
+    blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"{blocker} is a file, not a folder", path=out,
+                          fix="choose an output path inside an existing folder")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist", path=out,
                           fix=f"create it first (mkdir -p {parent})")

@@ -83,6 +83,9 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     """Train a model and save it (with its training log and curves) to ``out``."""
     start = time.perf_counter()
     out = check_output(out, inputs=(cube_path, labels_path), overwrite=overwrite)
+    for companion in (log_path_for(out), out.with_name(out.stem + ".curves.png"),
+                      out.with_name(out.stem + ".inside.png")):
+        check_output(companion, inputs=(cube_path, labels_path), overwrite=overwrite)
     device = resolve_device(options.device)
     spec = get_spec(options.model)
     preset = options.preset or spec.preset_for(device.type)

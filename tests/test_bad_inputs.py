@@ -314,8 +314,6 @@ def test_output_folder_missing(env: Env) -> None:
     env.fails(env.train(model=model), words=("does not exist", "mkdir -p"), path=model)
 
 
-@pytest.mark.xfail(strict=True, reason="geotiff.check_output (not ours) reports a parent that is "
-                   "a regular file as 'does not exist' and suggests `mkdir -p`, which fails")
 @pytest.mark.parametrize("command", ["train", "predict"])
 def test_output_folder_is_a_file(env: Env, command: str) -> None:
     """The root-proof way to get an unwritable output folder: its 'folder' is a file."""
