@@ -75,7 +75,7 @@ class HsimapGroup(click.Group):
             return None
         module, attr, _ = SUBCOMMANDS[cmd_name]
         try:
-            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+            return getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as exc:
             if exc.name == module:
                 return None

@@ -28,7 +28,8 @@ class HsimapError(Exception):
 
     exit_code: int = 1
 
-    def __init__(self, message: str, *, path: str | Path | None = None, fix: str | None = None):
+    def __init__(self, message: str, *, path: str | Path | None = None,
+                 fix: str | None = None) -> None:
         self.message = message
         self.path = None if path is None else str(path)
         self.fix = fix

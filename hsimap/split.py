@@ -92,7 +92,8 @@ def make_split(index: np.ndarray, groups: np.ndarray, *, method: str = "polygon"
     near_train = ndimage.maximum_filter(train, size=2 * guard + 1) if guard else train
     kept = val & ~near_train
     n_classes = int(index.max()) + 1 if labelled.any() else 0
-    without = [c for c in range(n_classes) if (index == c).any() and not (kept & (index == c)).any()]
+    without = [c for c in range(n_classes)
+               if (index == c).any() and not (kept & (index == c)).any()]
     return Split(train, kept, method, guard, val_fraction, seed, int(val.sum() - kept.sum()),
                  without)
 

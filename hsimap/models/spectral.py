@@ -69,7 +69,7 @@ class SpectralMLP(HsiModel):
 
     def forward(self, spectra: torch.Tensor) -> torch.Tensor:
         """``(N, C)`` spectra -> ``(N, K)`` logits."""
-        return self.net(spectra)  # type: ignore[no-any-return]
+        return self.net(spectra)
 
     def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
         """``(1, C, h, w)`` -> ``(1, K, h, w)`` logits."""
