@@ -23,7 +23,7 @@ import torch
 from hsimap._version import __version__
 from hsimap.classes import ClassTable
 from hsimap.errors import CheckpointError, HsimapError, InputFileError, OutputError
-from hsimap.models.base import HsiModel, get_spec
+from hsimap.models.base import HsiModel, config_from_dict, get_spec
 
 FORMAT = "hsimap-model"
 FORMAT_VERSION = 1
@@ -197,7 +197,10 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
         raise CheckpointError(f"is damaged ({exc})", path=path) from exc
     try:
         spec = get_spec(meta["model_kind"])
-        config = spec.make_config(None, meta["model_config"]) if meta["model_config"] else None
+        # Fields missing from an older file take the dataclass defaults (which keep the old
+        # behaviour), never a preset's current values.
+        config = config_from_dict(spec.config_cls, meta["model_config"]) \
+            if meta["model_config"] else None
         model = spec.build(config, n_bands=len(meta["band_indices"]),
                            n_classes=len(meta["classes"]))
     except KeyError as exc:

@@ -76,3 +76,30 @@ def test_split_is_saved_with_the_model(mlp_model: Path) -> None:
     assert codes.shape == (192, 160)
     assert int((codes == 1).sum()) == ckpt.meta["split"]["n_train"]
     assert int((codes == 2).sum()) == ckpt.meta["split"]["n_val"]
+
+
+def test_older_config_without_new_fields_loads_with_dataclass_defaults(tmp_path: Path) -> None:
+    """A model saved before a config field existed keeps its old behaviour on load."""
+    import json
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from hsimap.checkpoint import Checkpoint, Normalisation, save_checkpoint
+    from hsimap.classes import ClassTable
+    from hsimap.models.base import get_spec
+
+    spec = get_spec("diffspectralnet")
+    config = spec.make_config("fast", {"with_spectra": False, "reducer": "pca"})
+    model = spec.build(config, n_bands=20, n_classes=3)
+    meta = {"n_bands": 20, "band_indices": list(range(20)), "wavelengths": None}
+    path = save_checkpoint(tmp_path / "old.safetensors", Checkpoint(
+        model, Normalisation(np.zeros(20, np.float32), np.ones(20, np.float32)),
+        ClassTable.from_names(["a", "b", "c"]), meta))
+    stored = read_metadata(path)
+    for field in ("with_spectra", "features"):  # as written before these fields existed
+        del stored["model_config"][field]
+    save_file(load_file(str(path)), str(path), metadata={"hsimap": json.dumps(stored)})
+    loaded = load_checkpoint(path)
+    assert loaded.model.config.with_spectra is False
+    assert loaded.model.config.features == "diffusion"
