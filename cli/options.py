@@ -63,8 +63,6 @@ model_opt = click.option(
     "--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
     default="hsimap_model.safetensors", show_default=True,
     help="Model file (train writes it, predict reads it).")
-tile_opt = click.option("--tile-size", "tile", type=click.IntRange(min=1), default=256,
-                        show_default=True, help="Tile side in pixels (the halo comes on top).")
 class_field_opt = click.option(
     "--class-field", default=None, metavar="FIELD",
     help="Attribute holding class names or integer codes (auto-detected if obvious).")
