@@ -152,15 +152,6 @@ def check_scene(cube: Cube, ckpt: Checkpoint) -> None:
             path=cube.path, fix="resample the scene to the model's wavelengths or retrain")
 
 
-def tile_logits(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
-                origin: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """``(K, h, w)`` logits for one read window of raw ``(C, h, w)`` values."""
-    x = ckpt.norm.apply(values, valid)
-    with torch.inference_mode(), _autocast(device):
-        logits = ckpt.model.forward_tile(torch.from_numpy(x)[None].to(device), origin=origin)
-    return logits[0].float()
-
-
 def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -705,15 +696,12 @@ def classify_array(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
     device = device or torch.device("cpu")
     _, height, width = values.shape
     grid = TileGrid(height, width, tile, ckpt.model.halo(), ckpt.model.stride())
+    # the per-tile step of predict_scene, with map value = class index + 1 (0 = invalid)
+    work = TileWork(np.arange(1, len(ckpt.classes) + 1), "int64", grid.halo, grid.stride)
     result = np.full((height, width), -1, dtype=np.int64)
     for t in grid:
         window = (slice(None), slice(*t.read.rows), slice(*t.read.cols))
-        v = np.array(values[window], dtype=np.float32)
-        ok = valid[window[1:]]
-        rs, cs = slice(*t.write.rows), slice(*t.write.cols)
-        if not ok[t.crop].any():
-            continue
-        logits = tile_logits(ckpt, v, ok, origin=(t.read.row0, t.read.col0), device=device)
-        index = np.asarray(logits.argmax(0).cpu().numpy()[t.crop])
-        result[rs, cs] = np.where(ok[t.crop], index, -1)
+        v = np.array(values[window], dtype=np.float32)  # normalised in place by compute_tile
+        done = compute_tile(ckpt, v, valid[window[1:]], t, work, device)
+        result[slice(*t.write.rows), slice(*t.write.cols)] = done.classes - 1
     return result
