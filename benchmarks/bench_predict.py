@@ -16,7 +16,7 @@ the bundled sample scene (seconds) and DiffSpectralNet presets are built with ra
 (``--train`` trains them on the sample instead, with a few iterations only unless
 ``--full-train``): speed does not depend on the weights' values.
 
-    python benchmarks/make_scenes.py --out /tmp/hsimap-bench
+    python benchmarks/make_scenes.py --out /tmp/hsimap-bench  # 600 and 1800 px, about 1 GB
     python benchmarks/bench_predict.py --scenes /tmp/hsimap-bench \\
         --models spectral-mlp,diffspectralnet:fast,diffspectralnet:paper
 """
@@ -187,8 +187,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", type=Path, default=Path("/tmp/hsimap-bench"),
                         help="folder with scene_<N>.tif from make_scenes.py")
-    parser.add_argument("--small", type=int, default=300)
-    parser.add_argument("--large", type=int, default=900)
+    parser.add_argument("--small", type=int, default=600,
+                        help="side of the small scene (several tiles, so caches and queues fill)")
+    parser.add_argument("--large", type=int, default=1800, help="side of the 9x-pixel scene")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-RSS measurement (throughput rows only)")
     parser.add_argument("--models", default="spectral-mlp,diffspectralnet:fast")
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/hsimap-bench/models"))
     parser.add_argument("--memory-model", default="spectral-mlp",
@@ -208,7 +211,7 @@ def main() -> None:
     specs = [s.strip() for s in args.models.split(",") if s.strip()]
     small = args.scenes / f"scene_{args.small}.tif"
     large = args.scenes / f"scene_{args.large}.tif"
-    for scene in (small, large):
+    for scene in () if args.no_memory else (small, large):
         if not scene.exists():
             raise SystemExit(f"{scene} missing: run benchmarks/make_scenes.py --out {args.scenes}")
     work = args.model_dir.parent / "out"
@@ -218,12 +221,15 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
     peak = matmul_flops()
     info["matmul_gflops"] = round(peak / 1e9, 1)
-    mem_model = model_file(args.memory_model, args.model_dir, quick, args.train)
-    memory = {}
-    for name, scene in (("small", small), ("large", large)):
-        rss, wall = peak_rss(scene, mem_model, work / f"mem_{name}.tif", [])
-        memory[name] = {"scene": scene.name, "max_rss_mib": round(rss), "seconds": round(wall, 1)}
-    memory["ratio"] = round(memory["large"]["max_rss_mib"] / memory["small"]["max_rss_mib"], 3)
+    memory: dict = {}
+    if not args.no_memory:
+        mem_model = model_file(args.memory_model, args.model_dir, quick, args.train)
+        for name, scene in (("small", small), ("large", large)):
+            rss, wall = peak_rss(scene, mem_model, work / f"mem_{name}.tif", [])
+            memory[name] = {"scene": scene.name, "max_rss_mib": round(rss),
+                            "seconds": round(wall, 1)}
+        memory["ratio"] = round(memory["large"]["max_rss_mib"]
+                                / memory["small"]["max_rss_mib"], 3)
     rows = []
     for spec in specs:
         model = model_file(spec, args.model_dir, quick, args.train)
@@ -251,13 +257,14 @@ def _cpu() -> str:
 def _table(info: dict, memory: dict, rows: list[dict]) -> str:
     lines = [f"machine: {info['machine']}, {info['cores']} cores, torch {info['torch']} "
              f"({info['torch_threads']} threads), fp32 matmul {info['matmul_gflops']} GFLOP/s, "
-             f"{info['date']}", "",
-             "| scene | peak RSS (MiB) | wall (s) |", "|---|---:|---:|"]
-    for name in ("small", "large"):
-        m = memory[name]
-        lines.append(f"| {m['scene']} | {m['max_rss_mib']} | {m['seconds']} |")
-    lines += [f"\npeak RSS ratio large/small: {memory['ratio']}", "",
-              "| model | scene | tile+halo | px/s end to end | naive per-pixel px/s | speedup "
+             f"{info['date']}", ""]
+    if memory:
+        lines += ["| scene | peak RSS (MiB) | wall (s) |", "|---|---:|---:|"]
+        for name in ("small", "large"):
+            m = memory[name]
+            lines.append(f"| {m['scene']} | {m['max_rss_mib']} | {m['seconds']} |")
+        lines += [f"\npeak RSS ratio large/small: {memory['ratio']}", ""]
+    lines += ["| model | scene | tile+halo | px/s end to end | naive per-pixel px/s | speedup "
               "| FLOP/px (tile) | achieved GFLOP/s | of matmul |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -8,7 +8,7 @@ that are nodata everywhere in the sample (flagged bad bands) stay nodata; every 
 scene is valid. Written window by window (memory stays small), as a tiled,
 pixel-interleaved GeoTIFF with the sample's CRS, pixel size and band metadata.
 
-    python benchmarks/make_scenes.py --out /tmp/hsimap-bench --sizes 300,900
+    python benchmarks/make_scenes.py --out /tmp/hsimap-bench --sizes 600,1800
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/hsimap-bench"),
                         help="folder to write into (outside the repository)")
-    parser.add_argument("--sizes", default="300,900",
+    parser.add_argument("--sizes", default="600,1800",
                         help="comma-separated square sizes in pixels")
     parser.add_argument("--compress", default="deflate", choices=["deflate", "lzw", "none"])
     parser.add_argument("--seed", type=int, default=0)

@@ -71,6 +71,27 @@ def test_empty_val_mask_trains_all_epochs():
     json.dumps(history)
 
 
+def test_small_training_sets_get_at_least_clf_min_batches_steps_per_epoch():
+    from hsimap.models.diffspectralnet.classifier import WindowClassifier
+    from hsimap.models.diffspectralnet.clf_training import _epoch
+
+    spec = get_spec("diffspectralnet")
+    config = spec.make_config("tiny", {"clf_batch": 4, "clf_min_batches": 5})
+    clf = WindowClassifier(config, n_feat=3, n_classes=2)
+    opt = torch.optim.SGD(clf.parameters(), lr=0.0)
+    steps = []
+    opt.step = lambda *a, **k: steps.append(1)  # type: ignore[method-assign]
+    padded = torch.randn(3, 20, 20)
+    rows, cols = torch.tensor([5, 6, 7, 8, 9, 10]), torch.tensor([5, 6, 7, 8, 9, 10])
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    _epoch(clf, opt, padded, rows, cols, y, None, config, torch.Generator().manual_seed(0))
+    assert len(steps) == 6  # 6 pixels cycled 4 times (24 >= 5 * 4) in batches of 4
+    steps.clear()
+    config = spec.make_config("tiny", {"clf_batch": 4, "clf_min_batches": 1})
+    _epoch(clf, opt, padded, rows, cols, y, None, config, torch.Generator().manual_seed(0))
+    assert len(steps) == 2  # one pass: a batch of 4 and the leftover pair
+
+
 def test_fit_refuses_unusable_data():
     data = synthetic()
     none = np.zeros_like(data.train_mask)

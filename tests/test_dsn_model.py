@@ -107,9 +107,11 @@ def test_unet_receptive_radius_is_exact(config):
         assert len(support) == (2 * r + 1) ** 2, layer  # the whole square, corners too
 
 
-def test_classifier_train_and_inference_paths_agree():
+@pytest.mark.parametrize("extra", [{}, {"pixel_path": True, "feature_dropout": 0.3}],
+                         ids=["plain", "pixel-path"])
+def test_classifier_train_and_inference_paths_agree(extra):
     torch.manual_seed(0)
-    clf = WindowClassifier(dataclasses.replace(TINY, depth=2), n_feat=5, n_classes=3)
+    clf = WindowClassifier(dataclasses.replace(TINY, depth=2, **extra), n_feat=5, n_classes=3)
     with torch.no_grad():
         clf.tokenizer[1].running_mean.normal_()
         clf.tokenizer[1].running_var.uniform_(0.5, 2)

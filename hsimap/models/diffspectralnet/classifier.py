@@ -88,13 +88,18 @@ class WindowClassifier(nn.Module):
         h = config.head_hidden
         self.head = nn.Sequential(nn.Linear(dim, h), nn.BatchNorm1d(h), nn.Dropout(0.1),
                                   nn.ReLU(), nn.Linear(h, n_classes))
+        # The centre pixel's own feature vector, embedded without spatial mixing (hsimap).
+        self.pixel = nn.Linear(n_feat, dim) if config.pixel_path else None
+        # Whole feature channels dropped per training sample (identity at inference).
+        self.channel_dropout = nn.Dropout1d(config.feature_dropout) \
+            if config.feature_dropout > 0 else None
 
     def radius(self) -> int:
         """Feature-map radius one logit depends on: tokenizer (1) + window (``k // 2``)."""
         return 1 + self.k // 2
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(n, k*k, dim)`` tokens (any strides) -> ``(n, K)`` logits."""
+    def encode(self, tokens: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n, k*k, dim)`` tokens (any strides) and ``(n, D)`` centre features -> logits."""
         n, s, dim = tokens.shape
         x = torch.empty(n, s + 1, dim, dtype=tokens.dtype, device=tokens.device)
         x[:, 0] = self.cls_token[0]
@@ -103,12 +108,19 @@ class WindowClassifier(nn.Module):
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, cls_only=i == last)
-        return self.head(x[:, 0] + tokens[:, s // 2])  # CLS + the centre pixel's own token
+        out = x[:, 0] + tokens[:, s // 2]  # CLS + the centre pixel's token
+        if self.pixel is not None and centre is not None:
+            out = out + self.pixel(centre)
+        return self.head(out)
 
     def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Training path: ``(n, D, k+2, k+2)`` patches -> ``(n, K)`` logits."""
+        if self.channel_dropout is not None and self.training:
+            n, d, a, b = patches.shape
+            patches = self.channel_dropout(patches.reshape(n, d, a * b)).view(n, d, a, b)
         tok = self.tokenizer(patches)  # (n, dim, k, k)
-        return self.encode(tok.flatten(2).transpose(1, 2))
+        c = self.k // 2 + 1
+        return self.encode(tok.flatten(2).transpose(1, 2), patches[:, :, c, c])
 
     def forward_map(self, feats: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """Inference path: ``(1, D, h, w)`` feature map -> ``(1, K, h, w)`` logits.
@@ -124,7 +136,8 @@ class WindowClassifier(nn.Module):
             y1 = min(h, y0 + rows)
             win = F.unfold(tok[:, :, y0:y1 + 2 * r], self.k)  # (1, dim*k*k, (y1-y0)*w)
             win = win.view(tok.shape[1], self.k * self.k, -1)  # (dim, k*k, n)
-            out.append(self.encode(win.permute(2, 1, 0)))  # (n, k*k, dim) view -> (n, K)
+            centre = feats[0, :, y0:y1].flatten(1).T  # (n, D)
+            out.append(self.encode(win.permute(2, 1, 0), centre))  # (n, k*k, dim) view
         logits = torch.cat(out, dim=0)  # (h*w, K)
         return logits.T.reshape(1, -1, h, w)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
@@ -38,15 +39,17 @@ def predict_pixels(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tens
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def _accuracy(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tensor,
-              cols: torch.Tensor, y: torch.Tensor) -> float:
+def _evaluate(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tensor,
+              cols: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Eval-mode (accuracy, mean cross-entropy) of pixels; NaNs when there are none."""
     if len(rows) == 0:
-        return float("nan")
+        return float("nan"), float("nan")
     was_training = clf.training
     clf.eval()
-    pred = predict_pixels(clf, padded, rows, cols).argmax(1)
+    logits = predict_pixels(clf, padded, rows, cols).float()
     clf.train(was_training)
-    return float((pred == y).float().mean())
+    return (float((logits.argmax(1) == y).float().mean()),
+            float(F.cross_entropy(logits, y)))
 
 
 def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tensor,
@@ -54,7 +57,11 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tens
            config: DiffSpectralNetConfig, gen: torch.Generator) -> tuple[float, float]:
     """One shuffled pass; returns (mean loss, train accuracy in train mode)."""
     clf.train()
-    order = torch.randperm(len(rows), generator=gen).to(rows.device)
+    # Tiny training sets are cycled (each pass reshuffled) so that an epoch has at least
+    # ``clf_min_batches`` optimizer steps between two early-stopping checks.
+    passes = -(-config.clf_min_batches * config.clf_batch // len(rows))
+    order = torch.cat([torch.randperm(len(rows), generator=gen) for _ in range(passes)])
+    order = order.to(rows.device)
     size, total, correct, seen = clf.k + 2, 0.0, 0, 0
     for i in range(0, len(order), config.clf_batch):
         idx = order[i:i + config.clf_batch]
@@ -109,20 +116,23 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
                            weight_decay=config.clf_weight_decay)
     has_val = len(vrows) > 0
     epochs: list[dict[str, float]] = []
-    best_acc, best_epoch, best_state, stale = -1.0, 0, None, 0
+    best_acc, best_loss, best_epoch, best_state, stale = -1.0, math.inf, 0, None, 0
     start = time.perf_counter()
     for epoch in range(1, config.clf_epochs + 1):
         loss, train_acc = _epoch(clf, opt, padded, rows, cols, y, weight, config, gen)
-        val_acc = _accuracy(clf, padded, vrows, vcols, vy)
+        val_acc, val_loss = _evaluate(clf, padded, vrows, vcols, vy)
         epochs.append({"epoch": epoch, "loss": loss, "train_acc": train_acc,
-                       "val_acc": val_acc if has_val else None})  # type: ignore[dict-item]
+                       "val_acc": val_acc if has_val else None,  # type: ignore[dict-item]
+                       "val_loss": val_loss if has_val else None})  # type: ignore[dict-item]
         progress(ProgressEvent("classifier", epoch, config.clf_epochs,
                                {"loss": loss, "train_acc": train_acc,
                                 **({"val_acc": val_acc} if has_val else {})}))
         if not has_val:
             continue
-        if val_acc > best_acc:
-            best_acc, best_epoch, stale = val_acc, epoch, 0
+        # Best validation accuracy; ties (a small validation set saturates at 100 %) go to
+        # the lower validation loss, not to the first epoch that reached it.
+        if (val_acc, -val_loss) > (best_acc, -best_loss):
+            best_acc, best_loss, best_epoch, stale = val_acc, val_loss, epoch, 0
             best_state = copy.deepcopy(clf.state_dict())
         else:
             stale += 1

@@ -61,6 +61,10 @@ class DiffSpectralNetConfig:
     clf_epochs, clf_batch, clf_lr, clf_weight_decay, clf_grad_clip, patience
         Classifier training; ``patience`` epochs without a better validation accuracy stop it
         (0: never stop early; the best-validation state is still kept).
+    clf_min_batches
+        Least optimizer steps per classifier epoch: a training set smaller than
+        ``clf_min_batches * clf_batch`` pixels is cycled (reshuffled each pass); without it,
+        30 pixels per class meant 3 steps per epoch and early stopping after ~45 steps.
     class_weighting
         Inverse-frequency class weights in the cross-entropy.
     noise_seed
@@ -72,6 +76,11 @@ class DiffSpectralNetConfig:
     with_spectra
         Also give the classifier the projected spectra as one more (reduced) feature map
         next to the diffusion features.
+    pixel_path
+        The classifier's head also sees a linear embedding of the centre pixel's own feature
+        vector (no spatial mixing), next to the CLS output and the centre token.
+    feature_dropout
+        Probability of dropping a whole feature channel of a training sample (0: off).
     """
 
     proj_bands: int = 32
@@ -105,10 +114,13 @@ class DiffSpectralNetConfig:
     clf_weight_decay: float = 1e-4
     clf_grad_clip: float = 15.0
     patience: int = 8
+    clf_min_batches: int = 1
     class_weighting: bool = True
     noise_seed: int = 0
     features: FeatureSource = "diffusion"
     with_spectra: bool = False
+    pixel_path: bool = False
+    feature_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -121,7 +133,7 @@ class DiffSpectralNetConfig:
     def _check_ints(self) -> None:
         positive = ("time_dim", "diffusion_steps", "denoiser_iterations", "crop", "batch",
                     "reduced_dims", "token_dim", "depth", "heads", "head_dim", "mlp_dim",
-                    "head_hidden", "clf_epochs", "clf_batch")
+                    "head_hidden", "clf_epochs", "clf_batch", "clf_min_batches")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -142,6 +154,8 @@ class DiffSpectralNetConfig:
         for name in ("lr", "clf_lr", "clf_grad_clip"):
             if not float(getattr(self, name)) > 0.0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.feature_dropout) < 1.0:
+            raise ValueError(f"feature_dropout must be in [0, 1), got {self.feature_dropout!r}")
         if not float(self.clf_weight_decay) >= 0.0:
             raise ValueError(f"clf_weight_decay must be >= 0, got {self.clf_weight_decay!r}")
 
@@ -191,7 +205,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "reducer_fit": "train", "window": 7, "token_dim": 32, "depth": 2, "heads": 2,
         "head_dim": 16, "mlp_dim": 64, "head_hidden": 64, "clf_epochs": 40, "clf_batch": 64,
         "clf_lr": 1e-3, "clf_weight_decay": 1e-4, "clf_grad_clip": 15.0, "patience": 8,
-        "class_weighting": True, "noise_seed": 0, "with_spectra": True,
+        "clf_min_batches": 32, "class_weighting": True, "noise_seed": 0, "with_spectra": True,
     },
     "tiny": {
         "proj_bands": 8, "unet": "2d", "widths": (8, 8, 16), "time_dim": 16,
