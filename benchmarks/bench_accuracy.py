@@ -272,7 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--single-t", type=int, default=50, help="timestep of the 1-timestep row")
     p.add_argument("--denoiser-iters", type=int, default=0, help="override denoiser iterations")
     p.add_argument("--out", type=Path, default=Path("bench_accuracy.json"))
+    p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
+                   help="only print the table of earlier runs' JSON files")
     args = p.parse_args(argv)
+    if args.table:
+        print_table([r for f in args.table for r in json.loads(f.read_text())])
+        return
     loaders = {"salinas_a": load_salinas_a, "potsdam": load_potsdam}
     rows = method_table(args)
     results = []
@@ -297,8 +302,8 @@ def print_table(results: list[dict]) -> None:
     print("\n| dataset | protocol | method | n train / test (guard px, removed) | OA | AA | "
           "kappa | train s | predict s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    keys = sorted({(r["dataset"], r["protocol"], r["method"]) for r in results},
-                  key=lambda k: (k[0], k[1]))
+    keys = list(dict.fromkeys((r["dataset"], r["protocol"], r["method"]) for r in results))
+    keys.sort(key=lambda k: (k[0], k[1]))  # stable: methods stay in run order
     for key in keys:
         rs = [r for r in results if (r["dataset"], r["protocol"], r["method"]) == key]
 
