@@ -185,40 +185,51 @@ _LABEL_FREE = ("proj_bands", "unet", "widths", "time_dim", "diffusion_steps", "s
                "features")
 
 
+def fit_on_split(scene: Scene, train: np.ndarray, seed: int, model: str, config: object,
+                 init: object | None = None) -> tuple[object, object]:
+    """Fit an hsimap model kind on ``train`` pixels as every benchmark row does.
+
+    Standardised spectra; early-stopping validation blocks drawn from the training pixels
+    only; ``init`` reuses a fitted model's label-free stages. Returns the fitted model (eval
+    mode) and a :class:`Checkpoint` for :func:`classify_array`.
+    """
+    import torch
+
+    from hsimap.checkpoint import Checkpoint, Normalisation
+    from hsimap.classes import ClassTable
+    from hsimap.models.base import TrainData, get_spec
+    from hsimap.split import make_split
+
+    torch.manual_seed(seed)
+    z, mean, std = standardise(scene)
+    inner = np.where(train, scene.labels, -1)  # validation drawn from training pixels only
+    split = make_split(inner, scene.tiles, method="block", val_fraction=0.15, guard=0,
+                       seed=seed, block_size=8)
+    data = TrainData(z, scene.valid, inner, split.train, split.val, len(scene.class_names))
+    extra = {} if init is None else {"init": init}
+    fitted, _ = get_spec(model).fit(data, config, seed=seed, device=torch.device("cpu"),
+                                    progress=lambda e: None, **extra)
+    ckpt = Checkpoint(fitted.eval(), Normalisation(mean, std),
+                      ClassTable.from_names(scene.class_names), {})
+    return fitted, ckpt
+
+
 def hsimap_runner(model: str, preset: str | None, overrides: dict) -> Runner:
     """An hsimap model kind trained through its ``fit`` and applied by tiled inference."""
 
     def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
-        import torch
-
-        from hsimap.checkpoint import Checkpoint, Normalisation
-        from hsimap.classes import ClassTable
-        from hsimap.models.base import TrainData, get_spec
+        from hsimap.models.base import get_spec
         from hsimap.predict import classify_array
-        from hsimap.split import make_split
 
-        torch.manual_seed(seed)
-        z, mean, std = standardise(scene)
-        inner = np.where(train, scene.labels, -1)  # validation drawn from training pixels only
-        split = make_split(inner, scene.tiles, method="block", val_fraction=0.15, guard=0,
-                           seed=seed, block_size=8)
-        data = TrainData(z, scene.valid, inner, split.train, split.val, len(scene.class_names))
-        spec = get_spec(model)
-        config = spec.make_config(preset, overrides)
-        extra = {}
+        config = get_spec(model).make_config(preset, overrides)
         key = None
         if model == "diffspectralnet" and config.features == "diffusion":
             key = (scene.name, seed, tuple(getattr(config, f) for f in _LABEL_FREE))
-            if key in _DENOISERS:
-                extra["init"] = _DENOISERS[key]
         t0 = time.perf_counter()
-        fitted, _ = spec.fit(data, config, seed=seed, device=torch.device("cpu"),
-                             progress=lambda e: None, **extra)
+        fitted, ckpt = fit_on_split(scene, train, seed, model, config, _DENOISERS.get(key))
         t1 = time.perf_counter()
         if key is not None and key not in _DENOISERS:
             _DENOISERS[key] = fitted
-        ckpt = Checkpoint(fitted.eval(), Normalisation(mean, std),
-                          ClassTable.from_names(scene.class_names), {})
         pred = classify_array(ckpt, scene.cube, scene.valid)
         return pred, t1 - t0, time.perf_counter() - t1
 

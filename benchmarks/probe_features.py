@@ -45,13 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from scipy import ndimage
 
-    from hsimap.checkpoint import Checkpoint, Normalisation
-    from hsimap.classes import ClassTable
-    from hsimap.models.base import TrainData, get_spec
+    from hsimap.models.base import get_spec
     from hsimap.models.diffspectralnet.features import reduced_dims
     from hsimap.models.diffspectralnet.training import extract_features
     from hsimap.predict import classify_array
-    from hsimap.split import make_split
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -62,25 +59,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overrides", default="{}", help="JSON overrides of the fast preset")
     args = p.parse_args(argv)
     scene = (ba.load_potsdam if args.dataset == "potsdam" else ba.load_salinas_a)(args.data)
-    z, mean, std = ba.standardise(scene)
+    z, _, _ = ba.standardise(scene)
     y = scene.labels
     spec = get_spec("diffspectralnet")
     cfg = spec.make_config("fast", json.loads(args.overrides))
     rows: dict[str, list[float]] = {}
     for seed in range(args.seeds):
         train, test, _ = ba.protocol_masks(scene, args.protocol, seed, args.guard)
-        inner = np.where(train, y, -1)
-        split = make_split(inner, scene.tiles, method="block", val_fraction=0.15, guard=0,
-                           seed=seed, block_size=8)
-        data = TrainData(z, scene.valid, inner, split.train, split.val, len(scene.class_names))
-        model, _ = spec.fit(data, cfg, seed=seed, device=torch.device("cpu"),
-                            progress=lambda e: None)
+        model, ckpt = ba.fit_on_split(scene, train, seed, "diffspectralnet", cfg)
         feats = extract_features(model, torch.from_numpy(z), torch.device("cpu"),
                                  lambda e: None).numpy()
         fx = model.features
         first = reduced_dims(cfg, fx.map_channels[0]) if fx.keys[0] == (-1, -1) else 0
-        ckpt = Checkpoint(model.eval(), Normalisation(mean, std),
-                          ClassTable.from_names(scene.class_names), {})
         pred = classify_array(ckpt, scene.cube, scene.valid)
         result = {
             "spectra": svm_oa(z, y, train, test),

@@ -90,6 +90,10 @@ def test_small_training_sets_get_at_least_clf_min_batches_steps_per_epoch():
     config = spec.make_config("tiny", {"clf_batch": 4, "clf_min_batches": 1})
     _epoch(clf, opt, padded, rows, cols, y, None, config, torch.Generator().manual_seed(0))
     assert len(steps) == 2  # one pass: a batch of 4 and the leftover pair
+    steps.clear()
+    config = spec.make_config("tiny", {"clf_batch": 64, "clf_min_batches": 1})
+    _epoch(clf, opt, padded, rows, cols, y, None, config, torch.Generator().manual_seed(0))
+    assert len(steps) == 1  # fewer pixels than a batch: still one pass, nothing repeated
 
 
 def test_fit_refuses_unusable_data():

@@ -98,7 +98,7 @@ class WindowClassifier(nn.Module):
         """Feature-map radius one logit depends on: tokenizer (1) + window (``k // 2``)."""
         return 1 + self.k // 2
 
-    def encode(self, tokens: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """``(n, k*k, dim)`` tokens (any strides) and ``(n, D)`` centre features -> logits."""
         n, s, dim = tokens.shape
         x = torch.empty(n, s + 1, dim, dtype=tokens.dtype, device=tokens.device)
@@ -109,7 +109,7 @@ class WindowClassifier(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, cls_only=i == last)
         out = x[:, 0] + tokens[:, s // 2]  # CLS + the centre pixel's token
-        if self.pixel is not None and centre is not None:
+        if self.pixel is not None:
             out = out + self.pixel(centre)
         return self.head(out)
 

@@ -57,9 +57,11 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tens
            config: DiffSpectralNetConfig, gen: torch.Generator) -> tuple[float, float]:
     """One shuffled pass; returns (mean loss, train accuracy in train mode)."""
     clf.train()
-    # Tiny training sets are cycled (each pass reshuffled) so that an epoch has at least
-    # ``clf_min_batches`` optimizer steps between two early-stopping checks.
-    passes = -(-config.clf_min_batches * config.clf_batch // len(rows))
+    # A training set too small for ``clf_min_batches`` batches in one pass is cycled (each
+    # pass reshuffled) so that two early-stopping checks are that many steps apart.
+    passes = 1
+    if -(-len(rows) // config.clf_batch) < config.clf_min_batches:
+        passes = -(-config.clf_min_batches * config.clf_batch // len(rows))
     order = torch.cat([torch.randperm(len(rows), generator=gen) for _ in range(passes)])
     order = order.to(rows.device)
     size, total, correct, seen = clf.k + 2, 0.0, 0, 0

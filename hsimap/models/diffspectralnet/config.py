@@ -62,8 +62,8 @@ class DiffSpectralNetConfig:
         Classifier training; ``patience`` epochs without a better validation accuracy stop it
         (0: never stop early; the best-validation state is still kept).
     clf_min_batches
-        Least optimizer steps per classifier epoch: a training set smaller than
-        ``clf_min_batches * clf_batch`` pixels is cycled (reshuffled each pass); without it,
+        Least optimizer steps per classifier epoch: a training set that makes fewer batches
+        in one pass is cycled (reshuffled each pass; 1: one pass, as before); without it,
         30 pixels per class meant 3 steps per epoch and early stopping after ~45 steps.
     class_weighting
         Inverse-frequency class weights in the cross-entropy.
