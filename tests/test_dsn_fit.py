@@ -171,3 +171,12 @@ def test_reusing_the_label_free_stages_copies_projection_and_denoiser():
     assert not any(e.stage == "denoiser" for e in events)
     for k, v in first.features.unet.state_dict().items():
         assert torch.equal(v, again.features.unet.state_dict()[k])
+
+
+def test_ensemble_members_are_trained_separately():
+    _, history, events = run_fit(synthetic(), {"clf_ensemble": 2})
+    members = history["classifier"]["members"]
+    assert len(members) == 2 and members[0]["epochs"] != members[1]["epochs"]
+    assert history["classifier"]["epochs"] == members[0]["epochs"]
+    assert {e.metrics.get("member") for e in events if e.stage == "classifier"} == {1, 2}
+    json.dumps(history)

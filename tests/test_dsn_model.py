@@ -194,3 +194,25 @@ def test_forward_tile_rejects_wrong_band_count():
 def test_build_rejects_foreign_config():
     with pytest.raises(ConfigError):
         build({"unet": "2d"}, n_bands=4, n_classes=2)
+
+
+def test_ensemble_averages_member_probabilities_and_round_trips():
+    config = dataclasses.replace(TINY, clf_ensemble=3)
+    model = randomized(config, 6, n_classes=4, seed=3)
+    members = model.classifier.each()
+    assert len(members) == 3
+    assert not torch.equal(members[0].head[-1].weight, members[1].head[-1].weight)
+    feats = torch.randn(1, model.features.out_dims, 11, 13)
+    with torch.no_grad():
+        out = model.classifier.forward_map(feats)
+        probs = torch.stack([m.forward_map(feats).softmax(1) for m in members]).mean(0)
+    assert torch.allclose(out.exp(), probs, atol=1e-6)
+    assert torch.allclose(out.exp().sum(1), torch.ones(1, 11, 13), atol=1e-5)
+    # A plain model keeps the weight names of checkpoints written before ensembles.
+    assert any(k.startswith("classifier.tokenizer") for k in randomized(TINY, 6).state_dict())
+    fresh = build(config_from_dict(DiffSpectralNetConfig, model.config_dict()), n_bands=6,
+                  n_classes=4)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(1, 6, 15, 16)
+    assert torch.equal(fresh.eval().forward_tile(x, origin=(2, 1)),
+                       model.forward_tile(x, origin=(2, 1)))

@@ -19,6 +19,8 @@ and small urban classes were smeared into their neighbours; see docs/benchmarks.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,6 +142,52 @@ class WindowClassifier(nn.Module):
             out.append(self.encode(win.permute(2, 1, 0), centre))  # (n, k*k, dim) view
         logits = torch.cat(out, dim=0)  # (h*w, K)
         return logits.T.reshape(1, -1, h, w)
+
+
+class ClassifierEnsemble(nn.Module):
+    """Several :class:`WindowClassifier` members whose softmax probabilities are averaged.
+
+    The output is the log of the mean probability, so ``argmax`` is the averaged vote and
+    the values stay log-probabilities like a single member's log-softmax.
+    """
+
+    def __init__(self, members: list[WindowClassifier]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.k = members[0].k
+        self.n_classes = members[0].n_classes
+
+    def each(self) -> list[WindowClassifier]:
+        """The members, typed."""
+        return [cast(WindowClassifier, m) for m in self.members]
+
+    def radius(self) -> int:
+        """Same window as every member."""
+        return self.each()[0].radius()
+
+    def _mean(self, outs: list[torch.Tensor], dim: int) -> torch.Tensor:
+        probs = torch.stack([o.float().softmax(dim) for o in outs]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """``(n, D, k+2, k+2)`` -> ``(n, K)`` log mean probabilities."""
+        return self._mean([m.forward_patches(patches) for m in self.each()], 1)
+
+    def forward_map(self, feats: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """``(1, D, h, w)`` -> ``(1, K, h, w)`` log mean probabilities."""
+        return self._mean([m.forward_map(feats, chunk) for m in self.each()], 1)
+
+
+def make_classifier(config: DiffSpectralNetConfig, n_feat: int,
+                    n_classes: int) -> WindowClassifier | ClassifierEnsemble:
+    """One classifier, or ``config.clf_ensemble`` of them (a plain one when it is 1, so the
+    weights keep the names of checkpoints written before ensembles existed)."""
+    if config.clf_ensemble == 1:
+        return WindowClassifier(config, n_feat, n_classes)
+    return ClassifierEnsemble([WindowClassifier(config, n_feat, n_classes)
+                               for _ in range(config.clf_ensemble)])
 
 
 def gather_patches(padded: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,

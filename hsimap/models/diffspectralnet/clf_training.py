@@ -15,17 +15,9 @@ from hsimap.models.base import ProgressCallback, ProgressEvent
 from hsimap.models.diffspectralnet.classifier import WindowClassifier, gather_patches
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.denoiser import autocast
+from hsimap.models.training_utils import class_weights, epoch_order
 
 EVAL_CHUNK = 2048
-
-
-def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights ``(K,)``, mean 1 over training samples; absent classes 1."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    w = np.ones(n_classes)
-    w[present] = len(labels) / (present.sum() * counts[present])
-    return torch.tensor(w, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -57,13 +49,8 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tens
            config: DiffSpectralNetConfig, gen: torch.Generator) -> tuple[float, float]:
     """One shuffled pass; returns (mean loss, train accuracy in train mode)."""
     clf.train()
-    # A training set too small for ``clf_min_batches`` batches in one pass is cycled (each
-    # pass reshuffled) so that two early-stopping checks are that many steps apart.
-    passes = 1
-    if -(-len(rows) // config.clf_batch) < config.clf_min_batches:
-        passes = -(-config.clf_min_batches * config.clf_batch // len(rows))
-    order = torch.cat([torch.randperm(len(rows), generator=gen) for _ in range(passes)])
-    order = order.to(rows.device)
+    order = epoch_order(len(rows), batch=config.clf_batch, min_batches=config.clf_min_batches,
+                        gen=gen).to(rows.device)
     size, total, correct, seen = clf.k + 2, 0.0, 0, 0
     for i in range(0, len(order), config.clf_batch):
         idx = order[i:i + config.clf_batch]

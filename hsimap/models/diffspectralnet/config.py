@@ -65,6 +65,10 @@ class DiffSpectralNetConfig:
         Least optimizer steps per classifier epoch: a training set that makes fewer batches
         in one pass is cycled (reshuffled each pass; 1: one pass, as before); without it,
         30 pixels per class meant 3 steps per epoch and early stopping after ~45 steps.
+    clf_ensemble
+        Number of window classifiers trained on the same features from different random
+        initialisations and sample orders; their softmax probabilities are averaged (1: one
+        classifier, as SpectralDiff; MTMSD votes over 5).
     class_weighting
         Inverse-frequency class weights in the cross-entropy.
     noise_seed
@@ -115,6 +119,7 @@ class DiffSpectralNetConfig:
     clf_grad_clip: float = 15.0
     patience: int = 8
     clf_min_batches: int = 1
+    clf_ensemble: int = 1
     class_weighting: bool = True
     noise_seed: int = 0
     features: FeatureSource = "diffusion"
@@ -133,7 +138,7 @@ class DiffSpectralNetConfig:
     def _check_ints(self) -> None:
         positive = ("time_dim", "diffusion_steps", "denoiser_iterations", "crop", "batch",
                     "reduced_dims", "token_dim", "depth", "heads", "head_dim", "mlp_dim",
-                    "head_hidden", "clf_epochs", "clf_batch", "clf_min_batches")
+                    "head_hidden", "clf_epochs", "clf_batch", "clf_min_batches", "clf_ensemble")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

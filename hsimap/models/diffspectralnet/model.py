@@ -9,7 +9,7 @@ import torch
 
 from hsimap.errors import ConfigError
 from hsimap.models.base import HsiModel, config_to_dict
-from hsimap.models.diffspectralnet.classifier import WindowClassifier
+from hsimap.models.diffspectralnet.classifier import make_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.features import FeatureExtractor
 from hsimap.models.diffspectralnet.unet import receptive_radius
@@ -46,7 +46,7 @@ class DiffSpectralNet(HsiModel):
         self.n_bands = n_bands
         self.n_classes = n_classes
         self.features = FeatureExtractor(config, n_bands)
-        self.classifier = WindowClassifier(config, self.features.out_dims, n_classes)
+        self.classifier = make_classifier(config, self.features.out_dims, n_classes)
 
     def halo(self) -> int:
         """U-Net receptive radius + tokenizer radius + ``window // 2`` (stride is 1)."""

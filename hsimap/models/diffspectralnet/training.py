@@ -11,6 +11,7 @@ import torch
 
 from hsimap.errors import ConfigError, TrainingError
 from hsimap.models.base import ProgressCallback, ProgressEvent, TrainData, config_to_dict
+from hsimap.models.diffspectralnet.classifier import ClassifierEnsemble
 from hsimap.models.diffspectralnet.clf_training import train_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.denoiser import train_denoiser
@@ -134,6 +135,29 @@ def _reuse_label_free_stages(model: DiffSpectralNet, init: DiffSpectralNet) -> N
         raise ConfigError(f"init model does not match this config ({exc})") from exc
 
 
+def _train_classifiers(model: DiffSpectralNet, feats: torch.Tensor, data: TrainData,
+                       config: DiffSpectralNetConfig, *, gen: torch.Generator,
+                       progress: ProgressCallback) -> dict[str, Any]:
+    """Train the classifier, or each ensemble member in turn (one shared generator, so the
+    members differ in initialisation and sample order). The history is the first member's
+    with every member's under ``"members"``."""
+    clf = model.classifier
+    if not isinstance(clf, ClassifierEnsemble):
+        return train_classifier(clf, feats, data.labels, data.train_mask, data.val_mask,
+                                config, gen=gen, progress=progress)
+    runs = []
+    for i, member in enumerate(clf.each(), 1):  # built one after another: own initialisation
+
+        def tagged(e: ProgressEvent, i: int = i) -> None:
+            progress(ProgressEvent(e.stage, e.done, e.total, {**e.metrics, "member": i}))
+
+        runs.append(train_classifier(member, feats, data.labels, data.train_mask,
+                                     data.val_mask, config, gen=gen, progress=tagged))
+    clf.eval()
+    return {**runs[0], "members": runs,
+            "seconds": round(sum(r["seconds"] for r in runs), 3)}
+
+
 def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
         progress: ProgressCallback,
         init: DiffSpectralNet | None = None) -> tuple[DiffSpectralNet, dict[str, Any]]:
@@ -172,8 +196,7 @@ def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
         fit_reducers(model, cube, _fit_pixels(data, cfg, n_max, rng), device, progress)
         feats = extract_features(model, cube, device, progress)
         t2 = time.perf_counter()
-        clf = train_classifier(model.classifier, feats, data.labels, data.train_mask,
-                               data.val_mask, cfg, gen=gen, progress=progress)
+        clf = _train_classifiers(model, feats, data, cfg, gen=gen, progress=progress)
     model.eval()
     history = {
         "kind": model.kind, "config": config_to_dict(cfg), "seed": seed,
