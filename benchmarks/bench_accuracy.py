@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default="svm-rbf,random-forest,spectral-mlp,dsn-fast,dsn-fast-1t")
     p.add_argument("--extra-rows", nargs="*", default=[], metavar="NAME=MODEL:PRESET:JSON")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds run are first-seed .. first-seed + seeds - 1 (to split many "
+                        "folds over processes; --table merges their JSON files)")
     p.add_argument("--guard", type=int, default=8, help="disjoint guard band (px)")
     p.add_argument("--single-t", type=int, default=50, help="timestep of the 1-timestep row")
     p.add_argument("--denoiser-iters", type=int, default=0, help="override denoiser iterations")
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     for ds in args.datasets.split(","):
         scene = loaders[ds](args.data)
         for proto in args.protocols.split(","):
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 train, test, info = protocol_masks(scene, proto, seed, args.guard)
                 for name in args.methods.split(","):
                     pred, t_fit, t_pred = rows[name](scene, train, test, seed)
