@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="seeds run are first-seed .. first-seed + seeds - 1 (to split many "
                         "folds over processes; --table merges their JSON files)")
     p.add_argument("--guard", type=int, default=8, help="disjoint guard band (px)")
-    p.add_argument("--single-t", type=int, default=50, help="timestep of the 1-timestep row")
+    p.add_argument("--single-t", type=int, default=5, help="timestep of the 1-timestep row")
     p.add_argument("--denoiser-iters", type=int, default=0, help="override denoiser iterations")
     p.add_argument("--out", type=Path, default=Path("bench_accuracy.json"))
     p.add_argument("--table", type=Path, nargs="+", metavar="JSON",

@@ -6,6 +6,8 @@ on several per-pixel inputs and prints test OA (%) per input:
 
   spectra            the standardised spectra (the svm-rbf row of bench_accuracy)
   spectra-mean3/5    the spectra averaged over 3 x 3 / 5 x 5 px (is spatial context useful?)
+  spectra-pca32      the first 32 principal components of the spectra (what the fast
+                     preset's spectral projection keeps)
   dsn-features       the classifier's input map (diffusion features + projected spectra)
   diffusion-only     the diffusion features alone
   transformer        DiffSpectralNet's own window classifier (the dsn-fast row)
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     import bench_accuracy as ba
     import torch
     from scipy import ndimage
+    from sklearn.decomposition import PCA
 
     from hsimap.models.base import get_spec
     from hsimap.models.diffspectralnet.features import reduced_dims
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     scene = (ba.load_potsdam if args.dataset == "potsdam" else ba.load_salinas_a)(args.data)
     z, _, _ = ba.standardise(scene)
     y = scene.labels
+    pca = np.zeros((32, *z.shape[1:]), np.float32)
+    pca[:, scene.valid] = PCA(32).fit_transform(z[:, scene.valid].T).T
     spec = get_spec("diffspectralnet")
     cfg = spec.make_config("fast", json.loads(args.overrides))
     rows: dict[str, list[float]] = {}
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             "spectra": svm_oa(z, y, train, test),
             "spectra-mean3": svm_oa(ndimage.uniform_filter(z, size=(1, 3, 3)), y, train, test),
             "spectra-mean5": svm_oa(ndimage.uniform_filter(z, size=(1, 5, 5)), y, train, test),
+            "spectra-pca32": svm_oa(pca, y, train, test),
             "dsn-features": svm_oa(feats, y, train, test),
             "diffusion-only": svm_oa(feats[first:], y, train, test),  # spectra map is first
             "transformer": 100.0 * float((pred[test] == y[test]).mean()),
