@@ -447,8 +447,11 @@ def _interrupt(args: list[str], *, wait_for: str, cwd: Path, timeout: float = 60
                ) -> tuple[int, str]:
     """Run ``hsimap ARGS``, send SIGINT once stderr shows ``wait_for``, return (code, output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only contend
+    # A suite started in the background of a non-interactive shell inherits SIGINT ignored,
+    # and Python then never installs its Ctrl-C handler: restore the default for the child.
     proc = subprocess.Popen([sys.executable, "-m", "hsimap.cli.main", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     chunks: list[bytes] = []
     seen = threading.Event()
 
