@@ -31,7 +31,7 @@ def test_class_weights_balance_the_loss_whatever_the_counts():
     assert torch.isclose(loss[:90].sum(), loss[90:].sum())
 
 
-def test_spectral_mlp_takes_min_batches_steps_per_epoch_on_few_pixels():
+def test_spectral_mlp_takes_min_batches_steps_per_epoch_on_few_pixels(monkeypatch):
     rng = np.random.default_rng(0)
     h, w, bands = 10, 12, 5
     labels = (np.arange(w)[None, :].repeat(h, 0) >= w // 2).astype(np.int64)
@@ -48,11 +48,8 @@ def test_spectral_mlp_takes_min_batches_steps_per_epoch_on_few_pixels():
         steps.append(1)
         return original(self, *a, **k)
 
-    torch.optim.Adam.step = counting  # type: ignore[method-assign]
-    try:
-        _, history = spec.fit(data, config, seed=0, device=torch.device("cpu"),
-                              progress=lambda e: None)
-    finally:
-        torch.optim.Adam.step = original  # type: ignore[method-assign]
+    monkeypatch.setattr(torch.optim.Adam, "step", counting)
+    _, history = spec.fit(data, config, seed=0, device=torch.device("cpu"),
+                          progress=lambda e: None)
     assert len(history["classifier"]["epochs"]) == 2
     assert len(steps) == 2 * 8

@@ -163,21 +163,19 @@ class ClassifierEnsemble(nn.Module):
         """The members, typed."""
         return [cast(WindowClassifier, m) for m in self.members]
 
-    def radius(self) -> int:
-        """Same window as every member."""
-        return self.each()[0].radius()
-
-    def _mean(self, outs: list[torch.Tensor], dim: int) -> torch.Tensor:
-        probs = torch.stack([o.float().softmax(dim) for o in outs]).mean(0)
+    @staticmethod
+    def _log_mean_prob(logits: list[torch.Tensor]) -> torch.Tensor:
+        """Members' logits (classes on dim 1) -> log of their mean softmax probability."""
+        probs = torch.stack([x.float().softmax(1) for x in logits]).mean(0)
         return probs.clamp_min(1e-12).log()
 
     def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """``(n, D, k+2, k+2)`` -> ``(n, K)`` log mean probabilities."""
-        return self._mean([m.forward_patches(patches) for m in self.each()], 1)
+        return self._log_mean_prob([m.forward_patches(patches) for m in self.each()])
 
     def forward_map(self, feats: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """``(1, D, h, w)`` -> ``(1, K, h, w)`` log mean probabilities."""
-        return self._mean([m.forward_map(feats, chunk) for m in self.each()], 1)
+        return self._log_mean_prob([m.forward_map(feats, chunk) for m in self.each()])
 
 
 def make_classifier(config: DiffSpectralNetConfig, n_feat: int,

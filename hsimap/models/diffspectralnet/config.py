@@ -190,9 +190,9 @@ class DiffSpectralNetConfig:
 
 # Presets are plain data. ``paper`` follows SpectralDiff's code (method.md A.8) with the
 # multi-timestep default of method.md A.4; ``fast`` is the 2-core CPU default (early
-# timesteps: on Potsdam's disjoint splits timesteps 50 and 200 cost 6-8 points of OA; one
-# classifier, as ``clf_ensemble = 3`` would cut its throughput ~2.5x; docs/benchmarks.md);
-# ``tiny`` is for tests and smoke runs.
+# timesteps: 2, 5, 10 instead of 5, 50, 200 gained 3.7 points of OA on five Potsdam disjoint
+# splits; one classifier, as ``clf_ensemble = 3`` made prediction ~2.6x slower;
+# docs/benchmarks.md); ``tiny`` is for tests and smoke runs.
 PRESETS: Mapping[str, Mapping[str, Any]] = {
     "paper": {
         "proj_bands": 0, "unet": "3d", "widths": (16, 32, 64, 128), "time_dim": 32,
