@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
+from hsimap.errors import ConfigError
 from hsimap.models.base import TrainData, get_spec
 from hsimap.models.training_utils import class_weights, epoch_order
 
@@ -53,3 +55,8 @@ def test_spectral_mlp_takes_min_batches_steps_per_epoch_on_few_pixels(monkeypatc
                           progress=lambda e: None)
     assert len(history["classifier"]["epochs"]) == 2
     assert len(steps) == 2 * 8
+
+
+def test_spectral_mlp_refuses_min_batches_below_one():
+    with pytest.raises(ConfigError, match="min_batches"):
+        get_spec("spectral-mlp").make_config(None, {"min_batches": 0})
