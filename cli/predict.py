@@ -31,7 +31,7 @@ class TileSizeType(click.ParamType):
 
 
 @click.command(short_help="Map a scene with a trained model.")
-@click.argument("scene", type=click.Path(path_type=Path))
+@click.argument("scene", type=click.Path())  # a str: pathlib would mangle /vsicurl/http://
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="Class map GeoTIFF to write.")
 @model_opt
@@ -64,11 +64,14 @@ class TileSizeType(click.ParamType):
               default=10.0, show_default=True, metavar="SECONDS",
               help="How often finished tiles are made durable for --resume.")
 @click.pass_context
-def predict(ctx: click.Context, scene: Path, output: Path, model_path: Path, tile: int | str,
+def predict(ctx: click.Context, scene: str, output: Path, model_path: Path, tile: int | str,
             device: str, overwrite: bool, probabilities: Path | None, confidence: Path | None,
             confidence_kind: str, prob_dtype: str, cog: bool, scheduler: str | None,
             resume: bool, dry_run: bool, checkpoint_seconds: float) -> None:
     """Classify SCENE with the model and write a georeferenced class map.
+
+    SCENE may also be a GDAL virtual path (/vsizip/scenes.zip/scene.tif, /vsis3/bucket/scene.tif,
+    /vsicurl/https://host/scene.tif).
 
     \b
     Examples:

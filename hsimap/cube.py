@@ -5,7 +5,10 @@ bad-band list are read from per-band GDAL metadata (``wavelength``/``fwhm``/``bb
 by ENVI and EnMAP-Box, or the ``IMAGERY`` domain's ``CENTRAL_WAVELENGTH_UM``/``FWHM_UM``) or
 from the ENVI header's dataset-level lists. A pixel is valid when every good band is finite
 and differs from the nodata value; bad bands (``bbl == 0`` or listed by the user) are ignored
-for validity and left out of the model input.
+for validity and left out of the model input. Nodata is read per band (a VRT may declare it
+on some bands only). GDAL virtual paths (``/vsizip/``, ``/vsicurl/``, ``/vsis3/``, ...) are kept
+as strings, never passed through :mod:`pathlib` (which would turn ``http://`` into ``http:/``),
+and their existence is left to GDAL.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -30,6 +34,58 @@ log = logging.getLogger(__name__)
 
 MIN_BANDS = 5  # fewer bands than this is an RGB/multispectral image, not a cube
 DEFAULT_CHUNK = 256
+
+# A local file as a Path; a GDAL virtual path (/vsizip/, /vsicurl/, /vsis3/, ...) as its string.
+RasterPath = Path | str
+# Nodata: one value for every band, or one per band (None: that band declares none).
+Nodata = float | None | Sequence[float | None]
+# pathlib collapses "//": "/vsicurl/http://host" becomes "/vsicurl/http:/host" and
+# "/vsizip//vsicurl/..." becomes "/vsizip/vsicurl/...". Both are undone by gdal_path().
+_MANGLED_URL = re.compile(r"(/vsicurl(?:_streaming)?/)([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
+_MANGLED_CHAIN = re.compile(r"^(/vsi[a-z0-9_]+)/(?=vsi[a-z0-9_]+/)")
+
+
+def is_virtual(path: str | Path) -> bool:
+    """Whether ``path`` is a GDAL virtual file system path (``/vsizip/...``, ``/vsis3/...``)."""
+    return os.fspath(path).startswith("/vsi")
+
+
+def gdal_path(path: str | Path) -> RasterPath:
+    """``path`` as a :class:`Path`, or verbatim as a string when it is a GDAL virtual path.
+
+    A virtual path that went through :mod:`pathlib` on the way here (``/vsicurl/http:/host``)
+    gets its ``//`` back: a URL always has one, a Path never.
+    """
+    text = os.fspath(path)
+    if not is_virtual(text):
+        return Path(text)
+    return _MANGLED_URL.sub(r"\1\2://", _MANGLED_CHAIN.sub(r"\1//", text))
+
+
+def path_name(path: RasterPath) -> str:
+    """The file name part of a local or virtual path (for log lines)."""
+    return PurePosixPath(os.fspath(path)).name if is_virtual(path) else Path(path).name
+
+
+def path_suffix(path: RasterPath) -> str:
+    """Lower-case suffix of a local or virtual path (``.tif``)."""
+    return PurePosixPath(os.fspath(path)).suffix.lower()
+
+
+def gdal_message(exc: BaseException) -> str:
+    """GDAL's own words for a rasterio error (rasterio often says "see previous exception")."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if "previous exception" in text and cause is not None and str(cause):
+        cause_text = str(cause.args[-1]) if getattr(cause, "args", None) else str(cause)
+        return cause_text
+    return text
+
+
+def gdal_not_found(exc: BaseException) -> bool:
+    """Whether a GDAL open error says the file does not exist."""
+    low = f"{exc} {gdal_message(exc)}".lower()
+    return "does not exist" in low or "no such file" in low
 
 
 @dataclass(frozen=True)
@@ -70,9 +126,12 @@ class Cube:
         Per-band centre wavelength and FWHM in nanometres, or ``None`` when unknown.
     bad_bands
         0-based indices of bands excluded from validity and from the model input.
+    band_nodata
+        Nodata value of each band (``None`` where a band declares none); ``nodata`` is the
+        first declared one, for display.
     """
 
-    path: Path
+    path: RasterPath
     data: Any
     grid: Grid
     nodata: float | None
@@ -80,6 +139,7 @@ class Cube:
     fwhm: tuple[float, ...] | None
     bad_bands: tuple[int, ...]
     dtype: str
+    band_nodata: tuple[float | None, ...] = ()
 
     @property
     def count(self) -> int:
@@ -92,10 +152,24 @@ class Cube:
         bad = set(self.bad_bands)
         return [i for i in range(self.count) if i not in bad]
 
+    def nodata_of(self, bands: Sequence[int]) -> Nodata:
+        """Nodata of the 0-based ``bands``: one value when they share it, else one per band."""
+        if not self.band_nodata:
+            return self.nodata
+        values = tuple(self.band_nodata[b] for b in bands)
+        if len(set(values)) <= 1 and not any(v is not None and v != v for v in values):
+            return values[0] if values else None
+        return values
+
+    @property
+    def good_nodata(self) -> Nodata:
+        """Nodata of the good bands (see :meth:`nodata_of`)."""
+        return self.nodata_of(self.good_bands)
+
     def with_bad_bands(self, bad_bands: tuple[int, ...]) -> Cube:
         """The same cube with another bad-band list."""
         return Cube(self.path, self.data, self.grid, self.nodata, self.wavelengths, self.fwhm,
-                    tuple(sorted(set(bad_bands))), self.dtype)
+                    tuple(sorted(set(bad_bands))), self.dtype, self.band_nodata)
 
     def read(self, rows: tuple[int, int], cols: tuple[int, int], *,
              bands: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -113,18 +187,48 @@ class Cube:
         try:
             values = np.asarray(window.values, dtype=np.float32)
         except RasterioIOError as exc:
-            raise CubeError(
-                f"pixel data of rows {rows[0]}..{rows[1]}, columns {cols[0]}..{cols[1]} cannot "
-                f"be read ({exc}); the file is damaged or incomplete", path=self.path,
-                fix="copy or download the file again (check it with gdalinfo -checksum)",
-            ) from exc
-        return values, validity(values, self.nodata)
+            raise unreadable_pixels(self.path, rows, cols, exc) from exc
+        return values, validity(values, self.nodata_of(idx))
 
 
-def validity(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    """``(h, w)`` mask of pixels whose bands are all finite and differ from ``nodata``."""
+def unreadable_pixels(path: RasterPath, rows: tuple[int, int], cols: tuple[int, int],
+                      exc: BaseException) -> CubeError:
+    """The error for pixel data GDAL cannot read (damaged blocks, a missing VRT source)."""
+    return CubeError(
+        f"pixel data of rows {rows[0]}..{rows[1]}, columns {cols[0]}..{cols[1]} cannot "
+        f"be read ({gdal_message(exc)}); the file is damaged or incomplete", path=path,
+        fix="copy or download the file again (check it with gdalinfo -checksum)")
+
+
+def _nodata_column(nodata: Sequence[float | None]) -> np.ndarray:
+    """``(C, 1, 1)`` float32 nodata per band, NaN where none (NaN never equals a value)."""
+    return np.array([np.nan if v is None else v for v in nodata],
+                    dtype=np.float32)[:, None, None]
+
+
+def band_validity(values: np.ndarray, nodata: Nodata) -> np.ndarray:
+    """``(C, h, w)`` mask of values that are finite and differ from their band's nodata."""
+    ok = np.isfinite(values)
+    if isinstance(nodata, Sequence):
+        if len(nodata) != values.shape[0]:
+            raise ValueError(f"{len(nodata)} nodata values for {values.shape[0]} bands")
+        ok &= values != _nodata_column(nodata)
+    elif nodata is not None and np.isfinite(nodata):
+        ok &= values != np.float32(nodata)
+    return np.asarray(ok)
+
+
+def validity(values: np.ndarray, nodata: Nodata) -> np.ndarray:
+    """``(h, w)`` mask of pixels whose bands are all finite and differ from ``nodata``.
+
+    ``nodata`` is one value for every band or one per band of ``values`` (``None``: none).
+    """
     ok = np.isfinite(values).all(axis=0)
-    if nodata is not None and np.isfinite(nodata):
+    if isinstance(nodata, Sequence):
+        if len(nodata) != values.shape[0]:
+            raise ValueError(f"{len(nodata)} nodata values for {values.shape[0]} bands")
+        ok &= (values != _nodata_column(nodata)).all(axis=0)
+    elif nodata is not None and np.isfinite(nodata):
         ok &= (values != np.float32(nodata)).all(axis=0)
     return np.asarray(ok)
 
@@ -136,15 +240,47 @@ def open_cube(path: str | Path, *, chunks: int = DEFAULT_CHUNK,
     Parameters
     ----------
     path
-        Any raster GDAL can open.
+        Any raster GDAL can open, local or a GDAL virtual path (``/vsizip/...``).
     chunks
         Spatial Dask chunk size in pixels (all bands in one chunk).
     bad_bands
         Extra 0-based band indices to exclude, on top of the file's ``bbl`` metadata.
     """
-    import rioxarray  # noqa: F401  (registers .rio; slow import, so done here)
+    import rioxarray as rxr  # registers .rio; slow import, so done here
 
-    path = Path(path)
+    path = gdal_path(path)
+    if isinstance(path, Path):
+        _check_local_file(path)
+    if path_suffix(path) == ".mat":
+        raise InputFileError(
+            "is a MATLAB .mat file, which has no georeferencing", path=path,
+            fix="convert it to a GeoTIFF first with `hsimap datasets convert CUBE.mat GT.mat "
+                "-o FOLDER` (see `hsimap datasets list`)")
+    meta, grid, band_nodata, dtypes = _read_header(path)
+    count = len(dtypes)
+    _check_values(path, count, dtypes)
+    if grid.crs is None:
+        warnings.warn(f"{path}: the cube has no CRS; labels must then be in its pixel/map "
+                      "coordinates too", NoCRSWarning, stacklevel=2)
+    data = rxr.open_rasterio(path, chunks={"band": -1, "y": chunks, "x": chunks},
+                             masked=False, cache=False, lock=False)
+    bad = {i for i, b in enumerate(meta["bbl"] or []) if b == 0} | set(bad_bands)
+    out_of_range = sorted(b + 1 for b in bad if not 0 <= b < count)
+    if out_of_range:
+        raise CubeError(f"bad band(s) {out_of_range} do not exist: the cube has bands 1..{count}",
+                        path=path, fix=f"give --bad-bands as 1-based numbers from 1 to {count}")
+    nodata = next((v for v in band_nodata if v is not None), None)
+    cube = Cube(path, data, grid, nodata, meta["wavelength"], meta["fwhm"],
+                tuple(sorted(bad)), dtypes[0], band_nodata)
+    if not cube.good_bands:
+        raise CubeError(f"all {count} bands are bad bands (--bad-bands plus the file's bbl "
+                        "metadata), so none is left as model input", path=path,
+                        fix="shorten --bad-bands, or correct the bbl list in the file's metadata")
+    return cube
+
+
+def _check_local_file(path: Path) -> None:
+    """A local cube path must be an existing, readable file (or a .zarr folder)."""
     if not path.exists():
         raise InputFileError("file not found", path=path,
                              fix="check the path (relative paths start from the current folder)")
@@ -155,47 +291,77 @@ def open_cube(path: str | Path, *, chunks: int = DEFAULT_CHUNK,
     if not os.access(path, os.R_OK):
         raise InputFileError("cannot be read: permission denied", path=path,
                              fix="make it readable (chmod u+r) or copy it to a folder you own")
-    if path.suffix.lower() == ".mat":
-        raise InputFileError(
-            "is a MATLAB .mat file, which has no georeferencing", path=path,
-            fix="convert it to a GeoTIFF first with `hsimap datasets convert CUBE.mat GT.mat "
-                "-o FOLDER` (see `hsimap datasets list`)")
+
+
+def _read_header(path: RasterPath) -> tuple[dict[str, tuple[float, ...] | None], Grid,
+                                            tuple[float | None, ...], tuple[str, ...]]:
+    """Band metadata, grid, per-band nodata and dtypes; GDAL judges existence and format."""
     try:
         with rasterio.open(path) as src:
             meta = _band_metadata(src)
             grid = Grid(src.height, src.width, src.transform, src.crs)
-            nodata, count, dtype = src.nodata, src.count, src.dtypes[0]
+            nodata = tuple(None if v is None else float(v) for v in src.nodatavals)
+            dtypes = tuple(str(d) for d in src.dtypes)
+            files = [f for f in src.files[1:] if not is_virtual(f)]
     except RasterioIOError as exc:
+        raise _open_error(path, exc) from exc
+    missing = [f for f in files if not Path(f).exists()]
+    if missing:
         raise InputFileError(
-            f"not a raster GDAL can read ({exc})", path=path,
-            fix="give a GeoTIFF, ENVI (.hdr + data), VRT or another GDAL raster; for the classic "
-                ".mat benchmarks run `hsimap datasets convert` first",
-        ) from exc
+            f"refers to {missing[0]}, which does not exist"
+            + (f" ({len(missing)} missing files)" if len(missing) > 1 else ""), path=path,
+            fix="restore that file, or correct its path in the VRT (a relative source path "
+                "starts from the VRT's folder)")
+    return meta, grid, nodata, dtypes
+
+
+def _open_error(path: RasterPath, exc: RasterioIOError) -> InputFileError:
+    detail = gdal_message(exc)
+    if is_virtual(path) and gdal_not_found(exc):
+        return InputFileError(
+            f"file not found ({detail})", path=path,
+            fix="check the path: for /vsizip/ the archive and the member inside it, for "
+                "/vsicurl/ and /vsis3/ the URL (and credentials such as AWS_* variables)")
+    if is_virtual(path) and "supported file format" not in detail:
+        return InputFileError(
+            f"cannot be opened through GDAL's virtual file system ({detail})", path=path,
+            fix="check the URL or archive path, the network and any credentials (AWS_* "
+                "variables for /vsis3/), or give a local copy")
+    return InputFileError(
+        f"not a raster GDAL can read ({detail})", path=path,
+        fix="give a GeoTIFF, ENVI (.hdr + data), VRT or another GDAL raster; for the classic "
+            ".mat benchmarks run `hsimap datasets convert` first")
+
+
+def _check_values(path: RasterPath, count: int, dtypes: tuple[str, ...]) -> None:
+    complex_bands = [i + 1 for i, d in enumerate(dtypes) if d.startswith("complex")]
+    if complex_bands:
+        raise CubeError(
+            f"holds complex numbers ({dtypes[complex_bands[0] - 1]}, band(s) "
+            f"{_ranges(complex_bands)}); hsimap classifies real-valued radiance or reflectance "
+            "and will not silently drop the imaginary part", path=path,
+            fix="convert the cube to real values first (e.g. its magnitude, or the real part "
+                "with gdal_translate -ot Float32)")
     if count < MIN_BANDS:
         raise CubeError(
             f"has {count} band(s); a hyperspectral cube needs at least {MIN_BANDS}", path=path,
             fix="give the hyperspectral image (e.g. EnMAP, PRISMA, AVIRIS), not an RGB or "
                 "single-band raster",
         )
-    if grid.crs is None:
-        warnings.warn(f"{path}: the cube has no CRS; labels must then be in its pixel/map "
-                      "coordinates too", NoCRSWarning, stacklevel=2)
-    import rioxarray as rxr
 
-    data = rxr.open_rasterio(path, chunks={"band": -1, "y": chunks, "x": chunks},
-                             masked=False, cache=False, lock=False)
-    bad = {i for i, b in enumerate(meta["bbl"] or []) if b == 0} | set(bad_bands)
-    out_of_range = sorted(b + 1 for b in bad if not 0 <= b < count)
-    if out_of_range:
-        raise CubeError(f"bad band(s) {out_of_range} do not exist: the cube has bands 1..{count}",
-                        path=path, fix=f"give --bad-bands as 1-based numbers from 1 to {count}")
-    cube = Cube(path, data, grid, nodata, meta["wavelength"], meta["fwhm"],
-                tuple(sorted(bad)), dtype)
-    if not cube.good_bands:
-        raise CubeError(f"all {count} bands are bad bands (--bad-bands plus the file's bbl "
-                        "metadata), so none is left as model input", path=path,
-                        fix="shorten --bad-bands, or correct the bbl list in the file's metadata")
-    return cube
+
+def _ranges(bands: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3,7`` (1-based band numbers for messages)."""
+    parts: list[str] = []
+    start = prev = bands[0]
+    for b in [*bands[1:], None]:
+        if b is not None and b == prev + 1:
+            prev = b
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if b is not None:
+            start = prev = b
+    return ",".join(parts)
 
 
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")

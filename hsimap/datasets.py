@@ -33,6 +33,7 @@ import numpy.typing as npt
 from hsimap._version import __version__
 from hsimap.classes import ClassTable
 from hsimap.errors import InputFileError, LabelError, OutputError
+from hsimap.geotiff import refuse_special
 
 log = logging.getLogger(__name__)
 
@@ -293,30 +294,49 @@ def mat_variables(path: str | Path) -> dict[str, tuple[int, ...]]:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(".mat file not found", path=path, fix="check the path")
-    if _is_v73(path):
-        h5py = _h5py()
-        with h5py.File(path, "r") as f:
-            return {k: tuple(reversed(f[k].shape)) for k in f.keys()
-                    if not k.startswith("#") and hasattr(f[k], "shape")}
+    if path.stat().st_size == 0:
+        raise InputFileError("is empty (0 bytes), not a MATLAB .mat file", path=path,
+                             fix="copy or download the file again (an interrupted download "
+                                 "or a full disk leaves empty files)")
     import scipy.io
 
     try:
+        if _is_v73(path):
+            h5py = _h5py()
+            with h5py.File(path, "r") as f:
+                return {k: tuple(reversed(f[k].shape)) for k in f.keys()
+                        if not k.startswith("#") and hasattr(f[k], "shape")}
         return {name: tuple(shape) for name, shape, _ in scipy.io.whosmat(str(path))}
-    except (ValueError, TypeError, OSError, NotImplementedError) as exc:
-        raise InputFileError(f"not a MATLAB .mat file scipy can read ({exc})", path=path,
-                             fix="give the .mat files as distributed with the scene") from exc
+    except InputFileError:
+        raise
+    except (ValueError, TypeError, OSError, NotImplementedError,
+            scipy.io.matlab.MatReadError) as exc:
+        raise _mat_error(path, exc) from exc
 
 
 def read_mat_variable(path: str | Path, key: str) -> npt.NDArray[Any]:
     """One variable of a ``.mat`` file as a numpy array in MATLAB's (row, col, ...) order."""
     path = Path(path)
-    if _is_v73(path):
-        h5py = _h5py()
-        with h5py.File(path, "r") as f:
-            return np.asarray(f[key][()]).T  # HDF5 holds MATLAB's column-major arrays reversed
     import scipy.io
 
-    return np.asarray(scipy.io.loadmat(str(path), variable_names=[key])[key])
+    try:
+        if _is_v73(path):
+            h5py = _h5py()
+            with h5py.File(path, "r") as f:
+                return np.asarray(f[key][()]).T  # HDF5 holds MATLAB's arrays reversed
+        return np.asarray(scipy.io.loadmat(str(path), variable_names=[key])[key])
+    except InputFileError:
+        raise
+    except (ValueError, TypeError, OSError, NotImplementedError,
+            scipy.io.matlab.MatReadError) as exc:
+        raise _mat_error(path, exc) from exc
+
+
+def _mat_error(path: Path, exc: BaseException) -> InputFileError:
+    return InputFileError(f"not a MATLAB .mat file scipy can read ({exc}); it may be "
+                          "truncated or damaged", path=path,
+                          fix="copy or download the .mat files again, as distributed with "
+                              "the scene")
 
 
 def detect_dataset(cube_vars: dict[str, tuple[int, ...]], gt_vars: dict[str, tuple[int, ...]],
@@ -475,6 +495,7 @@ def _check_outputs(out_dir: Path, paths: dict[str, Path], *inputs: Path,
         if p.resolve() in resolved_inputs:
             raise OutputError("output would replace an input file", path=p,
                               fix="choose another output folder with -o")
+        refuse_special(p)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise OutputError(f"output already exists: {', '.join(existing)}", path=out_dir,

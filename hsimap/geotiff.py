@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,22 +43,62 @@ def class_map_profile(grid: Grid, classes: ClassTable, *, block: int = BLOCK) ->
     return profile
 
 
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists but is not a regular file (symbolic links followed).
+
+    ``None`` for a regular file, a missing path or a dangling link; otherwise words such as
+    ``"a character device"`` or ``"a symbolic link to a FIFO (named pipe)"``.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kind = next((words for test, words in _KINDS if test(mode)), None)
+    if kind is None:
+        return None
+    return f"a symbolic link to {kind}" if path.is_symlink() else kind
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def refuse_special(out: Path) -> None:
+    """Refuse an output path that is a device, FIFO, socket or folder, whatever --overwrite says."""
+    kind = special_kind(out)
+    if kind == "a folder":
+        raise OutputError("output path is a folder", path=out, fix="give a file name")
+    if kind is not None:
+        raise OutputError(
+            f"output path is {kind}, not a regular file; hsimap never replaces one, even with "
+            "--overwrite", path=out, fix="give the name of a regular file (or a new name)")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (resolved, or the same inode)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_output(out: str | Path, *, inputs: tuple[str | Path, ...] = (),
                  overwrite: bool = False) -> Path:
-    """Refuse an output path that equals an input, exists (without overwrite) or can't be made."""
+    """Refuse an output path that equals an input, is not a regular file, exists (without
+    overwrite) or can't be made."""
     out = Path(out)
-    for item in inputs:
-        item = Path(item)
-        same = item.resolve() == out.resolve() or (
-            item.exists() and out.exists() and os.path.samefile(out, item))
-        if same:
-            raise OutputError("output path is the same as an input file", path=out,
-                              fix="choose another output name; inputs are never overwritten")
-    if out.exists() and not overwrite:
+    if any(same_file(out, item) for item in inputs):
+        raise OutputError("output path is the same as an input file", path=out,
+                          fix="choose another output name; inputs are never overwritten")
+    refuse_special(out)
+    if os.path.lexists(out) and not overwrite:
         raise OutputError("output already exists", path=out,
                           fix="pass --overwrite to replace it, or choose another name")
-    if out.is_dir():
-        raise OutputError("output path is a folder", path=out, fix="give a file name")
     parent = out.parent if str(out.parent) else Path(".")
     blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
@@ -111,16 +152,41 @@ def tag_class_map(dst: Any, classes: ClassTable) -> None:
     dst.update_tags(1, **{f"CLASS_{c.value}": c.name for c in classes})
 
 
+def sidecar_paths(out: Path) -> dict[str, Path]:
+    """The sidecars written next to a class map, by what they are."""
+    out = Path(out)
+    return {"GDAL category names sidecar (.aux.xml)": out.with_name(out.name + ".aux.xml"),
+            "QGIS style sidecar (.qml)": out.with_suffix(".qml")}
+
+
 def write_sidecars(out: Path, classes: ClassTable) -> None:
-    """Write ``<map>.aux.xml`` (GDAL category names) and ``<map>.qml`` (QGIS paletted style)."""
+    """Write ``<map>.aux.xml`` (GDAL category names) and ``<map>.qml`` (QGIS paletted style).
+
+    Each is written under a temporary name and renamed into place, so an existing file (or
+    the target of a symbolic link) is replaced as a whole, never written into.
+    """
     names = [""] * (max(classes.values) + 1)
     for c in classes:
         names[c.value] = c.name
     cats = "".join(f"<Category>{_xml_text(n)}</Category>" for n in names)
     aux = (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
            "  </PAMRasterBand>\n</PAMDataset>\n")
-    out.with_name(out.name + ".aux.xml").write_text(aux, encoding="utf-8")
-    out.with_suffix(".qml").write_text(qml_style(classes), encoding="utf-8")
+    aux_path, qml_path = sidecar_paths(out).values()
+    write_text_atomic(aux_path, aux)
+    write_text_atomic(qml_path, qml_style(classes))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``.<name>.partial`` and rename it to ``path`` (removed on failure)."""
+    refuse_special(path)
+    tmp = partial_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def qml_style(classes: ClassTable) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from rasterio.features import rasterize
 
 from hsimap.classes import ClassTable
-from hsimap.cube import Grid
+from hsimap.cube import Grid, RasterPath, gdal_not_found, gdal_path, is_virtual, path_suffix
 from hsimap.errors import CRSMismatchError, InputFileError, LabelError, LabelWarning
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,13 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
     classes
         An existing class table to match names/codes against (evaluation of a map).
     """
-    path = Path(path)
-    if not path.exists():
+    path = gdal_path(path)  # a GDAL virtual path (/vsizip/...) stays a string; GDAL checks it
+    if isinstance(path, Path) and not path.exists():
         raise InputFileError("labels file not found", path=path, fix="check the --labels path")
-    if not os.access(path, os.R_OK):
+    if isinstance(path, Path) and not os.access(path, os.R_OK):
         raise InputFileError("cannot be read: permission denied", path=path,
                              fix="make it readable (chmod u+r) or copy it to a folder you own")
-    if path.suffix.lower() in RASTER_SUFFIXES:
+    if path_suffix(path) in RASTER_SUFFIXES:
         return _read_label_raster(path, grid=grid, classes=classes)
     frame = _read_vector(path)
     field = detect_class_field(frame, class_field, path=path)
@@ -137,13 +137,18 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
                   reprojected)
 
 
-def _read_vector(path: Path) -> Any:
+def _read_vector(path: RasterPath) -> Any:
     import geopandas as gpd
     import pyogrio
 
     try:
         frame = gpd.read_file(path, engine="pyogrio")
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        if is_virtual(path) and gdal_not_found(exc):
+            raise InputFileError(f"labels file not found ({exc})", path=path,
+                                 fix="check the --labels path: for /vsizip/ the archive and "
+                                     "the member inside it, for /vsicurl/ and /vsis3/ the "
+                                     "URL") from exc
         raise InputFileError(
             f"not a vector file OGR can read ({exc})", path=path,
             fix="give a Shapefile, GeoPackage, GeoJSON or another OGR vector, or a label "
@@ -154,7 +159,7 @@ def _read_vector(path: Path) -> Any:
     return frame
 
 
-def detect_class_field(frame: Any, class_field: str | None, *, path: Path) -> str:
+def detect_class_field(frame: Any, class_field: str | None, *, path: RasterPath) -> str:
     """Choose the class column: the given one, or the single obvious candidate."""
     columns = [c for c in frame.columns if c != frame.geometry.name]
     if class_field is not None:
@@ -175,7 +180,7 @@ def detect_class_field(frame: Any, class_field: str | None, *, path: Path) -> st
         fix=f"pass --class-field with one of: {', '.join(columns) or '(no fields)'}")
 
 
-def _to_grid_crs(frame: Any, grid: Grid, *, path: Path) -> tuple[Any, str | None]:
+def _to_grid_crs(frame: Any, grid: Grid, *, path: RasterPath) -> tuple[Any, str | None]:
     if frame.crs is None and grid.crs is not None:
         raise CRSMismatchError(
             "the labels have no coordinate reference system (missing .prj?)", path=path,
@@ -199,7 +204,7 @@ def _crs_name(crs: Any) -> str:
 
 
 def _class_codes(frame: Any, field: str, classes: ClassTable | None, *,
-                 path: Path) -> tuple[ClassTable, np.ndarray]:
+                 path: RasterPath) -> tuple[ClassTable, np.ndarray]:
     """The class table and each feature's class value."""
     column = frame[field]
     if column.dtype.kind in "fcmM" and not _is_integer_like(column):
@@ -286,7 +291,7 @@ def _burn(frame: Any, codes: np.ndarray, table: ClassTable, grid: Grid,
     return values, groups, int(conflict.sum())
 
 
-def _read_label_raster(path: Path, *, grid: Grid, classes: ClassTable | None) -> Labels:
+def _read_label_raster(path: RasterPath, *, grid: Grid, classes: ClassTable | None) -> Labels:
     """A single-band label raster on the cube's grid (0 or nodata = unlabelled)."""
     import rasterio
     from rasterio.errors import RasterioIOError
@@ -311,6 +316,10 @@ def _read_label_raster(path: Path, *, grid: Grid, classes: ClassTable | None) ->
             data = src.read(1)
             nodata = src.nodata
     except RasterioIOError as exc:
+        if is_virtual(path) and gdal_not_found(exc):
+            raise InputFileError(f"labels file not found ({exc})", path=path,
+                                 fix="check the --labels path inside the virtual file "
+                                     "system") from exc
         raise InputFileError(f"cannot read label raster ({exc})", path=path) from exc
     finite = np.where(np.isfinite(data), data, 0)
     if data.dtype.kind == "f" and not np.array_equal(finite, np.round(finite)):

@@ -10,17 +10,29 @@ reopened in ``r+`` mode, and only then are the tiles written since the last chec
 listed. A resumed run reopens the partial rasters, checks the fingerprint and skips the
 listed tiles. Tile write windows are aligned to the partial files' blocks whenever the tile
 size allows it, so no block of a finished tile is ever rewritten.
+
+Before any work, every file a run will write (outputs, the map's ``.aux.xml`` and ``.qml``
+sidecars, partial files) is checked together: no two may coincide, none may be an input,
+none may be a device, FIFO, socket or folder, and none may exist without ``--overwrite``.
+A lock file (``.<map>.lock``, held with ``flock``) keeps a second run off the same outputs.
+A failed write is reported as an :class:`~hsimap.errors.OutputError` ("disk full" when the
+file system is full) and the partial files are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
@@ -28,13 +40,16 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from hsimap.classes import ClassTable
-from hsimap.cube import Grid
-from hsimap.errors import OutputError
+from hsimap.cube import Grid, gdal_message
+from hsimap.errors import HsimapError, OutputError
 from hsimap.geotiff import (
     BLOCK,
     check_output,
     class_map_profile,
     partial_path,
+    refuse_special,
+    same_file,
+    sidecar_paths,
     tag_class_map,
     write_sidecars,
     write_window,
@@ -53,6 +68,9 @@ RECORD_VERSION = 1
 DEFAULT_CHECKPOINT_SECONDS = 10.0
 PROBS_TAG = "HSIMAP_PROBABILITY_SCALE"
 CONFIDENCE_TAG = "HSIMAP_CONFIDENCE_KIND"
+# A GDAL write that fails with less than this free on the file system failed for lack of
+# space (GDAL's own message says only "Write failed"; it prints ENOSPC to stderr).
+DISK_FULL_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,14 @@ class OutputSpec:
         if len(set(paths)) != len(paths):
             raise OutputError("two outputs have the same path", path=self.map,
                               fix="give the map, probabilities and confidence different names")
+        seen: dict[Path, str] = {}
+        for path, what in self.files():
+            other = seen.setdefault(path.resolve(), what)
+            if other != what:
+                raise OutputError(
+                    f"{other} and {what} would both be written to {path.name}", path=path,
+                    fix="give the map a name ending in .tif (its sidecars are NAME.tif.aux.xml "
+                        "and NAME.qml) and the other outputs names of their own")
 
     def named_paths(self) -> dict[str, Path]:
         """``{"map": ..., "probabilities": ..., "confidence": ...}`` for the requested outputs."""
@@ -102,6 +128,23 @@ class OutputSpec:
         if self.confidence is not None:
             out["confidence"] = Path(self.confidence)
         return out
+
+    def final_files(self) -> list[tuple[Path, str]]:
+        """``(path, what it is)`` of every file a finished run leaves: outputs and sidecars."""
+        files = [(path, f"the {name} output") for name, path in self.named_paths().items()]
+        files += [(path, f"the map's {what}") for what, path in sidecar_paths(self.map).items()]
+        return files
+
+    def files(self) -> list[tuple[Path, str]]:
+        """``(path, what it is)`` of every file a run writes, temporary ones included."""
+        final = self.final_files()
+        temporary = [(partial_path(path), f"the partial file of {what}") for path, what in final]
+        temporary += [(partial_path(path).with_name(partial_path(path).name + ".cog"),
+                       f"the COG partial file of the {name} output")
+                      for name, path in self.named_paths().items()]
+        temporary += [(record_path(self.map), "the resume record"),
+                      (lock_path(self.map), "the lock file")]
+        return final + temporary
 
     @property
     def scale(self) -> int:
@@ -139,6 +182,193 @@ class TileResult:
 def record_path(map_path: Path) -> Path:
     """The resume record of a map: ``.<map>.partial.json``."""
     return partial_path(Path(map_path)).with_name(partial_path(Path(map_path)).name + ".json")
+
+
+def lock_path(map_path: Path) -> Path:
+    """The lock file of a run writing ``map_path``: ``.<map>.lock``."""
+    return Path(map_path).with_name(f".{Path(map_path).name}.lock")
+
+
+def check_outputs(spec: OutputSpec, *, inputs: Iterable[str | Path], overwrite: bool,
+                  done: Iterable[str] = ()) -> None:
+    """Check every file a run will leave, together, before any work.
+
+    Each output and each sidecar must differ from every input (and from the files a raster
+    input is made of), must not be a device, FIFO, socket or folder, and must not exist
+    unless ``overwrite``; ``done`` names outputs an unfinished run already moved into place.
+    """
+    inputs = list(inputs)
+    finished = set(done)
+    names = {str(path): name for name, path in spec.named_paths().items()}
+    for path, what in spec.final_files():
+        name = names.get(str(path))
+        if (name or "sidecars") in finished:
+            continue
+        if name is None and any(same_file(path, item) for item in inputs):
+            raise OutputError(f"{what} would replace an input file", path=path,
+                              fix="choose another map name; inputs are never overwritten")
+        if name is None and os.path.lexists(path) and not overwrite:
+            refuse_special(path)
+            raise OutputError(f"output already exists: {what}", path=path,
+                              fix="pass --overwrite to replace it (with the map), move it "
+                                  "away, or choose another map name")
+        check_output(path, inputs=tuple(inputs), overwrite=overwrite)
+
+
+def input_files(*paths: str | Path) -> list[str | Path]:
+    """The given inputs plus the local files a raster input is made of (VRT sources, ENVI
+    headers, ``.aux.xml``), as GDAL lists them."""
+    from hsimap.cube import is_virtual
+
+    out: list[str | Path] = list(paths)
+    for path in paths:
+        try:
+            with rasterio.open(path) as src:
+                out += [f for f in src.files[1:] if not is_virtual(f)]
+        except (RasterioIOError, OSError, ValueError):
+            continue  # not a raster (the model), or unreadable: reported when it is opened
+    return out
+
+
+def write_error(exc: BaseException, path: Path) -> OutputError:
+    """An :class:`OutputError` for a failed write of ``path``; "disk full" when it is."""
+    folder = path.parent if str(path.parent) else Path(".")
+    code = next((getattr(e, "errno", None) for e in _chain(exc)
+                 if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)), None)
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    detail = gdal_message(exc)
+    full = code is not None or "no space left" in detail.lower() or (
+        isinstance(exc, RasterioIOError) and free is not None and free < DISK_FULL_BYTES)
+    if full:
+        what = "disk quota exceeded" if code == errno.EDQUOT else "disk full"
+        room = "" if free is None else f" with {_size(free)} free in {folder}"
+        return OutputError(f"{what}: writing failed{room} ({detail})", path=path,
+                           fix="free some space there, or write the outputs to another disk "
+                               "(-o); the partial files were removed, so run the command "
+                               "again from the beginning")
+    return OutputError(f"cannot be written ({detail})", path=path,
+                       fix="check the disk and the folder's permissions, then run again")
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        yield item
+        item = item.__cause__ or item.__context__
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+class OutputLock:
+    """An exclusive lock on the outputs of one map: ``.<map>.lock``, held with ``flock``.
+
+    The kernel releases a ``flock`` when its process dies, so a killed run leaves no stale
+    lock (the file stays until the next run, which takes it over). A second run on the same
+    outputs fails at once, naming the process that holds them. Without ``fcntl`` (Windows)
+    the lock is an ``O_EXCL`` file that a killed run leaves behind.
+    """
+
+    def __init__(self, map_path: Path) -> None:
+        self.map = Path(map_path)
+        self.path = lock_path(self.map)
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`OutputError` when another run holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            self._acquire_exclusive()
+            return
+        for _ in range(10):
+            fd = self._open(os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 4096, 0)
+                os.close(fd)
+                raise self._busy(owner) from None
+            try:  # the holder may have removed the file between our open and flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                self._write_owner()
+                return
+            os.close(fd)
+        raise OutputError("cannot take the lock file", path=self.path,  # pragma: no cover
+                          fix="run again; if this repeats, another process keeps replacing it")
+
+    def _acquire_exclusive(self) -> None:  # pragma: no cover - Windows
+        try:
+            self._fd = self._open(os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            owner = self.path.read_bytes()
+            raise self._busy(owner, stale_hint=True) from None
+        self._write_owner()
+
+    def _open(self, flags: int) -> int:
+        try:
+            return os.open(self.path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise write_error(exc, self.path) from exc
+
+    def _write_owner(self) -> None:
+        assert self._fd is not None
+        owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, owner, 0)
+        except OSError as exc:
+            self.release()
+            raise write_error(exc, self.path) from exc
+
+    def _busy(self, owner: bytes, *, stale_hint: bool = False) -> OutputError:
+        try:
+            info = json.loads(owner.decode() or "{}")
+        except ValueError:
+            info = {}
+        who = (f" (pid {info.get('pid')} on {info.get('host')}, started {info.get('started')})"
+               if info.get("pid") else "")
+        fix = "wait for it to finish, or give this run another output name (-o)"
+        if stale_hint:
+            fix += f"; if no such run exists any more, delete {self.path}"
+        return OutputError(f"another hsimap run is writing this output now{who}", path=self.map,
+                           fix=fix)
+
+    def release(self) -> None:
+        """Remove the lock file and let go of the lock (idempotent)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
+                self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
 
 
 def read_record(map_path: Path) -> dict[str, Any] | None:
@@ -218,6 +448,7 @@ class PartialOutputs:
     _pending: list[int] = field(default_factory=list)
     _pending_counts: np.ndarray | None = None
     _last_checkpoint: float = field(default_factory=time.monotonic)
+    _broken: bool = False  # a write failed: the partial files cannot be trusted
 
     @classmethod
     def start(cls, spec: OutputSpec, *, grid: Grid, classes: ClassTable,
@@ -228,17 +459,14 @@ class PartialOutputs:
         previous = read_record(spec.map)
         if resume and previous is not None:
             _check_fingerprint(previous, fingerprint, spec.map)
-            finalized = set(previous.get("finalized", []))
-            for name, path in spec.named_paths().items():
-                if name not in finalized:
-                    check_output(path, inputs=inputs, overwrite=overwrite)
+            check_outputs(spec, inputs=inputs, overwrite=overwrite,
+                          done=previous.get("finalized", []))
             self = cls(spec, classes, previous, checkpoint_seconds)
             self._reopen()
             log.info("resuming %s: %d of %d tiles were already done", spec.map.name,
                      len(previous["done"]), n_tiles)
             return self
-        for path in spec.named_paths().values():
-            check_output(path, inputs=inputs, overwrite=overwrite)
+        check_outputs(spec, inputs=inputs, overwrite=overwrite)
         if resume:
             log.info("no unfinished run writing %s to resume; starting from the beginning",
                      spec.map)
@@ -255,9 +483,15 @@ class PartialOutputs:
         self = cls(spec, classes, record, checkpoint_seconds)
         try:
             for name, profile in _profiles(spec, grid, classes, block).items():
-                dst = rasterio.open(partial_path(spec.named_paths()[name]), "w", **profile)
-                self._open[name] = dst
-                _tag(name, dst, spec, classes)
+                tmp = partial_path(spec.named_paths()[name])
+                try:
+                    dst = rasterio.open(tmp, "w", **profile)
+                    self._open[name] = dst
+                    _tag(name, dst, spec, classes)
+                except HsimapError:
+                    raise
+                except OSError as exc:
+                    raise write_error(exc, tmp) from exc
             self.checkpoint(force=True)
         except BaseException:
             self.close(keep=False)
@@ -276,11 +510,15 @@ class PartialOutputs:
 
     def write(self, result: TileResult) -> None:
         """Write one finished tile into every output; checkpoint when one is due."""
-        write_window(self._open["map"], result.classes, result.write)
-        if result.probabilities is not None and "probabilities" in self._open:
-            write_window(self._open["probabilities"], result.probabilities, result.write)
-        if result.confidence is not None and "confidence" in self._open:
-            write_window(self._open["confidence"], result.confidence, result.write)
+        for name, data in (("map", result.classes), ("probabilities", result.probabilities),
+                           ("confidence", result.confidence)):
+            if data is None or name not in self._open:
+                continue
+            try:
+                write_window(self._open[name], data, result.write)
+            except OSError as exc:
+                self._broken = True
+                raise write_error(exc, partial_path(self.spec.named_paths()[name])) from exc
         self._pending.append(result.index)
         counts = result.counts.astype(np.int64)
         self._pending_counts = counts if self._pending_counts is None else \
@@ -292,14 +530,26 @@ class PartialOutputs:
         """Make the tiles written so far durable and list them in the resume record."""
         if not self._pending and not force:
             return
-        for name in list(self._open):
-            self._open.pop(name).close()
-        if self._pending:
-            self.record["done"] = sorted(set(self.record["done"]) | set(self._pending))
-            assert self._pending_counts is not None
-            self.record["counts"] = (self.counts + self._pending_counts).tolist()
-        self._pending, self._pending_counts = [], None
-        self._save_record()
+        if self._broken:
+            raise OutputError("an earlier write failed; the partial outputs are not usable",
+                              path=partial_path(self.spec.map))
+        target = record_path(self.spec.map)
+        try:
+            for name in list(self._open):
+                target = partial_path(self.spec.named_paths()[name])
+                self._open.pop(name).close()
+            if self._pending:
+                self.record["done"] = sorted(set(self.record["done"]) | set(self._pending))
+                assert self._pending_counts is not None
+                self.record["counts"] = (self.counts + self._pending_counts).tolist()
+            self._pending, self._pending_counts = [], None
+            target = record_path(self.spec.map)
+            self._save_record()
+        except HsimapError:
+            raise
+        except OSError as exc:
+            self._broken = True
+            raise write_error(exc, target) from exc
         self._reopen()
         self._last_checkpoint = time.monotonic()
 
@@ -320,29 +570,44 @@ class PartialOutputs:
     def _save_record(self) -> None:
         path = record_path(self.spec.map)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.record, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.record, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def close(self, *, keep: bool) -> bool:
         """Stop writing. ``keep``: checkpoint and keep the partial state for ``--resume``.
 
-        Returns True when resumable state was kept (at least one tile is durable).
+        Never raises: when the last checkpoint fails (or an earlier write did), the partial
+        state cannot be trusted and is removed instead. Returns True when resumable state was
+        kept (at least one tile is durable).
         """
-        if keep:
+        if keep and not self._broken:
             try:
                 self.checkpoint()
+            except OutputError as exc:
+                log.warning("%s; the partial files are removed", exc)
             finally:
-                for name in list(self._open):
-                    self._open.pop(name).close()
-            if self.record["done"]:
+                self._close_datasets()
+            if self.record["done"] and not self._broken:
                 return True
-        for name in list(self._open):
-            self._open.pop(name).close()
+        self._close_datasets()
         remove_partial_state(self.spec)
         return False
+
+    def _close_datasets(self) -> None:
+        for name in list(self._open):
+            dst = self._open.pop(name)
+            try:
+                dst.close()
+            except OSError as exc:  # a full disk fails the last flush too
+                self._broken = True
+                log.debug("closing %s failed: %s", name, exc)
 
     def finish(self, *, overwrite: bool) -> list[Path]:
         """Every tile is written: convert/move every output into place, then drop the record.
@@ -358,13 +623,21 @@ class PartialOutputs:
         for name in names:
             path = self.spec.named_paths()[name]
             if name not in finalized:
-                _finalise(partial_path(path), path, cog=self.spec.cog,
-                          resampling="mode" if name == "map" else "average")
-                if name == "map":
-                    write_sidecars(path, self.classes)
-                self.record.setdefault("finalized", []).append(name)
-                if name != "map":
-                    self._save_record()
+                try:
+                    if name == "map" and "sidecars" not in finalized:
+                        write_sidecars(path, self.classes)  # the map appears last, complete
+                        self.record.setdefault("finalized", []).append("sidecars")
+                        self._save_record()
+                    _finalise(partial_path(path), path, cog=self.spec.cog,
+                              resampling="mode" if name == "map" else "average")
+                    self.record.setdefault("finalized", []).append(name)
+                    if name != "map":
+                        self._save_record()
+                except HsimapError:
+                    raise
+                except OSError as exc:
+                    self._broken = True
+                    raise write_error(exc, path) from exc
             written.append(path)
         record_path(self.spec.map).unlink(missing_ok=True)
         return written
@@ -389,11 +662,15 @@ def remove_partial_state(spec: OutputSpec) -> None:
     for path in spec.named_paths().values():
         partial_path(path).unlink(missing_ok=True)
         partial_path(path).with_name(partial_path(path).name + ".cog").unlink(missing_ok=True)
+    for sidecar in sidecar_paths(spec.map).values():
+        partial_path(sidecar).unlink(missing_ok=True)
     record_path(spec.map).unlink(missing_ok=True)
+    record_path(spec.map).with_name(record_path(spec.map).name + ".tmp").unlink(missing_ok=True)
 
 
 def _finalise(tmp: Path, out: Path, *, cog: bool, resampling: str) -> None:
     """Move a finished partial raster to ``out``, converting it to a COG first if asked."""
+    refuse_special(out)  # it may have been made a FIFO or device node since the start
     if not cog:
         os.replace(tmp, out)
         return

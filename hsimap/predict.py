@@ -14,7 +14,6 @@ scheduler address the tile work runs on a cluster instead (see :mod:`hsimap.dist
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -33,19 +32,33 @@ import torch
 from rasterio.windows import Window as RioWindow
 
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, load_checkpoint
-from hsimap.cube import Cube, open_cube, validity
+from hsimap.cube import (
+    Cube,
+    Nodata,
+    RasterPath,
+    band_validity,
+    gdal_path,
+    open_cube,
+    path_name,
+    unreadable_pixels,
+    validity,
+)
 from hsimap.device import resolve_device
-from hsimap.errors import ConfigError, DeviceError, SceneMismatchError
-from hsimap.geotiff import MAP_NODATA, check_output
+from hsimap.errors import ConfigError, CubeError, DeviceError, SceneMismatchError
+from hsimap.fingerprint import file_sha256, scene_fingerprint
+from hsimap.geotiff import MAP_NODATA
 from hsimap.models.base import ProgressCallback, ProgressEvent, no_progress
 from hsimap.outputs import (
     DEFAULT_CHECKPOINT_SECONDS,
     PROB_SCALE,
     ConfidenceKind,
+    OutputLock,
     OutputSpec,
     PartialOutputs,
     ProbDtype,
     TileResult,
+    check_outputs,
+    input_files,
     read_record,
 )
 from hsimap.tiling import Tile, TileGrid, Window
@@ -166,7 +179,7 @@ class SceneReader:
     worker thread) opens the scene by path once and keeps it.
     """
 
-    def __init__(self, path: str | Path, *, bands: list[int], nodata: float | None,
+    def __init__(self, path: str | Path, *, bands: list[int], nodata: Nodata,
                  cache_bytes: int = GDAL_CACHE_RANGE[0]) -> None:
         self.path = str(path)
         self.indexes = [b + 1 for b in bands]
@@ -180,14 +193,33 @@ class SceneReader:
         return rasterio.Env(GDAL_CACHEMAX=self.cache_bytes)
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """``(C, h, w)`` float32 values of ``window`` and the ``(h, w)`` validity mask."""
-        src = getattr(self._local, "src", None)
-        if src is None:
-            src = self._local.src = rasterio.open(self.path)
-            weakref.finalize(self, src.close)
-        values = src.read(self.indexes, window=RioWindow(window.col0, window.row0, window.width,
-                                                         window.height), out_dtype="float32")
+        """``(C, h, w)`` float32 values of ``window`` and the ``(h, w)`` validity mask.
+
+        GDAL read errors (damaged blocks, a VRT source gone missing) become a
+        :class:`~hsimap.errors.CubeError` naming the scene and the window.
+        """
+        try:
+            src = getattr(self._local, "src", None)
+            if src is None:
+                src = self._local.src = rasterio.open(self.path)
+                weakref.finalize(self, src.close)
+            values = src.read(self.indexes, window=RioWindow(window.col0, window.row0,
+                                                             window.width, window.height),
+                              out_dtype="float32")
+        except rasterio.errors.RasterioIOError as exc:
+            raise unreadable_pixels(self.path, window.rows, window.cols, exc) from exc
         return values, validity(values, self.nodata)
+
+    def empty_bands(self) -> list[int]:
+        """1-based numbers of the read bands that hold no valid value anywhere in the scene."""
+        seen = np.zeros(len(self.indexes), dtype=bool)
+        with rasterio.open(self.path) as src:
+            for _, win in src.block_windows(1):
+                values = src.read(self.indexes, window=win, out_dtype="float32")
+                seen |= band_validity(values, self.nodata).any(axis=(1, 2))
+                if seen.all():
+                    break
+        return [b for b, ok in zip(self.indexes, seen, strict=True) if not ok]
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "indexes": self.indexes, "nodata": self.nodata,
@@ -439,17 +471,17 @@ def _resolve_tile(tile: TileSize, ckpt: Checkpoint, device: torch.device,
 # --------------------------------------------------------------------------- predict
 
 
-def fingerprint(*, ckpt: Checkpoint, model: Path, scene: Path, cube: Cube, grid: TileGrid,
-                spec: OutputSpec, precision: str) -> dict[str, Any]:
-    """What must be the same for a partial output to be resumed."""
-    digest = hashlib.sha256()
-    with open(model, "rb") as fh:
-        for chunk in iter(lambda: fh.read(2**20), b""):
-            digest.update(chunk)
-    st = scene.stat()
+def fingerprint(*, ckpt: Checkpoint, model: Path, scene: RasterPath, cube: Cube,
+                grid: TileGrid, spec: OutputSpec, precision: str) -> dict[str, Any]:
+    """What must be the same for a partial output to be resumed.
+
+    The model and the scene are identified by content (see :mod:`hsimap.fingerprint`), not
+    by size and modification time, which a rewrite with ``cp -p`` or ``rsync -t`` keeps.
+    """
     return {
-        "model_sha256": digest.hexdigest(),
-        "scene": f"{scene.resolve()} ({st.st_size} bytes, mtime {st.st_mtime_ns})",
+        "model_sha256": file_sha256(model),
+        "scene": str(Path(scene).resolve()) if isinstance(scene, Path) else scene,
+        **scene_fingerprint(scene),
         "scene_shape": [cube.count, cube.grid.height, cube.grid.width],
         "bands": list(ckpt.band_indices),
         "tile": grid.tile, "halo": grid.halo, "stride": grid.stride,
@@ -494,7 +526,7 @@ def _setup(scene: str | Path, model: str | Path, tile: TileSize, device: str,
     blocks = max(_blocks_touched(t.read, block_h, block_w) for t in grid)
     cache = READ_CACHE_TILES * blocks * block_h * block_w * itemsize * cube.count
     cache = int(min(max(cache, GDAL_CACHE_RANGE[0]), GDAL_CACHE_RANGE[1]))
-    reader = SceneReader(cube.path, bands=cube.good_bands, nodata=cube.nodata,
+    reader = SceneReader(cube.path, bands=cube.good_bands, nodata=cube.good_nodata,
                          cache_bytes=cache)
     return _Setup(ckpt, cube, torch_device, grid, work, reader, act)
 
@@ -595,13 +627,33 @@ def predict_scene(scene: str | Path, *, out: str | Path,
         Called with a :class:`ProgressEvent` after each tile.
     """
     start = time.perf_counter()
+    scene = gdal_path(scene)
     spec = OutputSpec(Path(out), None if probabilities is None else Path(probabilities),
                       None if confidence is None else Path(confidence), prob_dtype,
                       confidence_kind, cog)
-    check_output(spec.map, inputs=(scene, model), overwrite=overwrite or resume)
+    inputs = input_files(scene, model)
+    previous = read_record(spec.map) if resume else None
+    check_outputs(spec, inputs=inputs, overwrite=overwrite,
+                  done=previous.get("finalized", []) if previous else ())
+    if scheduler:
+        from hsimap.distributed import probe_scheduler
+
+        probe_scheduler(scheduler)
+    with OutputLock(spec.map):
+        return _predict_locked(scene, spec, model=model, tile=tile, device=device,
+                               overwrite=overwrite, scheduler=scheduler, resume=resume,
+                               inputs=tuple(inputs), checkpoint_seconds=checkpoint_seconds,
+                               progress=progress, start=start)
+
+
+def _predict_locked(scene: RasterPath, spec: OutputSpec, *, model: str | Path, tile: TileSize,
+                    device: str, overwrite: bool, scheduler: str | None, resume: bool,
+                    inputs: tuple[str | Path, ...], checkpoint_seconds: float,
+                    progress: ProgressCallback, start: float) -> PredictResult:
+    """:func:`predict_scene` once its outputs are checked and locked."""
     record = read_record(spec.map) if resume else None
     s = _setup(scene, model, tile, device, spec, record, scheduler)
-    log.info("predicting %s: %d tiles of %d px, halo %d px, on %s", s.cube.path.name,
+    log.info("predicting %s: %d tiles of %d px, halo %d px, on %s", path_name(s.cube.path),
              len(s.grid), s.grid.tile, s.grid.halo,
              f"Dask cluster {scheduler}" if scheduler else s.device)
     if scheduler:  # the workers resolve the device; "auto" may mean a GPU there
@@ -612,7 +664,7 @@ def predict_scene(scene: str | Path, *, out: str | Path,
                      spec=spec, precision=precision)
     sink = PartialOutputs.start(spec, grid=s.cube.grid, classes=s.ckpt.classes, fingerprint=fp,
                                 n_tiles=len(s.grid), tile=s.grid.tile, resume=resume,
-                                overwrite=overwrite, inputs=(scene, model),
+                                overwrite=overwrite, inputs=inputs,
                                 checkpoint_seconds=checkpoint_seconds)
     resumed = len(sink.done)
     todo = [t for t in s.grid if t.index not in sink.done]
@@ -632,6 +684,7 @@ def predict_scene(scene: str | Path, *, out: str | Path,
                            on_written=written)
         else:
             run_local(s.ckpt, s.reader, todo, s.work, s.device, sink, written)
+        sink.checkpoint()
     except BaseException:
         kept = sink.close(keep=True)
         log.warning("prediction stopped: %s", f"{len(sink.done)} of {total} tiles are saved "
@@ -639,12 +692,36 @@ def predict_scene(scene: str | Path, *, out: str | Path,
                     "run the same command with --resume to finish" if kept else
                     "no tile was finished; the partial files were removed")
         raise
-    paths = sink.finish(overwrite=overwrite)
+    if not sink.counts.any():  # like train, refuse a scene with nothing to classify
+        sink.close(keep=False)
+        raise _no_valid_pixel(s)
+    try:
+        paths = sink.finish(overwrite=overwrite)
+    except BaseException:
+        sink.close(keep=True)  # after a failed write (disk full) this removes the partials
+        raise
     counts = sink.counts
     return PredictResult(spec.map, total, s.grid.halo, time.perf_counter() - start,
                          int(counts.sum()),
                          {c.name: int(n) for c, n in zip(s.ckpt.classes, counts, strict=True)},
                          tile=s.grid.tile, outputs=tuple(paths), resumed_tiles=resumed)
+
+
+def _no_valid_pixel(s: _Setup) -> CubeError:
+    """The error for a scene in which the model finds no pixel to classify."""
+    empty = s.reader.empty_bands()
+    if empty:
+        listed = ",".join(str(b) for b in empty)
+        return CubeError(
+            f"has no valid pixel: band(s) {listed} hold no valid value at all (every value is "
+            "nodata, NaN or inf), and the model needs them, so the map would be empty",
+            path=s.cube.path,
+            fix=f"give a scene with data in band(s) {listed}, or retrain with --bad-bands "
+                f"{listed} so that the model does without them")
+    return CubeError(
+        "has no valid pixel: every pixel is nodata, NaN or inf in some band, so the map would "
+        "be empty", path=s.cube.path,
+        fix="check the nodata value of the scene, or give another scene")
 
 
 def run_local(ckpt: Checkpoint, reader: SceneReader, tiles: list[Tile], work: TileWork,

@@ -25,7 +25,7 @@ import torch
 
 from hsimap._version import __version__
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, save_checkpoint
-from hsimap.cube import Cube, open_cube, validity
+from hsimap.cube import Cube, band_validity, open_cube, validity
 from hsimap.device import resolve_device
 from hsimap.errors import CubeError, HsimapWarning, TrainingError
 from hsimap.geotiff import check_output
@@ -136,9 +136,7 @@ def load_scene(cube: Cube) -> tuple[Cube, np.ndarray, np.ndarray]:
     ``(H, W)`` validity mask.
     """
     values, _ = cube.read((0, cube.grid.height), (0, cube.grid.width))
-    per_band_ok = np.isfinite(values)
-    if cube.nodata is not None:
-        per_band_ok &= values != np.float32(cube.nodata)
+    per_band_ok = band_validity(values, cube.good_nodata)
     empty = [cube.good_bands[i] for i in np.flatnonzero(~per_band_ok.any(axis=(1, 2)))]
     if empty and len(empty) < len(cube.good_bands):
         warnings.warn(f"{cube.path}: band(s) {[b + 1 for b in empty]} hold no valid value and "
@@ -146,7 +144,7 @@ def load_scene(cube: Cube) -> tuple[Cube, np.ndarray, np.ndarray]:
         keep = [i for i, b in enumerate(cube.good_bands) if b not in empty]
         cube = cube.with_bad_bands(cube.bad_bands + tuple(empty))
         values = np.ascontiguousarray(values[keep])
-    valid = validity(values, cube.nodata)
+    valid = validity(values, cube.good_nodata)
     if not valid.any():
         raise CubeError("has no valid pixel: every pixel is nodata, NaN or inf in some band",
                         path=cube.path, fix="check the nodata value and the band list "
