@@ -43,6 +43,9 @@ Nodata = float | None | Sequence[float | None]
 # "/vsizip//vsicurl/..." becomes "/vsizip/vsicurl/...". Both are undone by gdal_path().
 _MANGLED_URL = re.compile(r"(/vsicurl(?:_streaming)?/)([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
 _MANGLED_CHAIN = re.compile(r"^(/vsi[a-z0-9_]+)/(?=vsi[a-z0-9_]+/)")
+# An absolute archive path needs a second slash (/vsizip//data/a.zip/x.tif); a Path drops it,
+# which is undone when the first component exists from / but not from the current folder.
+_ARCHIVE = re.compile(r"^(/vsi(?:zip|tar|gzip|7z|rar)/)(?!/)(?!vsi)(.+)$")
 
 
 def is_virtual(path: str | Path) -> bool:
@@ -54,12 +57,20 @@ def gdal_path(path: str | Path) -> RasterPath:
     """``path`` as a :class:`Path`, or verbatim as a string when it is a GDAL virtual path.
 
     A virtual path that went through :mod:`pathlib` on the way here (``/vsicurl/http:/host``)
-    gets its ``//`` back: a URL always has one, a Path never.
+    gets its ``//`` back: a URL always has one, a Path never; so does an absolute archive
+    path given as a Path (``/vsizip/data/a.zip/x.tif`` when ``data`` exists only as
+    ``/data``).
     """
     text = os.fspath(path)
     if not is_virtual(text):
         return Path(text)
-    return _MANGLED_URL.sub(r"\1\2://", _MANGLED_CHAIN.sub(r"\1//", text))
+    text = _MANGLED_URL.sub(r"\1\2://", _MANGLED_CHAIN.sub(r"\1//", text))
+    archive = _ARCHIVE.match(text)
+    if archive and isinstance(path, Path):  # "/vsizip//abs/a.zip" came as "/vsizip/abs/a.zip"
+        first = archive.group(2).split("/", 1)[0]
+        if not Path(first).exists() and Path("/" + first).exists():
+            text = f"{archive.group(1)}/{archive.group(2)}"
+    return text
 
 
 def path_name(path: RasterPath) -> str:

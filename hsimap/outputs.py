@@ -491,7 +491,7 @@ class PartialOutputs:
                 except HsimapError:
                     raise
                 except OSError as exc:
-                    raise write_error(exc, tmp) from exc
+                    raise write_error(exc, spec.named_paths()[name]) from exc
             self.checkpoint(force=True)
         except BaseException:
             self.close(keep=False)
@@ -518,7 +518,7 @@ class PartialOutputs:
                 write_window(self._open[name], data, result.write)
             except OSError as exc:
                 self._broken = True
-                raise write_error(exc, partial_path(self.spec.named_paths()[name])) from exc
+                raise write_error(exc, self.spec.named_paths()[name]) from exc
         self._pending.append(result.index)
         counts = result.counts.astype(np.int64)
         self._pending_counts = counts if self._pending_counts is None else \
@@ -536,7 +536,7 @@ class PartialOutputs:
         target = record_path(self.spec.map)
         try:
             for name in list(self._open):
-                target = partial_path(self.spec.named_paths()[name])
+                target = self.spec.named_paths()[name]
                 self._open.pop(name).close()
             if self._pending:
                 self.record["done"] = sorted(set(self.record["done"]) | set(self._pending))

@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
+import socket
+import stat
 import struct
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +41,22 @@ class Snapshot:
 
     @classmethod
     def of(cls, *folders: Path) -> Snapshot:
+        """Regular files by content hash and mtime; links by target; device nodes, FIFOs and
+        sockets by kind and device number (never opened: a FIFO would block)."""
         files: dict[str, str] = {}
         for folder in folders:
             for p in sorted(folder.rglob("*")):
-                if p.is_file() or p.is_symlink():
+                st = os.lstat(p)
+                if stat.S_ISLNK(st.st_mode):
+                    files[str(p)] = f"link to {os.readlink(p)}"
+                elif stat.S_ISREG(st.st_mode):
                     try:
                         digest = hashlib.sha256(p.read_bytes()).hexdigest()
                     except OSError:
                         digest = "unreadable"
-                    files[str(p)] = f"{digest}:{p.stat().st_mtime_ns if p.exists() else 0}"
+                    files[str(p)] = f"{digest}:{st.st_mtime_ns}"
+                elif not stat.S_ISDIR(st.st_mode):
+                    files[str(p)] = f"special {stat.S_IFMT(st.st_mode):o} {st.st_rdev}"
         return cls(files)
 
 
@@ -88,7 +99,7 @@ def quick_config(folder: Path, text: str = QUICK_TOML, name: str = "quick.toml")
     return path
 
 
-def train_args(cube: Path, labels: Path, model: Path, config: Path, *extra: str | Path
+def train_args(cube: str | Path, labels: str | Path, model: Path, config: Path, *extra: str | Path
                ) -> list[str | Path]:
     """``hsimap train`` arguments for the fast baseline."""
     return ["train", "--cube", cube, "--labels", labels, "--model", model,
@@ -287,4 +298,108 @@ def pickle_payload(folder: Path, marker: Path, *, writer: str = "torch") -> Path
     else:  # a pickle behind a plausible safetensors header length
         body = pickle.dumps(_Payload(str(marker)))
         path.write_bytes(struct.pack("<Q", len(body)) + body)
+    return path
+
+
+# --------------------------------------------------------------------------- bad outputs
+
+
+def special_file(folder: Path, kind: str) -> Path:
+    """A non-regular file a user might name as an output.
+
+    ``chardev``: a character device node like ``/dev/full`` (1, 7; needs root); ``fifo``: a
+    named pipe; ``socket``: a Unix socket; ``folder``; ``link-to-device``: a symbolic link to
+    a character device (to a FIFO when not root).
+    """
+    path = folder / f"{kind}.tif"
+    if kind == "chardev":
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 7))
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+        finally:
+            sock.close()
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "link-to-device":
+        target = special_file(folder, "chardev" if os.geteuid() == 0 else "fifo")
+        path.symlink_to(target)
+    else:
+        raise ValueError(kind)
+    return path
+
+
+# --------------------------------------------------------------------------- more bad cubes
+
+
+def vrt_of(source: Path, path: Path, *, drop_nodata_of_band: int | None = None) -> Path:
+    """A VRT over ``source`` (GDAL's own CreateCopy), optionally without one band's nodata."""
+    import re
+
+    from rasterio.shutil import copy
+
+    copy(source, path, driver="VRT")
+    if drop_nodata_of_band is not None:
+        text = path.read_text(encoding="utf-8")
+        band = re.compile(rf'(<VRTRasterBand [^>]*band="{drop_nodata_of_band}".*?)'
+                          r"\s*<NoDataValue>[^<]*</NoDataValue>", re.S)
+        text, n = band.subn(r"\1", text, count=1)
+        assert n == 1, "the VRT had no NoDataValue to drop"
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def vrt_with_missing_source(cube: Path, folder: Path) -> tuple[Path, Path]:
+    """A VRT whose source GeoTIFF was deleted; returns (vrt, the missing source)."""
+    source = folder / "delivery_part1.tif"
+    shutil.copy(cube, source)
+    vrt = vrt_of(source, folder / "mosaic.vrt")
+    source.unlink()
+    return vrt, source
+
+
+def damaged_blocks(cube: Path, folder: Path) -> Path:
+    """A tiled, deflate-compressed GeoTIFF whose header opens but whose blocks are garbage."""
+    path = folder / "damaged.tif"
+    with rasterio.open(cube) as src:
+        profile, data = src.profile, src.read()
+        tags = [src.tags(i + 1) for i in range(src.count)]
+    profile.update(compress="deflate", tiled=True, blockxsize=16, blockysize=16)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, t in enumerate(tags):
+            dst.update_tags(i + 1, **t)
+    raw = bytearray(path.read_bytes())
+    raw[2000:len(raw) // 2] = b"\x55" * (len(raw) // 2 - 2000)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def complex_cube(folder: Path) -> Path:
+    """The synthetic cube as complex64 (a radar-like product, not reflectance)."""
+    path = folder / "slc.tif"
+    write_cube(path, dtype="complex64")
+    return path
+
+
+def cube_with_an_empty_band(cube: Path, folder: Path, band: int) -> Path:
+    """A copy of ``cube`` whose 1-based ``band`` holds only the nodata value."""
+    path = folder / f"band{band}_empty.tif"
+    shutil.copy(cube, path)
+    with rasterio.open(path, "r+") as dst:
+        dst.write(np.full((dst.height, dst.width), dst.nodata, dtype="float32"), band)
+    return path
+
+
+def zipped(folder: Path, name: str, files: Iterable[Path]) -> Path:
+    """A ZIP archive holding ``files`` (with their companions: .shp's .dbf, .shx, .prj)."""
+    path = folder / name
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in files:
+            for part in sorted(f.parent.glob(f.stem + ".*")):
+                if part.suffix != ".zip":
+                    zf.write(part, part.name)
     return path

@@ -52,13 +52,14 @@ class Env:
     config: Path
     model: Path
 
-    def train(self, *extra: str | Path, cube: Path | None = None, labels: Path | None = None,
-              model: Path | None = None, config: Path | None = None) -> list[str | Path]:
+    def train(self, *extra: str | Path, cube: str | Path | None = None,
+              labels: str | Path | None = None, model: Path | None = None,
+              config: Path | None = None) -> list[str | Path]:
         return train_args(cube or self.cube, labels or self.labels,
                           model or self.out / "model.safetensors", config or self.config, *extra)
 
-    def predict(self, *extra: str | Path, scene: Path | None = None, model: Path | None = None,
-                out: Path | None = None) -> list[str | Path]:
+    def predict(self, *extra: str | Path, scene: str | Path | None = None,
+                model: Path | None = None, out: Path | None = None) -> list[str | Path]:
         return ["predict", scene or self.cube, "-o", out or self.out / "map.tif",
                 "--model", model or self.model, *extra]
 
@@ -132,16 +133,61 @@ def test_folder_as_cube(env: Env) -> None:
 
 def test_damaged_pixel_data(env: Env) -> None:
     """A GeoTIFF whose header opens but whose compressed blocks are garbage."""
-    path = env.inp / "damaged.tif"
-    with rasterio.open(env.cube) as src:
-        profile, data = src.profile, src.read()
-    profile.update(compress="deflate", tiled=True, blockxsize=16, blockysize=16)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    raw = bytearray(path.read_bytes())
-    raw[2000:len(raw) // 2] = b"\x55" * (len(raw) // 2 - 2000)
-    path.write_bytes(bytes(raw))
+    path = bad.damaged_blocks(env.cube, env.inp)
     env.fails(env.train(cube=path), words=("cannot be read", "damaged", "copy"), path=path)
+
+
+def test_damaged_pixel_data_at_predict(env: Env) -> None:
+    """The same damage met by predict's reader thread: wrapped, with the tile's window."""
+    path = bad.damaged_blocks(env.cube, env.inp)
+    env.fails(env.predict(scene=path), words=("pixel data of rows", "cannot be read",
+                                              "damaged", "gdalinfo -checksum"), path=path)
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_vrt_whose_source_is_missing(env: Env, command: str) -> None:
+    vrt, source = bad.vrt_with_missing_source(env.cube, env.inp)
+    args = env.train(cube=vrt) if command == "train" else env.predict(scene=vrt)
+    text = env.fails(args, words=("does not exist", "restore that file", "vrt"), path=vrt)
+    assert source.name in text
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_complex_cube_is_refused(env: Env, command: str) -> None:
+    cube = bad.complex_cube(env.inp)
+    args = env.train(cube=cube) if command == "train" else env.predict(scene=cube)
+    env.fails(args, words=("complex numbers (complex64", "imaginary part", "real values"),
+              path=cube)
+
+
+def test_nodata_declared_on_some_bands_only_is_honoured(env: Env) -> None:
+    """A VRT declaring nodata on bands 2..12 but not band 1: the nodata corner stays empty."""
+    vrt = bad.vrt_of(env.cube, env.inp / "no_band1_nodata.vrt", drop_nodata_of_band=1)
+    with rasterio.open(vrt) as src:
+        assert src.nodatavals[0] is None and src.nodatavals[1] == -9999.0
+    before = Snapshot.of(env.inp)
+    result = run_cli(env.train(cube=vrt))
+    assert result.exit_code == 0, result.output
+    assert "9 of 1440 pixels are nodata/NaN/inf and are ignored" in result.output
+    for scene, out in ((vrt, env.out / "vrt_map.tif"), (env.cube, env.out / "tif_map.tif")):
+        result = run_cli(env.predict(scene=scene, out=out))
+        assert result.exit_code == 0, result.output
+    assert Snapshot.of(env.inp) == before
+    with rasterio.open(env.out / "vrt_map.tif") as a, rasterio.open(env.out / "tif_map.tif") as b:
+        vrt_map, tif_map = a.read(1), b.read(1)
+    assert (vrt_map[:3, :3] == 0).all() and (vrt_map != 0).sum() == 1440 - 9
+    np.testing.assert_array_equal(vrt_map, tif_map)
+
+
+def test_band_entirely_nodata_at_predict(env: Env) -> None:
+    """Train drops an all-nodata band (with a warning); predict cannot, so it refuses."""
+    cube = bad.cube_with_an_empty_band(env.cube, env.inp, band=5)
+    env.fails(env.predict(scene=cube), words=("no valid pixel", "band(s) 5 hold no valid value",
+                                              "the map would be empty", "--bad-bands 5"),
+              path=cube)
+    result = run_cli(env.train(cube=cube))
+    assert result.exit_code == 0, result.output
+    assert "band(s) [5] hold no valid value and are treated as bad bands" in result.output
 
 
 def test_cube_without_crs_against_labels_with_one(env: Env) -> None:
@@ -508,3 +554,296 @@ def test_ctrl_c_during_predict_leaves_no_map(tmp_path: Path, trained: Path) -> N
         assert "--resume" in text, text
     else:
         assert left == [], left
+
+
+# --------------------------------------------------------------------------- output safety
+
+
+class _Deadline:
+    """Fail (instead of hanging) if the block takes longer than ``seconds``: writing into a
+    FIFO nobody reads blocks forever."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        def expired(signum, frame):
+            raise TimeoutError(f"still running after {self.seconds} s (writing into a FIFO?)")
+
+        self._old = signal.signal(signal.SIGALRM, expired)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self._old)
+
+
+SPECIAL_KINDS = ["chardev", "fifo", "socket", "folder", "link-to-device"]
+
+
+@pytest.mark.parametrize("kind", SPECIAL_KINDS)
+def test_special_file_output_is_never_replaced(env: Env, kind: str) -> None:
+    """-o a device node, FIFO, socket, folder or a link to a device: refused, --overwrite or not."""
+    if kind == "chardev" and not ROOT_USER:
+        pytest.skip("mknod needs root")
+    target = bad.special_file(env.inp, kind)
+    words = ("is a folder",) if kind == "folder" else ("not a regular file", "never replaces",
+                                                       "even with --overwrite")
+    with _Deadline(60):
+        for extra in ((), ("--overwrite",)):
+            env.fails(env.predict(*extra, out=target), words=words, path=target)
+        train_words = ("is a directory",) if kind == "folder" else words  # click says so
+        env.fails(env.train("--overwrite", model=target), words=train_words, path=target)
+    assert os.path.lexists(target)
+    assert not (env.inp / f"{kind}.qml").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-device"])
+def test_special_file_sidecar_is_never_written_into(env: Env, kind: str) -> None:
+    """map.qml is a FIFO (or a link to a device) next to -o map.tif --overwrite."""
+    special = bad.special_file(env.inp, kind)
+    sidecar = env.inp / "map.qml"
+    special.rename(sidecar)
+    with _Deadline(60):
+        env.fails(env.predict("--overwrite", out=env.inp / "map.tif"),
+                  words=("not a regular file", "never replaces"), path=sidecar)
+    assert not (env.inp / "map.tif").exists()
+
+
+def test_output_that_is_its_own_sidecar(env: Env) -> None:
+    """-o map.qml: the QGIS style would be written over the map itself."""
+    target = env.out / "map.qml"
+    env.fails(env.predict(out=target), words=("the map output", "QGIS style sidecar",
+                                              "both be written", "ending in .tif"), path=target)
+    env.fails(env.predict("--probabilities", env.out / "map.qml", out=env.out / "map.tif"),
+              words=("probabilities output", "QGIS style sidecar", "both be written"),
+              path="map.qml")
+    env.fails(env.predict("--confidence", env.out / "map.tif.aux.xml",
+                          out=env.out / "map.tif"),
+              words=("confidence output", "category names sidecar"), path="map.tif.aux.xml")
+
+
+def test_sidecar_that_would_replace_an_input(env: Env) -> None:
+    model = env.inp / "map.qml"  # an oddly named model next to the requested map
+    shutil.copy(env.model, model)
+    env.fails(env.predict("--overwrite", model=model, out=env.inp / "map.tif"),
+              words=("QGIS style sidecar", "would replace an input file", "never overwritten"),
+              path=model)
+
+
+@pytest.mark.parametrize("sidecar", ["map.qml", "map.tif.aux.xml"])
+def test_existing_sidecar_is_kept_without_overwrite(env: Env, sidecar: str) -> None:
+    """Only the map did not exist: its user-made sidecar must not be replaced silently."""
+    existing = env.inp / sidecar
+    existing.write_text("<qgis>my own style</qgis>\n")
+    env.fails(env.predict(out=env.inp / "map.tif"),
+              words=("already exists", "sidecar", "--overwrite"), path=existing)
+    assert existing.read_text() == "<qgis>my own style</qgis>\n"
+    result = run_cli(env.predict("--overwrite", out=env.inp / "map.tif"))
+    assert result.exit_code == 0, result.output
+    assert "my own style" not in existing.read_text()  # replaced, as asked
+
+
+def test_resume_detects_a_scene_rewritten_with_same_size_and_mtime(env: Env) -> None:
+    """A new delivery copied over the scene with cp -p: same path, size and mtime."""
+    from hsimap.predict import predict_scene
+
+    scene = env.inp / "delivery.tif"
+    shutil.copy(env.cube, scene)
+    out = env.out / "map.tif"
+
+    def stop_after_3(event):
+        if event.done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(scene, out=out, model=env.model, tile=16, progress=stop_after_3,
+                      checkpoint_seconds=0)
+    st = scene.stat()
+    newer = write_cube(env.out.parent / "delivery2.tif", seed=1)
+    assert newer.stat().st_size == st.st_size
+    shutil.copyfile(newer, scene)
+    os.utime(scene, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (scene.stat().st_size, scene.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    before = Snapshot.of(env.inp, env.out)
+    result = run_cli(env.predict("--resume", "--tile-size", "16", scene=scene, out=out))
+    assert_clean_failure(result, words=("cannot resume", "scene_sha256",
+                                        "without --resume"), path=out.name)
+    assert Snapshot.of(env.inp, env.out) == before  # the unfinished run is kept, untouched
+    assert not out.exists()
+    # Same content, new mtime (a plain `touch`): the content matches, so resume works.
+    shutil.copy(env.cube, scene)
+    result = run_cli(env.predict("--resume", "--tile-size", "16", scene=scene, out=out))
+    assert result.exit_code == 0, result.output
+    reference = env.out / "ref.tif"
+    assert run_cli(env.predict("--tile-size", "16", out=reference)).exit_code == 0
+    with rasterio.open(out) as a, rasterio.open(reference) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_resume_detects_a_model_rewritten_with_same_size_and_mtime(env: Env) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from hsimap.checkpoint import META_KEY, read_metadata
+    from hsimap.predict import predict_scene
+
+    out = env.out / "map.tif"
+
+    def stop_after_3(event):
+        if event.done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(env.cube, out=out, model=env.model, tile=16, progress=stop_after_3,
+                      checkpoint_seconds=0)
+    st = env.model.stat()
+    tensors = load_file(str(env.model))
+    name = next(k for k, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
+    tensors[name] = tensors[name] * 1.5  # other weights, same shapes: the same file size
+    import json
+
+    save_file(tensors, str(env.model), metadata={META_KEY: json.dumps(read_metadata(env.model))})
+    assert env.model.stat().st_size == st.st_size
+    os.utime(env.model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    result = run_cli(env.predict("--resume", "--tile-size", "16", out=out))
+    assert_clean_failure(result, words=("cannot resume", "model_sha256"), path=out.name)
+    assert not out.exists()
+
+
+def _mount_tmpfs(point: Path, size: str) -> None:
+    point.mkdir()
+    if not ROOT_USER or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A real 256 KiB file system (tmpfs), for disk-full tests."""
+    point = tmp_path / "small"
+    _mount_tmpfs(point, "256k")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.mark.parametrize("room", ["some", "none"])
+def test_disk_full_during_predict(env: Env, small_disk: Path, room: str) -> None:
+    """A full disk: 'disk full' named, no traceback, every partial file removed.
+
+    ``some``: room for the headers and the resume record but not the tiles, so a GDAL write
+    fails in the writer thread or at a checkpoint; ``none``: nothing fits (the lock file).
+    """
+    scene = write_cube(env.inp / "big.tif", height=300, width=300)
+    out = small_disk / "out"
+    out.mkdir()
+    filler = small_disk / "filler"
+    keep_free = 48 * 1024 if room == "some" else 0
+    with open(filler, "wb") as fh:
+        fh.write(b"\0" * (shutil.disk_usage(small_disk).free - keep_free))
+    assert shutil.disk_usage(small_disk).free == keep_free
+    before = Snapshot.of(env.inp)
+    result = run_cli(env.predict("--probabilities", out / "probs.tif", "--prob-dtype", "uint16",
+                                 "--tile-size", "64", scene=scene, out=out / "map.tif"))
+    assert_clean_failure(result, words=("disk full", "free some space", "partial files were "
+                                        "removed"), path=None)
+    assert str(small_disk) in result.output
+    assert Snapshot.of(env.inp) == before
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_two_predict_runs_on_one_output(env: Env, tmp_path: Path) -> None:
+    """The second run fails at once, naming the first; the first finishes a correct map."""
+    scene = write_cube(env.inp / "big.tif", height=240, width=240)
+    out = env.out / "map.tif"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "hsimap.cli.main", "predict", str(scene), "-o", str(out),
+         "--model", str(env.model), "--tile-size", "4"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        lock = env.out / ".map.tif.lock"
+        while not (lock.exists() and lock.read_text()) and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        before = Snapshot.of(env.inp)
+        result = run_cli(env.predict(scene=scene, out=out))
+        text = assert_clean_failure(result, words=("another hsimap run is writing this output",
+                                                   f"pid {first.pid}", "wait for it"),
+                                    path=out)
+        assert "Traceback" not in text and Snapshot.of(env.inp) == before
+        result = run_cli(env.predict("--overwrite", "--resume", scene=scene, out=out))
+        assert_clean_failure(result, words=("another hsimap run",), path=out)
+        assert first.poll() is None, "the first run was disturbed"
+        _, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err.decode(errors="replace")
+    assert sorted(p.name for p in env.out.iterdir()) == ["map.qml", "map.tif",
+                                                         "map.tif.aux.xml"]
+    reference = tmp_path / "ref.tif"
+    assert run_cli(env.predict("--tile-size", "64", scene=scene, out=reference)).exit_code == 0
+    with rasterio.open(out) as a, rasterio.open(reference) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+# --------------------------------------------------------------------------- paths and services
+
+
+def test_gdal_virtual_paths(env: Env) -> None:
+    """/vsizip/ inputs (a real ZIP) are read by GDAL; missing members and unreachable URLs
+    are reported with the path as given (no http:/ mangling)."""
+    gpkg = env.inp / "gt.gpkg"
+    import geopandas as gpd
+
+    gpd.read_file(env.labels).to_file(gpkg, driver="GPKG")
+    archive = bad.zipped(env.inp, "delivery.zip", [env.cube, gpkg])
+    vcube, vlabels = f"/vsizip/{archive}/cube.tif", f"/vsizip/{archive}/gt.gpkg"
+    before = Snapshot.of(env.inp)
+    model = env.out / "zip_model.safetensors"
+    result = run_cli(env.train(cube=vcube, labels=vlabels, model=model))
+    assert result.exit_code == 0, result.output
+    result = run_cli(env.predict(scene=vcube, model=model))
+    assert result.exit_code == 0, result.output
+    assert Snapshot.of(env.inp) == before
+    for p in env.out.iterdir():
+        p.unlink()
+    missing = f"/vsizip/{archive}/scene_2024.tif"
+    env.fails(env.predict(scene=missing), words=("file not found", "member inside it"),
+              path=missing)
+    env.fails(env.train(cube=vcube, labels=f"/vsizip/{archive}/gt_2024.gpkg"),
+              words=("labels file not found",), path=f"/vsizip/{archive}/gt_2024.gpkg")
+    url = "/vsicurl/http://127.0.0.1:1/scene.tif"
+    for args in (env.predict(scene=url), env.train(cube=url)):
+        text = env.fails(args, words=("127.0.0.1", "credentials"), path=None)
+        assert url in " ".join(text.split()), text
+
+
+def test_unreachable_scheduler_fails_fast(env: Env) -> None:
+    start = time.monotonic()
+    env.fails(env.predict("--scheduler", "tcp://127.0.0.1:1"),
+              words=("cannot reach the dask scheduler", "tcp://127.0.0.1:1",
+                     "connection refused", "dask scheduler"), path=None)
+    assert time.monotonic() - start < 10, "the refusal took Dask's connect timeout"
+
+
+@pytest.mark.parametrize("which", ["both", "gt"])
+def test_datasets_convert_of_empty_mat_files(env: Env, which: str) -> None:
+    cube, gt = env.inp / "Indian_pines_corrected.mat", env.inp / "Indian_pines_gt.mat"
+    if which == "both":
+        cube.write_bytes(b"")
+    else:
+        from scipy.io import savemat
+
+        savemat(cube, {"indian_pines_corrected": np.zeros((145, 145, 200), np.uint16)})
+    gt.write_bytes(b"")
+    target = env.out / "indian_pines"
+    env.fails(["datasets", "convert", cube, gt, "-o", target],
+              words=("is empty (0 bytes)", "not a MATLAB .mat file", "download"),
+              path=cube if which == "both" else gt)
