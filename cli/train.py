@@ -24,7 +24,8 @@ from hsimap.cli.options import (
               help="Ground truth: vector file (Shapefile, GPKG, GeoJSON) or label raster.")
 @model_opt
 @click.option("--model-type", "model_kind", default=None, metavar="NAME",
-              help="Model kind: diffspectralnet (default) or spectral-mlp (baseline).")
+              help="Model kind: diffspectralnet (default), spectral-mlp (baseline), svm or "
+                   "random-forest.")
 @click.option("--preset", default=None, help="Named configuration of the model kind.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None, help="TOML file overriding config fields.")

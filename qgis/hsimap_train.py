@@ -41,17 +41,19 @@ def _load_common() -> Any:
 
 common = _load_common()
 
-MODEL_TYPES = ("diffspectralnet", "spectral-mlp")
+MODEL_TYPES = ("diffspectralnet", "spectral-mlp", "svm", "random-forest")
 # The first entry passes no --preset (the model type's default). Presets belong to a model
-# type: diffspectralnet has paper/fast/tiny, spectral-mlp default/fast; hsimap names the
-# valid ones when a preset does not fit the model type.
-PRESETS = ("(default of the model type)", "fast", "tiny", "paper")
+# type: diffspectralnet has paper/fast/tiny, spectral-mlp default/fast, svm and
+# random-forest fast/thorough; hsimap names the valid ones when a preset does not fit the
+# model type.
+PRESETS = ("(default of the model type)", "fast", "tiny", "paper", "thorough")
 DEVICES = ("auto", "cpu", "cuda")
 VALIDATIONS = ("polygon", "block", "random")
 ON_OVERLAP = ("error", "drop")
 # Progress stages hsimap reports per model type, in order.
 STAGES = {"diffspectralnet": ("denoiser", "features", "classifier"),
-          "spectral-mlp": ("classifier",)}
+          "spectral-mlp": ("classifier",), "svm": ("cross-validation", "svm"),
+          "random-forest": ("forest",)}
 
 
 class HsimapTrainAlgorithm(QgsProcessingAlgorithm):
@@ -79,7 +81,8 @@ class HsimapTrainAlgorithm(QgsProcessingAlgorithm):
         return ("Trains an hsimap model on a hyperspectral raster and ground-truth polygons and "
                 "saves it as a .safetensors file for 'Map land cover'. Runs the hsimap "
                 f"command-line tool ({common.ENV_VAR} or hsimap on PATH). spectral-mlp trains in "
-                "seconds; diffspectralnet is the full model (a GPU helps).")
+                "seconds, svm (C and gamma by spatial cross-validation) and random-forest in "
+                "under a minute; diffspectralnet is the full model (a GPU helps).")
 
     def createInstance(self) -> HsimapTrainAlgorithm:
         return HsimapTrainAlgorithm()

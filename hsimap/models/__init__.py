@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-BUILTIN_MODULES = ("hsimap.models.spectral", "hsimap.models.diffspectralnet")
+BUILTIN_MODULES = ("hsimap.models.spectral", "hsimap.models.diffspectralnet",
+                   "hsimap.models.svm", "hsimap.models.forest")
 DEFAULT_MODEL = "diffspectralnet"
 
 

@@ -1,0 +1,376 @@
+"""``svm``: an RBF support vector machine on the standardised spectrum, stored as tensors.
+
+Fitting uses scikit-learn's ``SVC`` (libsvm). ``C`` and ``gamma`` come from a small grid
+scored by *grouped spatial* cross-validation on the training pixels only: the folds are
+square blocks of the scene grid (``cv_block`` px), so a fold is never scored on pixels that
+sit right beside its training pixels. ``gamma`` is searched as multiples of scikit-learn's
+``"scale"`` value, ``1 / (n_bands * var(X))``.
+
+The checkpoint stores what the fitted machine is made of (support vectors, dual
+coefficients, intercepts, gamma, the Platt sigmoids ``probA``/``probB`` and the class
+order), never a pickle, and inference is re-implemented in torch: RBF kernel, the one-vs-one
+decision values, the pairwise Platt probabilities and libsvm's pairwise coupling
+(``multiclass_probability``, method 2 of Wu, Lin & Weng 2004, JMLR 5:975-1005), so the
+probabilities are scikit-learn's ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsimap.errors import ConfigError
+from hsimap.models.base import ModelSpec, ProgressCallback, ProgressEvent, TrainData, register
+from hsimap.models.fitted import (
+    PIXEL_CHUNK,
+    FittedTensorsModel,
+    block_groups,
+    buffer,
+    class_counts,
+    stratified_subsample,
+    training_pixels,
+)
+
+#: libsvm's floor and ceiling of a pairwise probability (``svm_predict_probability``).
+PAIRWISE_MIN_PROB = 1e-7
+
+
+def _positive_numbers(name: str, values: tuple[Any, ...]) -> None:
+    if not values:
+        raise ConfigError(f"{name} must list at least one value")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v <= 0:
+            raise ConfigError(f"{name} must hold positive numbers, got {v!r}")
+
+
+@dataclass(frozen=True)
+class SVMConfig:
+    """Settings of the RBF-SVM fit.
+
+    ``c_values`` x ``gamma_factors`` is the grid (``gamma = factor / (n_bands * var(X))``),
+    scored by ``cv_folds``-fold grouped cross-validation with ``cv_block`` px square groups
+    on at most ``cv_max_pixels`` training pixels; the final machine is fitted on at most
+    ``max_train_pixels`` (both stratified subsamples: libsvm's cost grows about with the
+    square of the pixel count).
+
+    ``class_weights``: libsvm's ``class_weight="balanced"``. Off by default: the map is the
+    argmax of the Platt probabilities, which learn the class priors back from unweighted
+    decision values, so balancing mostly changes libsvm's one-vs-one vote (which hsimap does
+    not use) and makes the two disagree on about one labelled pixel in eight of the sample
+    (one in seventy unweighted); the CV scores are the vote's.
+    """
+
+    c_values: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    gamma_factors: tuple[float, ...] = (0.0625, 0.25, 1.0, 4.0)
+    cv_folds: int = 3
+    cv_block: int = 16
+    cv_max_pixels: int = 2500
+    max_train_pixels: int = 5000
+    class_weights: bool = False
+    cache_mb: int = 500
+
+    def __post_init__(self) -> None:
+        _positive_numbers("c_values", self.c_values)
+        _positive_numbers("gamma_factors", self.gamma_factors)
+        for name in ("cv_folds", "cv_block", "cv_max_pixels", "max_train_pixels", "cache_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        if self.cv_folds < 2:
+            raise ConfigError(f"cv_folds must be at least 2, got {self.cv_folds}")
+        if self.cv_block < 1 or self.cache_mb < 1:
+            raise ConfigError("cv_block and cache_mb must be positive")
+        if self.max_train_pixels < 10 or self.cv_max_pixels < 10:
+            raise ConfigError(f"max_train_pixels and cv_max_pixels must be at least 10, got "
+                              f"{self.max_train_pixels} and {self.cv_max_pixels}")
+
+
+class SVMModel(FittedTensorsModel):
+    """One-vs-one RBF-SVM with Platt probabilities, applied per pixel in torch."""
+
+    kind = "svm"
+    stored = {
+        "support_vectors": (torch.float32, 2),  # (S, C): exact, the training spectra are f32
+        "n_support": (torch.int64, 1),  # (m,) support vectors per class, in class order
+        "class_index": (torch.int64, 1),  # (m,) output class index of each SVM class
+        "dual_coef": (torch.float64, 2),  # (m-1, S) libsvm's sv_coef
+        "intercept": (torch.float64, 1),  # (P,) -rho of each pair (0,1), (0,2), ... (m-2,m-1)
+        "prob_a": (torch.float64, 1),  # (P,) Platt sigmoid slopes
+        "prob_b": (torch.float64, 1),  # (P,) and offsets
+        "gamma": (torch.float64, 1),  # (1,) RBF kernel width
+    }
+
+    def check_tensors(self, tensors: Mapping[str, torch.Tensor]) -> str | None:
+        """Shapes and values that inference relies on."""
+        sv, n_sup, cls = tensors["support_vectors"], tensors["n_support"], tensors["class_index"]
+        s, c = sv.shape
+        m = len(n_sup)
+        pairs = m * (m - 1) // 2
+        if c != self.n_bands or s < 1:
+            return f"support_vectors is {tuple(sv.shape)}, expected (>=1, {self.n_bands})"
+        if not 2 <= m <= self.n_classes or cls.shape != (m,):
+            return (f"n_support and class_index must list the same 2..{self.n_classes} "
+                    f"classes, got {m} and {len(cls)}")
+        if bool((n_sup < 0).any()) or int(n_sup.sum()) != s:
+            return f"n_support {n_sup.tolist()} does not add up to the {s} support vectors"
+        if bool((cls < 0).any()) or bool((cls >= self.n_classes).any()) or \
+                bool((cls[1:] <= cls[:-1]).any()):
+            return f"class_index {cls.tolist()} is not increasing within 0..{self.n_classes - 1}"
+        if tensors["dual_coef"].shape != (m - 1, s):
+            return f"dual_coef is {tuple(tensors['dual_coef'].shape)}, expected {(m - 1, s)}"
+        for name in ("intercept", "prob_a", "prob_b"):
+            if tensors[name].shape != (pairs,):
+                return f"{name} has {tuple(tensors[name].shape)} values, expected ({pairs},)"
+        if tensors["gamma"].shape != (1,) or float(tensors["gamma"][0]) <= 0:
+            return "gamma must be one positive number"
+        return None
+
+    def prepare(self) -> None:
+        """Kernel norms and the ``(S, P)`` matrix that turns kernel values into decisions."""
+        sv = buffer(self, "support_vectors").double()
+        n_sup = buffer(self, "n_support").tolist()
+        coef = buffer(self, "dual_coef")
+        m = len(n_sup)
+        start = np.concatenate([[0], np.cumsum(n_sup)]).astype(int)
+        pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+        weights = torch.zeros(sv.shape[0], len(pairs), dtype=torch.float64, device=sv.device)
+        for p, (i, j) in enumerate(pairs):  # libsvm's predict_values: coef[j-1] for i, coef[i]
+            weights[start[i]:start[i + 1], p] = coef[j - 1, start[i]:start[i + 1]]
+            weights[start[j]:start[j + 1], p] = coef[i, start[j]:start[j + 1]]
+        self.register_buffer("sv64", sv, persistent=False)
+        self.register_buffer("sv_sq", (sv * sv).sum(1), persistent=False)
+        self.register_buffer("pair_weights", weights, persistent=False)
+        upper = torch.zeros(len(pairs), m * m, dtype=torch.float64, device=sv.device)
+        lower = torch.zeros_like(upper)
+        for p, (i, j) in enumerate(pairs):
+            upper[p, i * m + j] = 1.0
+            lower[p, j * m + i] = 1.0
+        to_output = torch.zeros(m, self.n_classes, dtype=torch.float64, device=sv.device)
+        to_output[torch.arange(m), buffer(self, "class_index")] = 1.0
+        self.register_buffer("upper", upper, persistent=False)  # (P, m*m)
+        self.register_buffer("lower", lower, persistent=False)  # (P, m*m)
+        self.register_buffer("to_output", to_output, persistent=False)  # (m, K)
+
+    def decision_values(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` spectra -> ``(N, P)`` float64 one-vs-one decision values (libsvm's)."""
+        parts = []
+        for i in range(0, x.shape[0], PIXEL_CHUNK):
+            x64 = x[i:i + PIXEL_CHUNK].double()
+            # |x - sv|^2 = |sv|^2 - 2 x.sv + |x|^2, then exp(-gamma d2), in place: (n, S)
+            d2 = torch.addmm(buffer(self, "sv_sq")[None], x64, buffer(self, "sv64").T,
+                             alpha=-2.0)
+            kernel = d2.add_((x64 * x64).sum(1, keepdim=True)).mul_(-buffer(self, "gamma"))
+            kernel = kernel.clamp_max_(0.0).exp_()  # d2 >= 0 up to rounding
+            parts.append(torch.addmm(buffer(self, "intercept")[None], kernel,
+                                     buffer(self, "pair_weights")))
+        return torch.cat(parts)
+
+    def forward_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` -> ``(N, K)`` float64 probabilities (libsvm ``predict_probability``)."""
+        dec = self.decision_values(x)
+        f = dec * buffer(self, "prob_a") + buffer(self, "prob_b")
+        r = torch.sigmoid(-f).clamp_(PAIRWISE_MIN_PROB, 1 - PAIRWISE_MIN_PROB)  # (N, P)
+        m = len(buffer(self, "n_support"))
+        # r_ij and r_ji = 1 - r_ij into (N, m, m), then the m SVM classes into the K output
+        # classes, by products with 0/1 matrices: exact, and no slow indexed writes
+        pairwise = (r @ buffer(self, "upper") + (1 - r) @ buffer(self, "lower")).view(-1, m, m)
+        # The coupling is many small steps on (n, m) tensors. At most 32768 elements each,
+        # torch's grain size, keeps them on one thread: on a busy machine a two-thread
+        # barrier per step cost 10-20x more than the arithmetic.
+        step = max(1, 32768 // m)
+        probs = [multiclass_probability(pairwise[i:i + step])
+                 for i in range(0, x.shape[0], step)]
+        return torch.cat(probs) @ buffer(self, "to_output")
+
+
+def multiclass_probability(r: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(N, k)`` from pairwise ones ``r`` ``(N, k, k)``.
+
+    ``r[n, i, j]`` estimates P(class i | i or j) for pixel ``n`` (diagonal unused). This is
+    libsvm's ``multiclass_probability`` (Wu, Lin & Weng 2004, method 2) run for every pixel
+    at once: the same initialisation, Gauss-Seidel sweep, stopping rule (per pixel, max error
+    below ``0.005 / k``) and iteration cap (``max(100, k)``), so the result is libsvm's.
+    """
+    n, k, _ = r.shape
+    off = 1.0 - torch.eye(k, dtype=r.dtype, device=r.device)
+    r = r * off
+    rt = r.transpose(1, 2)  # rt[:, t, j] = r[:, j, t]
+    q = -rt * r + torch.diag_embed((r * r).sum(1))  # Q[t][t] = sum_j r[j][t]^2
+    p = torch.full((n, k), 1.0 / k, dtype=r.dtype, device=r.device)
+    active = torch.ones(n, dtype=torch.bool, device=r.device)
+    eps = 0.005 / k
+    zero = torch.zeros((), dtype=r.dtype, device=r.device)
+    for _ in range(max(100, k)):
+        qp = (q @ p[:, :, None])[:, :, 0]
+        pqp = (p * qp).sum(1)
+        active &= (qp - pqp[:, None]).abs().amax(1) >= eps
+        if not bool(active.any()):
+            break
+        # A pixel that has met the stopping rule gets diff = 0, which leaves p, Qp and pQp
+        # exactly as they are: the same as libsvm leaving its loop, without indexing.
+        for t in range(k):
+            qtt = q[:, t, t]
+            diff = torch.where(active, (-qp[:, t] + pqp) / qtt, zero)
+            p[:, t] += diff
+            pqp = (pqp + diff * (diff * qtt + 2 * qp[:, t])) / (1 + diff) / (1 + diff)
+            qp = (qp + diff[:, None] * q[:, t, :]) / (1 + diff)[:, None]
+            p = p / (1 + diff)[:, None]
+    return p
+
+
+def svc_tensors(svc: Any) -> dict[str, torch.Tensor]:
+    """The stored tensors of a fitted ``sklearn.svm.SVC(kernel="rbf", probability=True)``.
+
+    scikit-learn flips the signs of ``dual_coef_`` and ``intercept_`` for two classes; the
+    tensors keep libsvm's convention (decision > 0 votes for the first class of a pair).
+    """
+    sign = -1.0 if len(svc.classes_) == 2 else 1.0
+    gamma = svc.gamma if isinstance(svc.gamma, (int, float)) else svc._gamma
+    return {
+        "support_vectors": torch.from_numpy(np.asarray(svc.support_vectors_, np.float32)),
+        "n_support": torch.from_numpy(np.asarray(svc.n_support_, np.int64)),
+        "class_index": torch.from_numpy(np.asarray(svc.classes_, np.int64)),
+        "dual_coef": torch.from_numpy(sign * np.asarray(svc.dual_coef_, np.float64)),
+        "intercept": torch.from_numpy(sign * np.asarray(svc.intercept_, np.float64)),
+        "prob_a": torch.from_numpy(np.asarray(svc.probA_, np.float64)),
+        "prob_b": torch.from_numpy(np.asarray(svc.probB_, np.float64)),
+        "gamma": torch.tensor([float(gamma)], dtype=torch.float64),
+    }
+
+
+def make_svc(c: float, gamma: float, config: SVMConfig, *, probability: bool,
+             seed: int) -> Any:
+    """The scikit-learn estimator with hsimap's settings."""
+    from sklearn.svm import SVC
+
+    return SVC(kernel="rbf", C=c, gamma=gamma, probability=probability,
+               class_weight="balanced" if config.class_weights else None,
+               cache_size=config.cache_mb, random_state=seed)
+
+
+def fit_svc(svc: Any, x: np.ndarray, y: np.ndarray) -> Any:
+    """``svc.fit`` without scikit-learn 1.9's FutureWarning about ``probability=True``
+    (hsimap needs libsvm's pairwise Platt probabilities, which only that option gives)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
+        return svc.fit(x, y)
+
+
+def build(config: SVMConfig, *, n_bands: int, n_classes: int) -> SVMModel:
+    """An empty model (tensors set by ``fit`` or by loading a checkpoint)."""
+    return SVMModel(config, n_bands=n_bands, n_classes=n_classes)
+
+
+def fit(data: TrainData, config: SVMConfig, *, seed: int, device: torch.device,
+        progress: ProgressCallback) -> tuple[SVMModel, dict[str, Any]]:
+    """Grid-search C and gamma by grouped spatial CV, then fit with probabilities."""
+    start = time.perf_counter()
+    flat, x, y = training_pixels(data)
+    n_train = len(y)
+    used = stratified_subsample(y, config.max_train_pixels, seed=seed)
+    flat, x, y = flat[used], x[used], y[used]
+    variance = float(x.astype(np.float64).var())
+    gamma_scale = 1.0 / (data.n_bands * variance) if variance > 0 else 1.0
+    cv = grid_search(x, y, flat, data.cube.shape[2], config, gamma_scale=gamma_scale,
+                     seed=seed, progress=progress)
+    c, factor = cv["chosen"]["C"], cv["chosen"]["gamma_factor"]
+    progress(ProgressEvent("svm", 0, 1))
+    fit_start = time.perf_counter()
+    svc = fit_svc(make_svc(c, factor * gamma_scale, config, probability=True, seed=seed), x, y)
+    model = build(config, n_bands=data.n_bands, n_classes=data.n_classes)
+    model.set_tensors(svc_tensors(svc))
+    progress(ProgressEvent("svm", 1, 1, {"support_vectors": float(len(svc.support_))}))
+    history = {"svm": {
+        "training_pixels": n_train, "pixels_used": len(y),
+        "subsampled": len(y) < n_train,
+        "subsample": f"stratified, at most {config.max_train_pixels} px (max_train_pixels)",
+        "class_pixels_used": class_counts(y, data.n_classes),
+        "gamma_scale": gamma_scale, "C": c, "gamma_factor": factor,
+        "gamma": factor * gamma_scale, "cv": cv,
+        "support_vectors": int(len(svc.support_)),
+        "support_per_class": [int(v) for v in svc.n_support_],
+        "fit_seconds": time.perf_counter() - fit_start,
+        "seconds": time.perf_counter() - start,
+    }}
+    return model.to(device).eval(), history
+
+
+def grid_search(x: np.ndarray, y: np.ndarray, flat: np.ndarray, width: int,
+                config: SVMConfig, *, gamma_scale: float, seed: int,
+                progress: ProgressCallback) -> dict[str, Any]:
+    """Mean accuracy of every ``(C, gamma)`` over grouped spatial folds, and the best.
+
+    Groups are ``cv_block`` x ``cv_block`` px squares of the scene grid (``flat``: flat
+    pixel index of each sample, ``width``: scene width), folds ``GroupKFold``'s. The first
+    best grid point wins (grid order: C, then gamma factor, both as configured). Without two
+    groups or two classes there is nothing to score and scikit-learn's defaults are used.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    pos = stratified_subsample(y, config.cv_max_pixels, seed=seed + 1)
+    xc, yc = x[pos], y[pos]
+    groups = block_groups(flat[pos], width, config.cv_block)
+    n_groups = len(np.unique(groups))
+    folds = min(config.cv_folds, n_groups)
+    info: dict[str, Any] = {
+        "method": "GroupKFold", "folds": folds, "block_px": config.cv_block,
+        "groups": n_groups, "pixels": len(yc), "scoring": "accuracy (overall, per fold)",
+        "subsample": f"stratified, at most {config.cv_max_pixels} px (cv_max_pixels)",
+    }
+    if folds < 2 or len(np.unique(yc)) < 2:
+        info.update(skipped=f"{n_groups} spatial group(s), {len(np.unique(yc))} class(es): "
+                            "no cross-validation; C=1 and gamma='scale' used",
+                    grid=[], chosen={"C": 1.0, "gamma_factor": 1.0})
+        return info
+    splits = list(GroupKFold(n_splits=folds).split(xc, yc, groups))
+    grid = [(float(c), float(f)) for c in config.c_values for f in config.gamma_factors]
+    rows: list[dict[str, Any]] = []
+    for n, (c, factor) in enumerate(grid, 1):
+        scores: list[float | None] = []
+        for tr, te in splits:
+            if len(np.unique(yc[tr])) < 2:
+                scores.append(None)  # a fold whose training part holds one class
+                continue
+            svc = fit_svc(make_svc(c, factor * gamma_scale, config, probability=False,
+                                   seed=seed), xc[tr], yc[tr])
+            scores.append(float(svc.score(xc[te], yc[te])))
+        usable = [s for s in scores if s is not None]
+        rows.append({"C": c, "gamma_factor": factor, "gamma": factor * gamma_scale,
+                     "fold_scores": scores,
+                     "mean_score": float(np.mean(usable)) if usable else None})
+        best = max((r["mean_score"] for r in rows if r["mean_score"] is not None),
+                   default=float("nan"))
+        progress(ProgressEvent("cross-validation", n, len(grid), {"best_cv_acc": best}))
+    scored = [r for r in rows if r["mean_score"] is not None]
+    if not scored:
+        info.update(skipped="no fold had two classes to train on; C=1 and gamma='scale' used",
+                    grid=rows, chosen={"C": 1.0, "gamma_factor": 1.0})
+        return info
+    best_row = max(scored, key=lambda r: r["mean_score"])  # first of equals: grid order
+    info.update(grid=rows, chosen={"C": best_row["C"], "gamma_factor": best_row["gamma_factor"],
+                                   "mean_score": best_row["mean_score"]})
+    return info
+
+
+SPEC = register(ModelSpec(
+    kind=SVMModel.kind,
+    config_cls=SVMConfig,
+    presets={
+        "fast": {},
+        "thorough": {"c_values": (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+                     "gamma_factors": (1 / 64, 1 / 16, 0.25, 1.0, 4.0),
+                     "cv_max_pixels": 6000, "max_train_pixels": 15000},
+    },
+    default_preset="fast",
+    build=build,
+    fit=fit,
+    description="RBF support vector machine on the spectrum (C, gamma by spatial CV)",
+))
