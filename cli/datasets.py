@@ -26,8 +26,11 @@ def list_datasets(name: str | None) -> None:
         click.echo(f"  sensor:   {ds.sensor}, {ds.gsd:g} m; {ds.location}")
         click.echo(f"  sha256:   cube {ds.cube_sha256 or 'unknown'}")
         click.echo(f"            gt   {ds.gt_sha256 or 'unknown'}")
+        click.echo(f"  unlabelled: {ds.unlabelled}" + ("" if ds.unlabelled == 0 else " (and 0)"))
         if ds.notes:
             click.echo(f"  notes:    {ds.notes}")
+        if ds.source:
+            click.echo(f"  source:   {ds.source}")
         click.echo("  classes:")
         for c in ds.classes:
             click.echo(f"    {c.value:>3}  {c.name:<32} {'' if c.pixels is None else c.pixels:>7}")
@@ -56,21 +59,31 @@ def convert(cube: Path, gt: Path, out_dir: Path, cube_key: str | None, gt_key: s
             name: str | None, gsd: float | None, overwrite: bool) -> None:
     """Convert a benchmark CUBE.mat + GT.mat pair to GeoTIFF + GeoPackage polygons.
 
-    The scene is recognised from the variable names and shape. The outputs get a NOMINAL
-    georeference (the site's UTM zone and pixel size), not real coordinates.
+    The scene is recognised from the variable names and shape (a crop of a known scene
+    too). The outputs get a NOMINAL georeference (the site's UTM zone and pixel size), not
+    real coordinates. Unlabelled pixels (0, or -1 in the 8-bit Indian Pines copy) get no
+    polygon.
 
     \b
-    Example:
+    Examples:
       hsimap datasets convert SalinasA_corrected.mat SalinasA_gt.mat -o salinas_a/
+      hsimap datasets convert IP_200_M.mat Label_M_IP_16.mat -o indian_pines_8bit/
     """
     from hsimap.datasets import convert_mat
 
     result = convert_mat(cube, gt, out_dir, cube_key=cube_key, gt_key=gt_key, name=name,
                          gsd=gsd, overwrite=overwrite)
     ds = result.dataset
-    click.echo(f"{ds.title}: {ds.shape[0]} x {ds.shape[1]} px, {ds.bands} bands")
+    if result.sub_scene:
+        rows, cols = result.shape
+        click.echo(f"{ds.title}: a {rows} x {cols} px crop of the {ds.shape[0]} x "
+                   f"{ds.shape[1]} px scene, {ds.bands} bands")
+    else:
+        click.echo(f"{ds.title}: {ds.shape[0]} x {ds.shape[1]} px, {ds.bands} bands")
     click.echo(f"  image:    {result.image}")
-    click.echo(f"  labels:   {result.labels} ({result.n_polygons} polygons)")
+    unlabelled = "0" if ds.unlabelled == 0 else f"{ds.unlabelled} or 0"
+    click.echo(f"  labels:   {result.labels} ({result.n_polygons} polygons; "
+               f"{result.unlabelled_pixels} unlabelled pixels, value {unlabelled}, have none)")
     click.echo(f"  sidecars: {result.provenance}, {result.readme}")
     click.echo(f"Note: nominal georeference (EPSG:{ds.nominal_epsg}, {ds.gsd:g} m pixels), "
                "not real coordinates.")

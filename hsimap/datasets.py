@@ -2,7 +2,9 @@
 
 The benchmark scenes (Indian Pines, Pavia, Salinas, KSC, Botswana) are distributed as MATLAB
 files holding a ``(rows, cols, bands)`` array and a ``(rows, cols)`` ground-truth map with
-class ids (0 = unlabelled), without any georeference. :func:`convert_mat` turns such a pair
+class ids (0 = unlabelled; -1 in the 8-bit Indian Pines copy), without any georeference.
+A rectangular crop of a registered scene (same variables and band count, fewer rows or
+columns) is recognised as a sub-scene of it. :func:`convert_mat` turns such a pair
 into what hsimap works with: a band-sequential tiled GeoTIFF and ground-truth polygons in a
 GeoPackage, both placed on a **nominal** georeference (the scene's UTM zone, its pixel size
 and a rounded origin near the site). That georeference is a convenience for GIS software,
@@ -91,6 +93,11 @@ class BenchmarkDataset:
         georeference (NOT the real position of the scene).
     notes
         Anything worth knowing (band removal, class-id conventions).
+    unlabelled
+        The ground-truth value that means "no class" (0 in most files); it becomes 0 (no
+        polygon) in the outputs, never a class. 0 is unlabelled in every scene.
+    source
+        Where this copy of the files comes from (repository, commit, licence), if known.
     """
 
     name: str
@@ -110,6 +117,8 @@ class BenchmarkDataset:
     nominal_epsg: int
     nominal_origin: tuple[float, float]
     notes: str = ""
+    unlabelled: int = 0
+    source: str = ""
 
     @property
     def class_table(self) -> ClassTable:
@@ -133,7 +142,7 @@ class BenchmarkDataset:
                         for c in self.classes],
             "cube_sha256": self.cube_sha256, "gt_sha256": self.gt_sha256,
             "nominal_epsg": self.nominal_epsg, "nominal_origin": list(self.nominal_origin),
-            "notes": self.notes,
+            "notes": self.notes, "unlabelled_value": self.unlabelled, "source": self.source,
         }
 
 
@@ -153,6 +162,15 @@ _SALINAS_NAMES = (
 _SALINAS_PIXELS = (2009, 3726, 1976, 1394, 2678, 3959, 3579, 11271, 6203, 3278, 1068, 1927,
                    916, 1070, 7268, 1807)
 _SALINAS_A_IDS = (1, 10, 11, 12, 13, 14)
+# The SSGA copy of Indian Pines numbers the classes alphabetically; EHU ids for reference.
+_IP8_CLASSES = (  # (name, pixels in Label_M_IP_16.mat, EHU id)
+    ("Alfalfa", 54, 1), ("Buildings-Grass-Trees-Drives", 380, 15), ("Corn", 234, 4),
+    ("Corn-mintill", 834, 3), ("Corn-notill", 1434, 2), ("Grass-pasture-mowed", 26, 7),
+    ("Grass-pasture", 497, 5), ("Grass-trees", 747, 6), ("Hay-windrowed", 489, 8),
+    ("Oats", 20, 9), ("Soybean-clean", 614, 12), ("Soybean-mintill", 2468, 11),
+    ("Soybean-notill", 968, 10), ("Stone-Steel-Towers", 95, 16), ("Wheat", 212, 13),
+    ("Woods", 1294, 14),
+)
 
 DATASETS: tuple[BenchmarkDataset, ...] = (
     BenchmarkDataset(
@@ -171,6 +189,29 @@ DATASETS: tuple[BenchmarkDataset, ...] = (
         gt_sha256="65c4687a8ab04f6da4789799bc3bc4f6e88bccac3ed6a2e6ae367e5e6b9e429c",
         nominal_epsg=32616, nominal_origin=(500_000.0, 4_480_000.0),
         notes="220 AVIRIS bands minus 20 water-absorption bands (104-108, 150-163, 220).",
+    ),
+    BenchmarkDataset(
+        name="indian_pines_8bit", title="Indian Pines (200 bands, 8-bit per band, SSGA copy)",
+        cube_file="IP_200_M.mat", gt_file="Label_M_IP_16.mat",
+        cube_key="data_M", gt_key="label_M",
+        shape=(145, 145), bands=200, sensor="AVIRIS", gsd=20.0,
+        location="Indian Pines test site, north-western Indiana, USA",
+        classes=_classes([c[0] for c in _IP8_CLASSES], [c[1] for c in _IP8_CLASSES]),
+        cube_sha256="8bfb849c31ce3697b5317447064a17f146ae93f1849c07b7e9e5bbd79966315e",
+        gt_sha256="aa0181d0aaa534a153eb1aaecac3e61a926bb21c017f9a837cc1f763bfa1cfec",
+        nominal_epsg=32616, nominal_origin=(500_000.0, 4_480_000.0),
+        notes="The usual 200 corrected bands, but each band stretched to 0..255 on its own "
+              "and stored as uint8 by the maker of this copy (radiance not recoverable; "
+              "spectral shape known only up to a per-band gain and offset). Ground truth: "
+              "-1 = unlabelled, classes numbered alphabetically (not the EHU ids; EHU id of "
+              "classes 1..16: " + ", ".join(str(c[2]) for c in _IP8_CLASSES) + "), 10,366 "
+              "labelled pixels (EHU copy: 10,249, same fields with slightly different edges).",
+        unlabelled=-1,
+        source="GitHub hszhaohs/SSGA (Zhao et al., IEEE TGRS 59(11), 2021), data/IP_200_M.mat "
+               "and data/Label_M_IP_16.mat at commit "
+               "f334299d149650303d8f22746bbbeebd819fc8f0, MIT licence; the scene is the "
+               "public Purdue/AVIRIS Indian Pines data set (cite Baumgardner, Biehl and "
+               "Landgrebe, 2015, Purdue University Research Repository).",
     ),
     BenchmarkDataset(
         name="pavia_university", title="Pavia University",
@@ -341,12 +382,28 @@ def _mat_error(path: Path, exc: BaseException) -> InputFileError:
 
 def detect_dataset(cube_vars: dict[str, tuple[int, ...]], gt_vars: dict[str, tuple[int, ...]],
                    ) -> BenchmarkDataset | None:
-    """The registry entry whose keys and shape match the two files' variables, if any."""
+    """The registry entry whose keys and shape match the two files' variables, if any.
+
+    A crop of a registered scene matches too: the same variable names and band count, the
+    cube and ground truth of one ``(rows, cols)`` no larger than the published scene
+    (:func:`is_sub_scene` tells the two apart). Full-size matches win.
+    """
+    crops = []
     for ds in DATASETS:
-        if ds.cube_key in cube_vars and ds.gt_key in gt_vars:
-            if cube_vars[ds.cube_key] == (*ds.shape, ds.bands) and gt_vars[ds.gt_key] == ds.shape:
-                return ds
-    return None
+        if ds.cube_key not in cube_vars or ds.gt_key not in gt_vars:
+            continue
+        cube, gt = cube_vars[ds.cube_key], gt_vars[ds.gt_key]
+        if cube == (*ds.shape, ds.bands) and gt == ds.shape:
+            return ds
+        if (len(cube) == 3 and cube[2] == ds.bands and gt == cube[:2]
+                and 0 < gt[0] <= ds.shape[0] and 0 < gt[1] <= ds.shape[1]):
+            crops.append(ds)
+    return crops[0] if crops else None
+
+
+def is_sub_scene(ds: BenchmarkDataset, shape: tuple[int, ...]) -> bool:
+    """Whether a ``(rows, cols)`` ground truth of a registered scene is a crop of it."""
+    return bool(ds.classes) and tuple(shape[:2]) != ds.shape
 
 
 def _describe(variables: dict[str, tuple[int, ...]]) -> str:
@@ -366,6 +423,12 @@ class ConversionResult:
     provenance: Path
     readme: Path
     n_polygons: int
+    shape: tuple[int, int]
+    """``(rows, cols)`` of the converted scene (smaller than the registry's for a crop)."""
+    sub_scene: bool = False
+    """The input is a crop of the registered scene (fewer rows or columns)."""
+    unlabelled_pixels: int = 0
+    """Pixels without a class (0 or the scene's unlabelled value) in the ground truth."""
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -423,18 +486,27 @@ def convert_mat(
     cube = read_mat_variable(cube_path, dataset.cube_key)
     gt = read_mat_variable(gt_path, dataset.gt_key)
     gt = _check_arrays(cube, gt, dataset, cube_path=cube_path, gt_path=gt_path)
+    sub_scene = is_sub_scene(dataset, gt.shape)
+    if sub_scene:
+        log.info("%s: a %d x %d px crop of %s (%d x %d px); the registry's sha256 sums and "
+                 "pixel counts are those of the full scene", cube_path, *gt.shape,
+                 dataset.title, *dataset.shape)
     out_dir.mkdir(parents=True, exist_ok=True)
     transform = _nominal_transform(dataset)
-    source = {"cube": _file_record(cube_path, dataset.cube_key, dataset.cube_sha256),
-              "gt": _file_record(gt_path, dataset.gt_key, dataset.gt_sha256)}
+    source = {"cube": _file_record(cube_path, dataset.cube_key, dataset.cube_sha256,
+                                   sub_scene=sub_scene),
+              "gt": _file_record(gt_path, dataset.gt_key, dataset.gt_sha256,
+                                 sub_scene=sub_scene)}
     _write_image(paths["image"], cube, dataset, transform, source)
     n_polygons = _write_polygons(paths["labels"], gt, dataset, transform)
-    prov = _provenance(dataset, source, paths, n_polygons, gt)
+    prov = _provenance(dataset, source, paths, n_polygons, gt, sub_scene=sub_scene)
     _write_text(paths["provenance"], json.dumps(prov, indent=2) + "\n")
     _write_text(paths["readme"], _readme(dataset, prov))
     log.info("wrote %s and %s (%s)", paths["image"], paths["labels"], NOMINAL_GEOREFERENCE_NOTE)
     return ConversionResult(dataset, paths["image"], paths["labels"], paths["provenance"],
-                            paths["readme"], n_polygons)
+                            paths["readme"], n_polygons, (gt.shape[0], gt.shape[1]),
+                            sub_scene=sub_scene,
+                            unlabelled_pixels=int(np.count_nonzero(gt == 0)))
 
 
 def _resolve_dataset(cube_path: Path, gt_path: Path, cube_vars: dict[str, tuple[int, ...]],
@@ -514,9 +586,13 @@ def _check_arrays(cube: npt.NDArray[Any], gt: npt.NDArray[Any], ds: BenchmarkDat
     if gt.dtype.kind not in "iub" and not np.all(gt == np.round(gt)):
         raise LabelError("ground truth holds non-integer values", path=gt_path)
     ids = gt.astype(np.int64)
+    if ds.unlabelled != 0:  # e.g. -1 in the 8-bit Indian Pines copy: no class, never a class
+        ids[ids == ds.unlabelled] = 0
     if ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
-        raise LabelError(f"ground-truth ids outside 0..2^31 ({ids.min()}..{ids.max()})",
-                         path=gt_path)
+        what = "" if ds.unlabelled == 0 else f" (after {ds.unlabelled} = unlabelled)"
+        raise LabelError(f"ground-truth ids outside 0..2^31{what} ({ids.min()}..{ids.max()})",
+                         path=gt_path, fix="give the ground-truth file that belongs to this "
+                                           "cube (0 = unlabelled, classes 1, 2, ...)")
     known = {c.value for c in ds.classes}
     unknown = sorted(set(np.unique(ids).tolist()) - known - {0})
     if known and unknown:
@@ -539,13 +615,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _file_record(path: Path, key: str, expected: str | None) -> dict[str, Any]:
+def _file_record(path: Path, key: str, expected: str | None, *,
+                 sub_scene: bool = False) -> dict[str, Any]:
+    """sha256 of an input and its comparison with the registry (not made for a crop)."""
     digest = _sha256(path)
-    if expected is not None and digest != expected:
+    if expected is not None and digest != expected and not sub_scene:
         log.warning("%s: sha256 %s differs from the registry's %s (another copy of the "
                     "scene?)", path, digest, expected)
+    compare = expected is not None and not sub_scene
     return {"file": path.name, "key": key, "sha256": digest, "registry_sha256": expected,
-            "sha256_matches_registry": None if expected is None else digest == expected}
+            "sha256_matches_registry": digest == expected if compare else None}
 
 
 def _write_image(out: Path, cube: npt.NDArray[Any], ds: BenchmarkDataset, transform: Any,
@@ -568,9 +647,10 @@ def _write_image(out: Path, cube: npt.NDArray[Any], ds: BenchmarkDataset, transf
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
+            origin = {"HSIMAP_ORIGIN": ds.source} if ds.source else {}
             dst.update_tags(**{GEOREFERENCE_TAG: NOMINAL_GEOREFERENCE_NOTE,
                                "HSIMAP_DATASET": ds.name,
-                               "HSIMAP_SOURCE": json.dumps(source)},
+                               "HSIMAP_SOURCE": json.dumps(source), **origin},
                             TIFFTAG_IMAGEDESCRIPTION=f"{ds.title}; {NOMINAL_GEOREFERENCE_NOTE}")
             for i in range(bands):
                 dst.set_band_description(i + 1, f"band {i + 1}")
@@ -605,13 +685,20 @@ def _write_polygons(out: Path, gt: npt.NDArray[np.int32], ds: BenchmarkDataset,
 
 
 def _provenance(ds: BenchmarkDataset, source: dict[str, Any], paths: dict[str, Path],
-                n_polygons: int, gt: npt.NDArray[np.int32]) -> dict[str, Any]:
+                n_polygons: int, gt: npt.NDArray[np.int32], *, sub_scene: bool = False,
+                ) -> dict[str, Any]:
     values, counts = np.unique(gt[gt > 0], return_counts=True)
+    unlabelled = [0] if ds.unlabelled == 0 else [ds.unlabelled, 0]
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "hsimap_version": __version__,
         "dataset": ds.to_dict(),
         "source_files": source,
+        "origin_of_files": ds.source or None,
+        "sub_scene": ({"shape": list(gt.shape), "of": list(ds.shape),
+                       "note": "a crop of the registered scene; its position in the scene "
+                               "is not known, so the nominal origin is the scene's"}
+                      if sub_scene else None),
         "outputs": {k: p.name for k, p in paths.items()},
         "georeference": {"note": NOMINAL_GEOREFERENCE_NOTE, "crs": f"EPSG:{ds.nominal_epsg}",
                          "upper_left": list(ds.nominal_origin), "pixel_size_m": ds.gsd},
@@ -619,6 +706,8 @@ def _provenance(ds: BenchmarkDataset, source: dict[str, Any], paths: dict[str, P
                         "(float64 sources stored as float32)",
         "ground_truth": {"polygons": n_polygons, "connectivity": 4,
                          "fields": ["class_id", "class_name", "poly_id"],
+                         "unlabelled_source_values": unlabelled,
+                         "unlabelled_pixels": int(np.count_nonzero(gt == 0)),
                          "pixels_per_class": {str(v): int(n) for v, n in
                                               zip(values.tolist(), counts.tolist(), strict=True)}},
     }
@@ -631,12 +720,19 @@ def _readme(ds: BenchmarkDataset, prov: dict[str, Any]) -> str:
         f"Converted by hsimap {__version__} from {src['cube']['file']} (variable "
         f"{src['cube']['key']}, sha256 {src['cube']['sha256']}) and {src['gt']['file']} "
         f"(variable {src['gt']['key']}, sha256 {src['gt']['sha256']}).\n\n"
-        f"Sensor: {ds.sensor}; pixel size {ds.gsd} m; location: {ds.location}.\n\n"
+        + (f"Origin of the files: {ds.source}\n\n" if ds.source else "")
+        + (f"Sub-scene: a {prov['sub_scene']['shape'][0]} x {prov['sub_scene']['shape'][1]} "
+           f"px crop of the {ds.shape[0]} x {ds.shape[1]} px scene.\n\n"
+           if prov["sub_scene"] else "")
+        + f"Sensor: {ds.sensor}; pixel size {ds.gsd} m; location: {ds.location}.\n\n"
         f"GEOREFERENCE: {NOMINAL_GEOREFERENCE_NOTE} CRS EPSG:{ds.nominal_epsg}, upper-left "
         f"corner {ds.nominal_origin}.\n\n"
         f"{prov['outputs']['image']}: {ds.bands}-band image, {prov['image_layout']}.\n"
         f"{prov['outputs']['labels']}: {prov['ground_truth']['polygons']} ground-truth "
-        "polygons (class_id, class_name, poly_id), one per 4-connected region of a class.\n"
+        "polygons (class_id, class_name, poly_id), one per 4-connected region of a class; "
+        f"{prov['ground_truth']['unlabelled_pixels']} unlabelled pixels (source value(s) "
+        f"{', '.join(map(str, prov['ground_truth']['unlabelled_source_values']))}) have "
+        "none.\n"
         f"{prov['outputs']['provenance']}: all of this, machine readable.\n\n"
         f"{ds.notes}\nCite the original providers of the scene when publishing results.\n"
     )

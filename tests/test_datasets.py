@@ -1,4 +1,5 @@
-"""Tests of hsimap.datasets: the registry and .mat -> GeoTIFF + GPKG conversion (Salinas-A)."""
+"""Tests of hsimap.datasets: the registry and .mat -> GeoTIFF + GPKG conversion (Salinas-A,
+and a 24 x 24 px crop of the 8-bit Indian Pines copy with its -1 = unlabelled ground truth)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hsimap.datasets import (
     DATASETS,
     GEOREFERENCE_TAG,
     convert_mat,
+    detect_dataset,
     get_dataset,
     mat_variables,
 )
@@ -26,6 +28,17 @@ DATA = Path(__file__).parent / "data" / "salinas_a"
 CUBE = DATA / "SalinasA_corrected.mat"
 GT = DATA / "SalinasA_gt.mat"
 SALINAS_A_COUNTS = {1: 391, 10: 1343, 11: 616, 12: 1525, 13: 674, 14: 799}
+
+IP8 = Path(__file__).parent / "data" / "indian_pines_8bit"
+IP8_CUBE = IP8 / "IP_200_M.mat"
+IP8_GT = IP8 / "Label_M_IP_16.mat"
+# label_M[55:79, 16:40] of the full file (tests/data/indian_pines_8bit/README.md)
+IP8_CROP_COUNTS = {4: 60, 5: 24, 7: 42, 8: 185, 10: 20, 11: 24, 12: 88}
+IP8_CROP_UNLABELLED = 133
+IP8_NAMES = ("Alfalfa", "Buildings-Grass-Trees-Drives", "Corn", "Corn-mintill", "Corn-notill",
+             "Grass-pasture-mowed", "Grass-pasture", "Grass-trees", "Hay-windrowed", "Oats",
+             "Soybean-clean", "Soybean-mintill", "Soybean-notill", "Stone-Steel-Towers", "Wheat",
+             "Woods")
 
 needs_salinas = pytest.mark.skipif(not (CUBE.exists() and GT.exists()),
                                    reason="tests/data/salinas_a/*.mat missing")
@@ -183,3 +196,130 @@ def test_v73_file_read_with_h5py(tmp_path):
     r = convert_mat(path, GT, tmp_path / "out")
     with rasterio.open(r.image) as src:
         np.testing.assert_array_equal(src.read(), np.moveaxis(cube, -1, 0))
+
+
+# ----------------------------------------------------------------- Indian Pines, 8-bit copy
+
+
+@pytest.fixture(scope="module")
+def ip8(tmp_path_factory):
+    return convert_mat(IP8_CUBE, IP8_GT, tmp_path_factory.mktemp("ip8"))
+
+
+def test_indian_pines_8bit_registry():
+    ds = get_dataset("indian_pines_8bit")
+    assert (ds.cube_file, ds.cube_key, ds.gt_file, ds.gt_key) == (
+        "IP_200_M.mat", "data_M", "Label_M_IP_16.mat", "label_M")
+    assert (ds.shape, ds.bands, ds.unlabelled) == ((145, 145), 200, -1)
+    assert tuple(c.name for c in ds.classes) == IP8_NAMES
+    assert [c.value for c in ds.classes] == list(range(1, 17))
+    assert ds.labelled_pixels == 10_366
+    assert "hszhaohs/SSGA" in ds.source and "f334299d149650303d8f22746bbbeebd819fc8f0" in ds.source
+    assert "MIT" in ds.source
+    # the same 16 classes as the EHU Indian Pines, numbered differently
+    assert set(IP8_NAMES) == {c.name for c in get_dataset("indian_pines").classes}
+    assert {c.name: c.value for c in get_dataset("indian_pines").classes}["Woods"] == 14
+    assert {c.name: c.value for c in ds.classes}["Woods"] == 16
+
+
+def test_indian_pines_8bit_detection():
+    full = {"data_M": (145, 145, 200)}, {"label_M": (145, 145)}
+    assert detect_dataset(*full).name == "indian_pines_8bit"
+    assert detect_dataset({"data_M": (24, 24, 200)}, {"label_M": (24, 24)}).name == (
+        "indian_pines_8bit")  # a crop of the scene
+    assert detect_dataset({"data_M": (24, 24, 199)}, {"label_M": (24, 24)}) is None
+    assert detect_dataset({"data_M": (24, 24, 200)}, {"label_M": (24, 23)}) is None
+    assert detect_dataset({"data_M": (146, 145, 200)}, {"label_M": (146, 145)}) is None
+    assert mat_variables(IP8_CUBE) == {"data_M": (24, 24, 200)}
+    assert mat_variables(IP8_GT) == {"label_M": (24, 24)}
+
+
+def test_indian_pines_8bit_crop_is_the_documented_one():
+    cube = scipy.io.loadmat(IP8_CUBE)["data_M"]
+    gt = scipy.io.loadmat(IP8_GT)["label_M"]
+    assert (cube.shape, cube.dtype, gt.shape, gt.dtype) == (
+        (24, 24, 200), np.uint8, (24, 24), np.int16)
+    values, counts = np.unique(gt, return_counts=True)
+    assert dict(zip(values.tolist(), counts.tolist(), strict=True)) == {
+        -1: IP8_CROP_UNLABELLED, **IP8_CROP_COUNTS}
+    readme = (IP8 / "README.md").read_text()
+    assert "f334299d149650303d8f22746bbbeebd819fc8f0" in readme
+    assert (IP8 / "LICENSE.SSGA").read_text().startswith("MIT License")
+
+
+def test_convert_indian_pines_8bit_image(ip8):
+    assert ip8.dataset.name == "indian_pines_8bit" and ip8.sub_scene
+    assert ip8.image.name == "indian_pines_8bit.tif"
+    source = scipy.io.loadmat(IP8_CUBE)["data_M"]
+    with rasterio.open(ip8.image) as src:
+        assert (src.count, src.height, src.width) == (200, 24, 24)
+        assert set(src.dtypes) == {"uint8"}
+        assert src.crs.to_epsg() == 32616
+        assert src.transform.a == 20.0 and src.transform.e == -20.0
+        tags = src.tags()
+        assert "nominal georeference, not real coordinates" in tags[GEOREFERENCE_TAG]
+        assert tags["HSIMAP_DATASET"] == "indian_pines_8bit"
+        assert "hszhaohs/SSGA" in tags["HSIMAP_ORIGIN"]
+        data = src.read()
+    np.testing.assert_array_equal(data, np.moveaxis(source, -1, 0))
+
+
+def test_convert_indian_pines_8bit_minus_one_is_unlabelled(ip8):
+    gt = scipy.io.loadmat(IP8_GT)["label_M"]
+    frame = gpd.read_file(ip8.labels)
+    assert frame.crs.to_epsg() == 32616
+    assert len(frame) == ip8.n_polygons == 8
+    assert (frame["class_id"] > 0).all()
+    names = dict(zip(frame["class_id"], frame["class_name"], strict=True))
+    assert names == {v: IP8_NAMES[v - 1] for v in IP8_CROP_COUNTS}
+    assert names[10] == "Oats" and names[12] == "Soybean-mintill"
+    with rasterio.open(ip8.image) as src:
+        back = rasterize(zip(frame.geometry, frame["class_id"], strict=True),
+                         out_shape=(src.height, src.width), transform=src.transform, fill=0,
+                         dtype="int32")
+    np.testing.assert_array_equal(back, np.where(gt == -1, 0, gt))  # -1 -> no polygon
+    assert ip8.unlabelled_pixels == IP8_CROP_UNLABELLED
+
+
+def test_convert_indian_pines_8bit_sidecars(ip8):
+    prov = json.loads(ip8.provenance.read_text())
+    assert prov["dataset"]["name"] == "indian_pines_8bit"
+    assert prov["dataset"]["unlabelled_value"] == -1
+    assert "f334299d149650303d8f22746bbbeebd819fc8f0" in prov["origin_of_files"]
+    assert prov["sub_scene"]["shape"] == [24, 24] and prov["sub_scene"]["of"] == [145, 145]
+    for record in prov["source_files"].values():  # a crop: no comparison with the full files
+        assert record["sha256_matches_registry"] is None
+        assert record["registry_sha256"] is not None
+    assert prov["ground_truth"]["unlabelled_source_values"] == [-1, 0]
+    assert prov["ground_truth"]["unlabelled_pixels"] == IP8_CROP_UNLABELLED
+    assert prov["ground_truth"]["pixels_per_class"] == {str(k): v
+                                                       for k, v in IP8_CROP_COUNTS.items()}
+    assert "not real coordinates" in prov["georeference"]["note"]
+    readme = ip8.readme.read_text()
+    assert "not real coordinates" in readme and "24 x 24 px crop" in readme
+    assert "hszhaohs/SSGA" in readme and "133 unlabelled pixels" in readme
+
+
+def test_convert_indian_pines_8bit_labels_read_as_training_input(ip8):
+    from hsimap.cube import open_cube
+    from hsimap.labels import read_labels
+
+    labels = read_labels(ip8.labels, grid=open_cube(ip8.image).grid)
+    assert labels.pixel_counts() == IP8_CROP_COUNTS
+    assert {c.value: c.name for c in labels.classes} == {v: IP8_NAMES[v - 1]
+                                                         for v in IP8_CROP_COUNTS}
+    gt = scipy.io.loadmat(IP8_GT)["label_M"]
+    assert (labels.values[gt == -1] == 0).all() and (labels.values[gt > 0] > 0).all()
+
+
+def test_indian_pines_8bit_bad_ground_truth(tmp_path):
+    gt = scipy.io.loadmat(IP8_GT)["label_M"].copy()
+    gt[0, 0] = -2  # neither unlabelled (-1) nor a class
+    bad = tmp_path / "Label_M_IP_16.mat"
+    scipy.io.savemat(bad, {"label_M": gt})
+    with pytest.raises(LabelError, match=r"after -1 = unlabelled.*-2"):
+        convert_mat(IP8_CUBE, bad, tmp_path / "out")
+    gt[0, 0] = 17  # not one of the 16 classes
+    scipy.io.savemat(bad, {"label_M": gt})
+    with pytest.raises(LabelError, match=r"ids \[17\]"):
+        convert_mat(IP8_CUBE, bad, tmp_path / "out")
