@@ -278,14 +278,14 @@ def build(config: RandomForestConfig, *, n_bands: int, n_classes: int) -> Random
 
 
 def make_forest(config: RandomForestConfig, *, seed: int) -> Any:
-    """The scikit-learn estimator with hsimap's settings (grown in steps: ``warm_start``)."""
+    """The scikit-learn estimator with hsimap's settings."""
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(
         n_estimators=config.n_trees, max_features=config.max_features,
         max_depth=config.max_depth or None, min_samples_leaf=config.min_samples_leaf,
         bootstrap=config.bootstrap, n_jobs=config.n_jobs, random_state=seed,
-        class_weight="balanced" if config.class_weights else None, warm_start=True)
+        class_weight="balanced" if config.class_weights else None)
 
 
 def fit(data: TrainData, config: RandomForestConfig, *, seed: int, device: torch.device,
@@ -296,7 +296,7 @@ def fit(data: TrainData, config: RandomForestConfig, *, seed: int, device: torch
     n_train = len(y)
     used = stratified_subsample(y, config.max_train_pixels, seed=seed)
     x, y = x[used], y[used]
-    forest = make_forest(config, seed=seed)
+    forest = make_forest(config, seed=seed).set_params(warm_start=True)  # grown in steps
     step = max(1, -(-config.n_trees // 10))
     progress(ProgressEvent("forest", 0, config.n_trees))
     for grown in range(step, config.n_trees + step, step):
