@@ -11,14 +11,17 @@ shared; absolute numbers are noisy):
 3. Achieved FLOP/s of one tile's forward pass (``torch.utils.flop_counter``) against this
    machine's fp32 matmul FLOP/s measured in the same run.
 
-Models come from ``--model-dir`` when it holds them. Otherwise the spectral-MLP is trained on
-the bundled sample scene (seconds) and DiffSpectralNet presets are built with random weights
+Models come from ``--model-dir`` when it holds them. Otherwise the spectral-MLP, svm and
+random-forest are trained on the bundled sample scene (seconds to a minute; svm and
+random-forest with their full preset: their speed depends on the support vectors and tree
+nodes that fitting makes) and DiffSpectralNet presets are built with random weights
 (``--train`` trains them on the sample instead, with a few iterations only unless
 ``--full-train``): speed does not depend on the weights' values.
 
     python benchmarks/make_scenes.py --out /tmp/hsimap-bench  # 600 and 1800 px, about 1 GB
     python benchmarks/bench_predict.py --scenes /tmp/hsimap-bench \\
         --models spectral-mlp,diffspectralnet:fast,diffspectralnet:paper
+    python benchmarks/bench_predict.py --no-memory --models svm,random-forest
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ def model_file(spec: str, folder: Path, quick: bool, train: bool) -> Path:
     from hsimap.training import TrainOptions, train_model
 
     kind, _, preset = spec.partition(":")
-    random = kind != "spectral-mlp" and not train
-    tag = "_random" if random else ("_quick" if quick else "")
+    random = kind == "diffspectralnet" and not train
+    tag = "_random" if random else ("_quick" if quick and kind in QUICK else "")
     path = folder / f"{kind}_{preset or 'default'}{tag}.safetensors"
     if not path.exists() and random:
         return random_model(kind, preset, path, model_file("spectral-mlp", folder, True, True))
