@@ -234,14 +234,17 @@ def svc_tensors(svc: Any) -> dict[str, torch.Tensor]:
     """
     sign = -1.0 if len(svc.classes_) == 2 else 1.0
     gamma = svc.gamma if isinstance(svc.gamma, (int, float)) else svc._gamma
+    with warnings.catch_warnings():  # scikit-learn 1.9 deprecates probA_/probB_ with
+        warnings.filterwarnings("ignore", category=FutureWarning)  # probability=True
+        prob_a, prob_b = np.asarray(svc.probA_, np.float64), np.asarray(svc.probB_, np.float64)
     return {
         "support_vectors": torch.from_numpy(np.asarray(svc.support_vectors_, np.float32)),
         "n_support": torch.from_numpy(np.asarray(svc.n_support_, np.int64)),
         "class_index": torch.from_numpy(np.asarray(svc.classes_, np.int64)),
         "dual_coef": torch.from_numpy(sign * np.asarray(svc.dual_coef_, np.float64)),
         "intercept": torch.from_numpy(sign * np.asarray(svc.intercept_, np.float64)),
-        "prob_a": torch.from_numpy(np.asarray(svc.probA_, np.float64)),
-        "prob_b": torch.from_numpy(np.asarray(svc.probB_, np.float64)),
+        "prob_a": torch.from_numpy(prob_a),
+        "prob_b": torch.from_numpy(prob_b),
         "gamma": torch.tensor([float(gamma)], dtype=torch.float64),
     }
 
