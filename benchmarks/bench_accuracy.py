@@ -7,13 +7,18 @@ Datasets (from the shared data folder, see its README):
   salinas_a  AVIRIS Salinas-A, 83 x 86 x 204, 6 classes (.mat)
   potsdam    EnMAP L2A Potsdam, the 18 EnMAP-Box test tiles of 32 x 32 x 224 mosaicked
              (160 x 192 px grid, 6 classes)
+  indian_pines  AVIRIS Indian Pines, the full 145 x 145 x 200 scene stretched to 8 bits per
+             band (indian_pines_8bit/, 16 classes, 10,366 labelled px)
 
 Protocols:
   random30   30 random labelled pixels per class for training, the rest for testing
   random5    5 % of each class for training, the rest for testing
+  random10   10 % of each class for training (at least 2 px), the rest for testing: the
+             DiffSpectralNet paper's Indian Pines protocol
   disjoint   whole tiles (potsdam: the 32 x 32 EnMAP tiles; salinas_a: 16 x 16 blocks) go to
              training or testing; test pixels within --guard px (Chebyshev) of any training
              pixel are dropped. The table states the guard and the test pixels left.
+             (indian_pines: 16 x 16 blocks.)
 
 Rows: svm-rbf / random-forest on standardised spectra; spectral-mlp (hsimap's baseline);
 dsn-fast (DiffSpectralNet, fast preset), dsn-fast-1t (one feature timestep), dsn-paper;
@@ -79,6 +84,26 @@ def load_salinas_a(data: Path, block: int = 16) -> Scene:
                  np.ones(gt.shape, bool), index, tiles, [names[v] for v in values])
 
 
+IP_NAMES = ["Alfalfa", "Buildings-Grass-Trees-Drives", "Corn", "Corn-mintill", "Corn-notill",
+            "Grass-pasture-mowed", "Grass-pasture", "Grass-trees", "Hay-windrowed", "Oats",
+            "Soybean-clean", "Soybean-mintill", "Soybean-notill", "Stone-Steel-Towers",
+            "Wheat", "Woods"]  # label_M values 1..16 (indian_pines_8bit/README.md)
+
+
+def load_indian_pines(data: Path, block: int = 16) -> Scene:
+    """Indian Pines (8-bit copy) from its .mat files; label -1 = unlabelled, 1..16 classes."""
+    from scipy.io import loadmat
+
+    folder = data / "indian_pines_8bit"
+    cube = loadmat(folder / "IP_200_M.mat")["data_M"]  # (145, 145, 200) uint8
+    gt = loadmat(folder / "Label_M_IP_16.mat")["label_M"].astype(np.int64)
+    index = np.where(gt >= 1, gt - 1, -1)
+    h, w = gt.shape
+    tiles = (np.arange(h)[:, None] // block) * (-(-w // block)) + np.arange(w)[None, :] // block
+    return Scene("indian_pines", np.ascontiguousarray(cube.transpose(2, 0, 1), np.float32),
+                 np.ones(gt.shape, bool), index, tiles, list(IP_NAMES))
+
+
 def load_potsdam(data: Path) -> Scene:
     """The 18 EnMAP Potsdam tiles on their common grid; bad bands (bbl=0) dropped."""
     import rasterio
@@ -118,10 +143,12 @@ def protocol_masks(scene: Scene, protocol: str, seed: int,
     rng = np.random.default_rng(seed)
     lab = scene.labels
     train = np.zeros(lab.shape, bool)
-    if protocol in ("random30", "random5"):
+    if protocol in ("random30", "random5", "random10"):
+        share = {"random5": 0.05, "random10": 0.10}.get(protocol, 0.0)
         for c in np.unique(lab[lab >= 0]):
             pix = np.flatnonzero(lab == c)
-            n = min(30, len(pix) // 2) if protocol == "random30" else max(2, round(0.05 * len(pix)))
+            n = (min(30, len(pix) // 2) if protocol == "random30"
+                 else max(2, round(share * len(pix))))
             train.flat[rng.choice(pix, n, replace=False)] = True
         test = (lab >= 0) & ~train
         return train, test, {"guard": 0, "removed": 0}
@@ -151,7 +178,8 @@ def standardise(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return z.astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
 
 
-Runner = Callable[[Scene, np.ndarray, np.ndarray, int], tuple[np.ndarray, float, float]]
+Runner = Callable[[Scene, np.ndarray, np.ndarray, int],
+                  tuple[np.ndarray, float, float, dict]]
 
 
 def sklearn_runner(kind: str) -> Runner:
@@ -172,26 +200,34 @@ def sklearn_runner(kind: str) -> Runner:
         valid = scene.valid.reshape(-1)
         pred = np.full(y.shape, -1, np.int64)
         pred[valid] = clf.predict(x[valid])
-        return pred.reshape(scene.labels.shape), t1 - t0, time.perf_counter() - t1
+        return pred.reshape(scene.labels.shape), t1 - t0, time.perf_counter() - t1, {}
 
     return run
 
 
-# (scene, seed, projection + denoiser settings) -> a fitted DiffSpectralNet whose label-free
-# stages (spectral projection, denoiser) later fits on the same scene and seed reuse.
-_DENOISERS: dict[tuple, object] = {}
-_LABEL_FREE = ("proj_bands", "unet", "widths", "time_dim", "diffusion_steps", "schedule",
-               "beta_start", "beta_end", "loss", "denoiser_iterations", "crop", "batch", "lr",
-               "features")
+# (scene, training seed, projection + denoiser settings) -> a fitted DiffSpectralNet whose
+# label-free stages (spectral projection, denoiser) every later fit on the same scene with the
+# same settings reuses: the denoiser sees no labels, so one is trained per scene, not per
+# fold (its train time is counted in the first fit only). The fold seed still sets the split
+# and the classifier's initialisation; --train-seed changes the denoiser too.
+_DENOISERS: dict[tuple, tuple[object, dict]] = {}
+_LABEL_FREE = ("proj_bands", "proj_whiten", "unet", "widths", "time_dim", "diffusion_steps",
+               "schedule", "beta_start", "beta_end", "loss", "denoiser_iterations", "crop",
+               "batch", "lr", "t_sampling", "denoiser_check_every", "denoiser_min_gain",
+               "timesteps", "features")
+VALIDATION = {"mode": "guarded"}  # set from --clf-val in main()
 
 
 def fit_on_split(scene: Scene, train: np.ndarray, seed: int, model: str, config: object,
-                 init: object | None = None) -> tuple[object, object]:
+                 init: object | None = None) -> tuple[object, object, dict]:
     """Fit an hsimap model kind on ``train`` pixels as every benchmark row does.
 
-    Standardised spectra; early-stopping validation blocks drawn from the training pixels
-    only; ``init`` reuses a fitted model's label-free stages. Returns the fitted model (eval
-    mode) and a :class:`Checkpoint` for :func:`classify_array`.
+    Standardised spectra. Early stopping (``--clf-val guarded``, the default) uses 8 px
+    validation blocks drawn from the training pixels only, with a guard band of the model's
+    window radius between them and the pixels it trains on; ``--clf-val none`` trains on all
+    training pixels with the fixed schedule. ``init`` reuses a fitted model's label-free
+    stages. Returns the fitted model (eval mode), a :class:`Checkpoint` for
+    :func:`classify_array` and the fit's history.
     """
     import torch
 
@@ -201,17 +237,23 @@ def fit_on_split(scene: Scene, train: np.ndarray, seed: int, model: str, config:
     from hsimap.split import make_split
 
     torch.manual_seed(seed)
+    spec = get_spec(model)
     z, mean, std = standardise(scene)
     inner = np.where(train, scene.labels, -1)  # validation drawn from training pixels only
-    split = make_split(inner, scene.tiles, method="block", val_fraction=0.15, guard=0,
-                       seed=seed, block_size=8)
-    data = TrainData(z, scene.valid, inner, split.train, split.val, len(scene.class_names))
+    if VALIDATION["mode"] == "none":
+        tr, va = train.copy(), np.zeros_like(train)
+    else:
+        probe = spec.build(config, n_bands=z.shape[0], n_classes=len(scene.class_names))
+        split = make_split(inner, scene.tiles, method="block", val_fraction=0.15,
+                           guard=probe.window_radius(), seed=seed, block_size=8)
+        tr, va = split.train, split.val
+    data = TrainData(z, scene.valid, inner, tr, va, len(scene.class_names))
     extra = {} if init is None else {"init": init}
-    fitted, _ = get_spec(model).fit(data, config, seed=seed, device=torch.device("cpu"),
-                                    progress=lambda e: None, **extra)
+    fitted, history = spec.fit(data, config, seed=seed, device=torch.device("cpu"),
+                               progress=lambda e: None, **extra)
     ckpt = Checkpoint(fitted.eval(), Normalisation(mean, std),
                       ClassTable.from_names(scene.class_names), {})
-    return fitted, ckpt
+    return fitted, ckpt, history
 
 
 def hsimap_runner(model: str, preset: str | None, overrides: dict) -> Runner:
@@ -224,21 +266,33 @@ def hsimap_runner(model: str, preset: str | None, overrides: dict) -> Runner:
         config = get_spec(model).make_config(preset, overrides)
         key = None
         if model == "diffspectralnet" and config.features == "diffusion":
-            key = (scene.name, seed, tuple(getattr(config, f) for f in _LABEL_FREE))
+            key = (scene.name, TRAIN_SEED["offset"],
+                   tuple(getattr(config, f) for f in _LABEL_FREE))
+        cached = _DENOISERS.get(key)
         t0 = time.perf_counter()
-        fitted, ckpt = fit_on_split(scene, train, seed, model, config, _DENOISERS.get(key))
+        fitted, ckpt, history = fit_on_split(scene, train, seed + 1000 * TRAIN_SEED["offset"],
+                                             model, config, None if cached is None else cached[0])
         t1 = time.perf_counter()
-        if key is not None and key not in _DENOISERS:
-            _DENOISERS[key] = fitted
+        if key is not None and cached is None:
+            _DENOISERS[key] = (fitted, history.get("denoiser_eval", {}))
+        extra = {}
+        if key is not None:
+            ev = _DENOISERS[key][1]
+            extra = {"denoiser_ratio": ev.get("ratio"), "denoiser_t": ev.get("timesteps")}
+        if "classifier" in history:
+            extra["best_epoch"] = history["classifier"].get("best_epoch")
         pred = classify_array(ckpt, scene.cube, scene.valid)
-        return pred, t1 - t0, time.perf_counter() - t1
+        return pred, t1 - t0, time.perf_counter() - t1, extra
 
     return run
 
 
+TRAIN_SEED = {"offset": 0}  # set from --train-seed in main()
+
+
 def method_table(args: argparse.Namespace) -> dict[str, Runner]:
     """Rows of the table by name."""
-    dsn = {"denoiser_iters": args.denoiser_iters} if args.denoiser_iters else {}
+    dsn = {"denoiser_iterations": args.denoiser_iters} if args.denoiser_iters else {}
     rows: dict[str, Runner] = {
         "svm-rbf": sklearn_runner("svm"),
         "random-forest": sklearn_runner("rf"),
@@ -285,6 +339,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--guard", type=int, default=8, help="disjoint guard band (px)")
     p.add_argument("--single-t", type=int, default=5, help="timestep of the 1-timestep row")
     p.add_argument("--denoiser-iters", type=int, default=0, help="override denoiser iterations")
+    p.add_argument("--clf-val", choices=["guarded", "none"], default="guarded",
+                   help="early-stopping validation of the neural classifiers: guarded blocks "
+                        "from the training pixels, or none (fixed schedule, all pixels)")
+    p.add_argument("--train-seed", type=int, default=0,
+                   help="training-seed offset: the same folds, other initialisations "
+                        "(denoiser included), for the seed-spread rows")
     p.add_argument("--out", type=Path, default=Path("bench_accuracy.json"))
     p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
                    help="only print the table of earlier runs' JSON files")
@@ -292,7 +352,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.table:
         print_table([r for f in args.table for r in json.loads(f.read_text())])
         return
-    loaders = {"salinas_a": load_salinas_a, "potsdam": load_potsdam}
+    VALIDATION["mode"] = args.clf_val
+    TRAIN_SEED["offset"] = args.train_seed
+    loaders = {"salinas_a": load_salinas_a, "potsdam": load_potsdam,
+               "indian_pines": load_indian_pines}
     rows = method_table(args)
     results = []
     for ds in args.datasets.split(","):
@@ -301,10 +364,12 @@ def main(argv: list[str] | None = None) -> None:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 train, test, info = protocol_masks(scene, proto, seed, args.guard)
                 for name in args.methods.split(","):
-                    pred, t_fit, t_pred = rows[name](scene, train, test, seed)
+                    pred, t_fit, t_pred, extra = rows[name](scene, train, test, seed)
                     r = {"dataset": ds, "protocol": proto, "method": name, "seed": seed,
+                         "train_seed": args.train_seed, "clf_val": args.clf_val,
                          "n_train": int(train.sum()), "n_test": int(test.sum()), **info,
-                         **scores(pred, scene, test), "train_s": t_fit, "predict_s": t_pred}
+                         **scores(pred, scene, test), "train_s": t_fit, "predict_s": t_pred,
+                         **extra}
                     results.append(r)
                     print(json.dumps(r), flush=True)
                     args.out.write_text(json.dumps(results, indent=1))

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[str, list[float]] = {}
     for seed in range(args.seeds):
         train, test, _ = ba.protocol_masks(scene, args.protocol, seed, args.guard)
-        model, ckpt = ba.fit_on_split(scene, train, seed, "diffspectralnet", cfg)
+        model, ckpt, _ = ba.fit_on_split(scene, train, seed, "diffspectralnet", cfg)
         feats = extract_features(model, torch.from_numpy(z), torch.device("cpu"),
                                  lambda e: None).numpy()
         fx = model.features

@@ -72,9 +72,12 @@ class WindowClassifier(nn.Module):
         ``head_hidden``.
     n_feat, n_classes
         Input feature channels ``D`` and classes ``K``.
+    n_bands
+        Input spectrum bands ``C`` (used with ``config.spectrum_path``).
     """
 
-    def __init__(self, config: DiffSpectralNetConfig, n_feat: int, n_classes: int) -> None:
+    def __init__(self, config: DiffSpectralNetConfig, n_feat: int, n_classes: int,
+                 n_bands: int = 0) -> None:
         super().__init__()
         k, dim = config.window, config.token_dim
         self.k = k
@@ -92,6 +95,10 @@ class WindowClassifier(nn.Module):
                                   nn.ReLU(), nn.Linear(h, n_classes))
         # The centre pixel's own feature vector, embedded without spatial mixing (hsimap).
         self.pixel = nn.Linear(n_feat, dim) if config.pixel_path else None
+        # The centre pixel's own standardised input spectrum, all bands (hsimap).
+        if config.spectrum_path and n_bands < 1:
+            raise ValueError("spectrum_path needs the input band count")
+        self.spectrum = nn.Linear(n_bands, dim) if config.spectrum_path else None
         # Whole feature channels dropped per training sample (identity at inference).
         self.channel_dropout = nn.Dropout1d(config.feature_dropout) \
             if config.feature_dropout > 0 else None
@@ -100,8 +107,10 @@ class WindowClassifier(nn.Module):
         """Feature-map radius one logit depends on: tokenizer (1) + window (``k // 2``)."""
         return 1 + self.k // 2
 
-    def encode(self, tokens: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-        """``(n, k*k, dim)`` tokens (any strides) and ``(n, D)`` centre features -> logits."""
+    def encode(self, tokens: torch.Tensor, centre: torch.Tensor,
+               spectrum: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n, k*k, dim)`` tokens (any strides), ``(n, D)`` centre features and (with
+        ``spectrum_path``) ``(n, C)`` centre spectra -> logits."""
         n, s, dim = tokens.shape
         x = torch.empty(n, s + 1, dim, dtype=tokens.dtype, device=tokens.device)
         x[:, 0] = self.cls_token[0]
@@ -113,19 +122,27 @@ class WindowClassifier(nn.Module):
         out = x[:, 0] + tokens[:, s // 2]  # CLS + the centre pixel's token
         if self.pixel is not None:
             out = out + self.pixel(centre)
+        if self.spectrum is not None:
+            if spectrum is None:
+                raise ValueError("this classifier needs the centre spectra (spectrum_path)")
+            out = out + self.spectrum(spectrum)
         return self.head(out)
 
-    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        """Training path: ``(n, D, k+2, k+2)`` patches -> ``(n, K)`` logits."""
+    def forward_patches(self, patches: torch.Tensor,
+                        spectra: torch.Tensor | None = None) -> torch.Tensor:
+        """Training path: ``(n, D, k+2, k+2)`` patches (and ``(n, C)`` centre spectra) ->
+        ``(n, K)`` logits."""
         if self.channel_dropout is not None and self.training:
             n, d, a, b = patches.shape
             patches = self.channel_dropout(patches.reshape(n, d, a * b)).view(n, d, a, b)
         tok = self.tokenizer(patches)  # (n, dim, k, k)
         c = self.k // 2 + 1
-        return self.encode(tok.flatten(2).transpose(1, 2), patches[:, :, c, c])
+        return self.encode(tok.flatten(2).transpose(1, 2), patches[:, :, c, c], spectra)
 
-    def forward_map(self, feats: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-        """Inference path: ``(1, D, h, w)`` feature map -> ``(1, K, h, w)`` logits.
+    def forward_map(self, feats: torch.Tensor, chunk: int = 1024,
+                    spectra: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference path: ``(1, D, h, w)`` feature map (and ``(1, C, h, w)`` input) ->
+        ``(1, K, h, w)`` logits.
 
         Features beyond the map are zero, exactly as :func:`gather_patches` pads them.
         """
@@ -139,7 +156,8 @@ class WindowClassifier(nn.Module):
             win = F.unfold(tok[:, :, y0:y1 + 2 * r], self.k)  # (1, dim*k*k, (y1-y0)*w)
             win = win.view(tok.shape[1], self.k * self.k, -1)  # (dim, k*k, n)
             centre = feats[0, :, y0:y1].flatten(1).T  # (n, D)
-            out.append(self.encode(win.permute(2, 1, 0), centre))  # (n, k*k, dim) view
+            spec = None if spectra is None else spectra[0, :, y0:y1].flatten(1).T  # (n, C)
+            out.append(self.encode(win.permute(2, 1, 0), centre, spec))  # (n, k*k, dim) view
         logits = torch.cat(out, dim=0)  # (h*w, K)
         return logits.T.reshape(1, -1, h, w)
 
@@ -169,22 +187,24 @@ class ClassifierEnsemble(nn.Module):
         probs = torch.stack([x.float().softmax(1) for x in logits]).mean(0)
         return probs.clamp_min(1e-12).log()
 
-    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+    def forward_patches(self, patches: torch.Tensor,
+                        spectra: torch.Tensor | None = None) -> torch.Tensor:
         """``(n, D, k+2, k+2)`` -> ``(n, K)`` log mean probabilities."""
-        return self._log_mean_prob([m.forward_patches(patches) for m in self.each()])
+        return self._log_mean_prob([m.forward_patches(patches, spectra) for m in self.each()])
 
-    def forward_map(self, feats: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    def forward_map(self, feats: torch.Tensor, chunk: int = 1024,
+                    spectra: torch.Tensor | None = None) -> torch.Tensor:
         """``(1, D, h, w)`` -> ``(1, K, h, w)`` log mean probabilities."""
-        return self._log_mean_prob([m.forward_map(feats, chunk) for m in self.each()])
+        return self._log_mean_prob([m.forward_map(feats, chunk, spectra) for m in self.each()])
 
 
-def make_classifier(config: DiffSpectralNetConfig, n_feat: int,
-                    n_classes: int) -> WindowClassifier | ClassifierEnsemble:
+def make_classifier(config: DiffSpectralNetConfig, n_feat: int, n_classes: int,
+                    n_bands: int = 0) -> WindowClassifier | ClassifierEnsemble:
     """One classifier, or ``config.clf_ensemble`` of them (a plain one when it is 1, so the
     weights keep the names of checkpoints written before ensembles existed)."""
     if config.clf_ensemble == 1:
-        return WindowClassifier(config, n_feat, n_classes)
-    return ClassifierEnsemble([WindowClassifier(config, n_feat, n_classes)
+        return WindowClassifier(config, n_feat, n_classes, n_bands)
+    return ClassifierEnsemble([WindowClassifier(config, n_feat, n_classes, n_bands)
                                for _ in range(config.clf_ensemble)])
 
 

@@ -20,25 +20,33 @@ from hsimap.models.training_utils import class_weights, epoch_order
 EVAL_CHUNK = 2048
 
 
+def _spectra(cube: torch.Tensor | None, rows: torch.Tensor,
+             cols: torch.Tensor) -> torch.Tensor | None:
+    """``(n, C)`` input spectra at pixels, or None without a cube."""
+    return None if cube is None else cube[:, rows, cols].T
+
+
 @torch.no_grad()
 def predict_pixels(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tensor,
-                   cols: torch.Tensor) -> torch.Tensor:
+                   cols: torch.Tensor, cube: torch.Tensor | None = None) -> torch.Tensor:
     """Eval-mode logits ``(n, K)`` of pixels via the training path (patch gathering)."""
     size = clf.k + 2
-    out = [clf.forward_patches(gather_patches(padded, rows[i:i + EVAL_CHUNK],
-                                              cols[i:i + EVAL_CHUNK], size))
-           for i in range(0, len(rows), EVAL_CHUNK)]
+    out = []
+    for i in range(0, len(rows), EVAL_CHUNK):
+        r, c = rows[i:i + EVAL_CHUNK], cols[i:i + EVAL_CHUNK]
+        out.append(clf.forward_patches(gather_patches(padded, r, c, size), _spectra(cube, r, c)))
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
 def _evaluate(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tensor,
-              cols: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+              cols: torch.Tensor, y: torch.Tensor,
+              cube: torch.Tensor | None) -> tuple[float, float]:
     """Eval-mode (accuracy, mean cross-entropy) of pixels; NaNs when there are none."""
     if len(rows) == 0:
         return float("nan"), float("nan")
     was_training = clf.training
     clf.eval()
-    logits = predict_pixels(clf, padded, rows, cols).float()
+    logits = predict_pixels(clf, padded, rows, cols, cube).float()
     clf.train(was_training)
     return (float((logits.argmax(1) == y).float().mean()),
             float(F.cross_entropy(logits, y)))
@@ -46,7 +54,8 @@ def _evaluate(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tensor,
 
 def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tensor,
            rows: torch.Tensor, cols: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
-           config: DiffSpectralNetConfig, gen: torch.Generator) -> tuple[float, float]:
+           config: DiffSpectralNetConfig, gen: torch.Generator,
+           cube: torch.Tensor | None = None) -> tuple[float, float]:
     """One shuffled pass; returns (mean loss, train accuracy in train mode)."""
     clf.train()
     order = epoch_order(len(rows), batch=config.clf_batch, min_batches=config.clf_min_batches,
@@ -58,7 +67,8 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tens
             continue
         patches = gather_patches(padded, rows[idx], cols[idx], size)
         with autocast(padded.device):
-            logits = clf.forward_patches(patches).float()
+            logits = clf.forward_patches(
+                patches, _spectra(cube, rows[idx], cols[idx])).float()
         loss = F.cross_entropy(logits, y[idx], weight=weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -73,7 +83,8 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tens
 def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndarray,
                      train_mask: np.ndarray, val_mask: np.ndarray,
                      config: DiffSpectralNetConfig, *, gen: torch.Generator,
-                     progress: ProgressCallback) -> dict[str, Any]:
+                     progress: ProgressCallback,
+                     cube: torch.Tensor | None = None) -> dict[str, Any]:
     """Fit ``clf`` with Adam, early stopping on validation accuracy (best state kept).
 
     Parameters
@@ -84,6 +95,8 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
         ``(D, H, W)`` reduced feature map of the whole training scene.
     labels, train_mask, val_mask
         ``(H, W)`` class indices and masks (numpy).
+    cube
+        ``(C, H, W)`` standardised input on the device of ``feats``, for ``spectrum_path``.
 
     Returns
     -------
@@ -108,8 +121,8 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
     best_acc, best_loss, best_epoch, best_state, stale = -1.0, math.inf, 0, None, 0
     start = time.perf_counter()
     for epoch in range(1, config.clf_epochs + 1):
-        loss, train_acc = _epoch(clf, opt, padded, rows, cols, y, weight, config, gen)
-        val_acc, val_loss = _evaluate(clf, padded, vrows, vcols, vy)
+        loss, train_acc = _epoch(clf, opt, padded, rows, cols, y, weight, config, gen, cube)
+        val_acc, val_loss = _evaluate(clf, padded, vrows, vcols, vy, cube)
         epochs.append({"epoch": epoch, "loss": loss, "train_acc": train_acc,
                        "val_acc": val_acc if has_val else None,  # type: ignore[dict-item]
                        "val_loss": val_loss if has_val else None})  # type: ignore[dict-item]

@@ -6,20 +6,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-UnetKind = Literal["3d", "2d"]
+UnetKind = Literal["3d", "2d", "pixel"]
 ScheduleKind = Literal["linear", "cosine"]
 LossKind = Literal["l1", "l2"]
 ReducerKind = Literal["pca", "scale"]
 ReducerFit = Literal["train", "scene"]
 FeatureSource = Literal["diffusion", "projection"]
+TimestepSampling = Literal["uniform", "features"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "unet": ("3d", "2d"),
+    "unet": ("3d", "2d", "pixel"),
     "schedule": ("linear", "cosine"),
     "loss": ("l1", "l2"),
     "reducer": ("pca", "scale"),
     "reducer_fit": ("train", "scene"),
     "features": ("diffusion", "projection"),
+    "t_sampling": ("uniform", "features"),
 }
 
 
@@ -30,11 +32,19 @@ class DiffSpectralNetConfig:
     Attributes
     ----------
     proj_bands
-        Bands after the stored spectral PCA projection (fitted on valid pixels and whitened);
-        0 keeps all input bands (the paper). Clamped to the scene's band count.
+        Bands after the stored spectral PCA projection (fitted on valid pixels); 0 keeps all
+        input bands (the paper). Clamped to the scene's band count.
+    proj_whiten
+        Whiten the projection (every component unit variance). ``False`` keeps the
+        components' relative variances (one common scale makes their mean variance 1), so
+        the low-variance components stay mostly noise and the denoiser can tell added noise
+        from signal; whitened, noise looks like signal in every direction.
     unet
         ``"3d"``: SpectralDiff's 3D U-Net over (band, y, x), spectral stride 2 per level.
         ``"2d"``: bands as channels, all convolutions 3x3, no down-sampling anywhere.
+        ``"pixel"``: the 2D structure with every convolution 1x1: a per-pixel (spectral)
+        denoiser, no spatial context (the classifier's window supplies it); cheap enough to
+        train thousands of iterations on a CPU.
     widths
         U-Net channel widths going down; ``len(widths) - 1`` down and up blocks.
     time_dim
@@ -44,7 +54,17 @@ class DiffSpectralNetConfig:
     loss
         Epsilon-prediction loss, ``"l1"`` (SpectralDiff) or ``"l2"``.
     denoiser_iterations, crop, batch, lr
-        Denoiser training: Adam iterations on random ``crop`` x ``crop`` windows.
+        Denoiser training: Adam iterations on random ``crop`` x ``crop`` windows (at most
+        ``denoiser_iterations``, see ``denoiser_check_every``).
+    t_sampling
+        Training timesteps: ``"uniform"`` over ``[0, T)`` (DDPM), or ``"features"``: half of
+        them at the feature timesteps, half uniform (the features are read there only).
+    denoiser_check_every, denoiser_min_gain
+        Every ``denoiser_check_every`` iterations the held-out noise-prediction error (mean
+        over the feature timesteps, relative to predicting zero) is measured; training stops
+        when it improved by less than ``denoiser_min_gain`` (relative) since the last check
+        (0: no checks, run all iterations). The held-out error at the end is always
+        measured and logged as ``denoiser_eval``.
     timesteps
         Feature timesteps (0-based index into the schedule: ``alpha_bar[t]`` includes beta_t).
     layers
@@ -85,9 +105,13 @@ class DiffSpectralNetConfig:
         vector (no spatial mixing), next to the CLS output and the centre token.
     feature_dropout
         Probability of dropping a whole feature channel of a training sample (0: off).
+    spectrum_path
+        The classifier's head also sees a linear embedding of the centre pixel's own
+        standardised input spectrum (all bands, unprojected, unmixed with its neighbours).
     """
 
     proj_bands: int = 32
+    proj_whiten: bool = True
     unet: UnetKind = "2d"
     widths: tuple[int, ...] = (32, 32, 64)
     time_dim: int = 32
@@ -100,6 +124,9 @@ class DiffSpectralNetConfig:
     crop: int = 32
     batch: int = 8
     lr: float = 1e-3
+    t_sampling: TimestepSampling = "uniform"
+    denoiser_check_every: int = 0
+    denoiser_min_gain: float = 0.01
     timesteps: tuple[int, ...] = (2, 5, 10)
     layers: tuple[int, ...] = (1,)
     reducer: ReducerKind = "pca"
@@ -126,6 +153,7 @@ class DiffSpectralNetConfig:
     with_spectra: bool = False
     pixel_path: bool = False
     feature_dropout: float = 0.0
+    spectrum_path: bool = False
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -143,7 +171,7 @@ class DiffSpectralNetConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("proj_bands", "patience", "noise_seed"):
+        for name in ("proj_bands", "patience", "noise_seed", "denoiser_check_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -161,6 +189,9 @@ class DiffSpectralNetConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not 0.0 <= float(self.feature_dropout) < 1.0:
             raise ValueError(f"feature_dropout must be in [0, 1), got {self.feature_dropout!r}")
+        if not 0.0 <= float(self.denoiser_min_gain) < 1.0:
+            raise ValueError(f"denoiser_min_gain must be in [0, 1), got "
+                             f"{self.denoiser_min_gain!r}")
         if not float(self.clf_weight_decay) >= 0.0:
             raise ValueError(f"clf_weight_decay must be >= 0, got {self.clf_weight_decay!r}")
 

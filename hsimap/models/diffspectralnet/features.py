@@ -92,15 +92,18 @@ def _fix_signs(vh: torch.Tensor) -> torch.Tensor:
 
 
 class SpectralProjection(nn.Module):
-    """Stored whitened PCA of the (already standardised) bands: ``(N, C, h, w) -> (N, P, h, w)``.
+    """Stored PCA of the (already standardised) bands: ``(N, C, h, w) -> (N, P, h, w)``.
 
-    No mean is subtracted: the input cube is zero-mean over valid pixels, and keeping the map
-    linear sends invalid (all-zero) pixels to zero.
+    Whitened (every component unit variance) or not (orthonormal components times one common
+    scale that makes their mean variance 1, so relative variances survive). No mean is
+    subtracted: the input cube is zero-mean over valid pixels, and keeping the map linear
+    sends invalid (all-zero) pixels to zero.
     """
 
-    def __init__(self, n_bands: int, n_out: int) -> None:
+    def __init__(self, n_bands: int, n_out: int, *, whiten: bool = True) -> None:
         super().__init__()
         self.identity = n_out == n_bands
+        self.whiten = whiten
         self.register_buffer("matrix", torch.zeros(0 if self.identity else n_out, n_bands))
 
     matrix: torch.Tensor
@@ -121,7 +124,8 @@ class SpectralProjection(nn.Module):
         order = torch.argsort(evals, descending=True)[: self.matrix.shape[0]]
         comps = _fix_signs(evecs[:, order].T)  # (P, C)
         lam = evals[order].clamp(min=1e-12 * float(evals.max().clamp(min=1e-30)))
-        self.matrix.copy_((comps * lam.rsqrt()[:, None]).to(self.matrix))
+        scale = lam.rsqrt() if self.whiten else lam.mean().rsqrt().expand_as(lam)
+        self.matrix.copy_((comps * scale[:, None]).to(self.matrix))
 
 
 class FeatureExtractor(nn.Module):
@@ -131,7 +135,7 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.config = config
         p = projected_bands(config, n_bands)
-        self.projection = SpectralProjection(n_bands, p)
+        self.projection = SpectralProjection(n_bands, p, whiten=config.proj_whiten)
         self.diffusion = config.features == "diffusion"
         self.unet = DenoisingUNet(config, p) if self.diffusion else None
         betas = make_betas(config.schedule, config.diffusion_steps, config.beta_start,

@@ -46,7 +46,7 @@ class DiffSpectralNet(HsiModel):
         self.n_bands = n_bands
         self.n_classes = n_classes
         self.features = FeatureExtractor(config, n_bands)
-        self.classifier = make_classifier(config, self.features.out_dims, n_classes)
+        self.classifier = make_classifier(config, self.features.out_dims, n_classes, n_bands)
 
     def halo(self) -> int:
         """U-Net receptive radius + tokenizer radius + ``window // 2`` (stride is 1)."""
@@ -66,7 +66,8 @@ class DiffSpectralNet(HsiModel):
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != self.n_bands:
             raise ValueError(f"expected a (1, {self.n_bands}, h, w) tile, got {tuple(x.shape)}")
         feats = self.features(x, (int(origin[0]), int(origin[1])))  # (1, D, h, w)
-        return self.classifier.forward_map(feats)
+        return self.classifier.forward_map(
+            feats, spectra=x if self.config.spectrum_path else None)
 
     def inspect(self, x: torch.Tensor, *, origin: tuple[int, int],
                 rgb_bands: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, unet_rad
 
 MAX_PROJECTION_PIXELS = 200_000  # valid pixels sampled to fit the spectral projection
 MAX_FIT_VALUES = 200_000_000  # cap on samples x channels gathered to fit the reducers
-TILE_CORE = {"2d": 256, "3d": 64}  # tile size (without halo) for training-scene features
+TILE_CORE = {"2d": 256, "3d": 64, "pixel": 256}  # core tile (no halo) for scene features
 
 Window = tuple[slice, slice, slice, slice]  # padded rows/cols, core rows/cols within it
 
@@ -137,14 +137,15 @@ def _reuse_label_free_stages(model: DiffSpectralNet, init: DiffSpectralNet) -> N
 
 def _train_classifiers(model: DiffSpectralNet, feats: torch.Tensor, data: TrainData,
                        config: DiffSpectralNetConfig, *, gen: torch.Generator,
-                       progress: ProgressCallback) -> dict[str, Any]:
+                       progress: ProgressCallback, cube: torch.Tensor) -> dict[str, Any]:
     """Train the classifier, or each ensemble member in turn (one shared generator, so the
     members differ in initialisation and sample order). The history is the first member's
     with every member's under ``"members"``."""
     clf = model.classifier
+    spectra = cube.to(feats.device) if config.spectrum_path else None
     if not isinstance(clf, ClassifierEnsemble):
         return train_classifier(clf, feats, data.labels, data.train_mask, data.val_mask,
-                                config, gen=gen, progress=progress)
+                                config, gen=gen, progress=progress, cube=spectra)
     runs = []
     for i, member in enumerate(clf.each(), 1):  # built one after another: own initialisation
 
@@ -152,7 +153,8 @@ def _train_classifiers(model: DiffSpectralNet, feats: torch.Tensor, data: TrainD
             progress(ProgressEvent(e.stage, e.done, e.total, {**e.metrics, "member": i}))
 
         runs.append(train_classifier(member, feats, data.labels, data.train_mask,
-                                     data.val_mask, config, gen=gen, progress=tagged))
+                                     data.val_mask, config, gen=gen, progress=tagged,
+                                     cube=spectra))
     clf.eval()
     return {**runs[0], "members": runs,
             "seconds": round(sum(r["seconds"] for r in runs), 3)}
@@ -196,12 +198,14 @@ def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
         fit_reducers(model, cube, _fit_pixels(data, cfg, n_max, rng), device, progress)
         feats = extract_features(model, cube, device, progress)
         t2 = time.perf_counter()
-        clf = _train_classifiers(model, feats, data, cfg, gen=gen, progress=progress)
+        clf = _train_classifiers(model, feats, data, cfg, gen=gen, progress=progress,
+                                 cube=cube)
     model.eval()
     history = {
         "kind": model.kind, "config": config_to_dict(cfg), "seed": seed,
         "halo": model.halo(), "stride": model.stride(), "feature_dims": model.features.out_dims,
         "denoiser": den, "classifier": clf,
+        **({"denoiser_eval": den["eval"]} if "eval" in den else {}),
         "timings": {"projection_and_denoiser_s": round(t1 - t0, 3),
                     "features_s": round(t2 - t1, 3),
                     "classifier_s": round(time.perf_counter() - t2, 3),

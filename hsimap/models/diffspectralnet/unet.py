@@ -11,6 +11,7 @@ pixel depends only on a bounded spatial neighbourhood (:func:`receptive_radius`)
   ``2**n``; convs 3x3x3; the transform is a (4,5,5) conv with stride (2,1,1) (down) or its
   transpose (up): the spectral axis halves per level, space is never down-sampled.
 - ``"2d"``: bands are channels, every conv (transforms too) is 3x3 with stride 1.
+- ``"pixel"``: as ``"2d"`` with every conv 1x1: a per-pixel spectral denoiser (radius 0).
 
 Both take and return ``(N, P, h, w)``; tapped features come back as ``(N, ch, h, w)`` with
 the 3D (channel, spectral) axes flattened to ``ch = channel * spectral``.
@@ -25,8 +26,8 @@ from torch import nn
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.schedule import SinusoidalEmbedding
 
-CONV_RADIUS = 1  # 3x3(x3) convs
-TRANSFORM_RADIUS = {"3d": 2, "2d": 1}  # spatial half-width of the transform kernel
+CONV_RADIUS = {"3d": 1, "2d": 1, "pixel": 0}  # 3x3(x3) convs; 1x1 for "pixel"
+TRANSFORM_RADIUS = {"3d": 2, "2d": 1, "pixel": 0}  # spatial half-width of the transform kernel
 
 
 def padded_bands(n_bands: int, n_blocks: int) -> int:
@@ -41,8 +42,9 @@ def receptive_radius(config: DiffSpectralNetConfig, layer: int) -> int:
     Layer ``i < n`` is the input of up block ``i``; ``n`` the last up block's output. The
     stem adds one conv, every block two convs and one transform; the 1x1 head adds nothing.
     """
-    block = 2 * CONV_RADIUS + TRANSFORM_RADIUS[config.unet]
-    return CONV_RADIUS + config.n_blocks * block + layer * block
+    conv = CONV_RADIUS[config.unet]
+    block = 2 * conv + TRANSFORM_RADIUS[config.unet]
+    return conv + config.n_blocks * block + layer * block
 
 
 def layer_channels(config: DiffSpectralNetConfig, layer: int, n_in: int) -> int:
@@ -53,7 +55,7 @@ def layer_channels(config: DiffSpectralNetConfig, layer: int, n_in: int) -> int:
     """
     n, w = config.n_blocks, config.widths
     ch = w[n] if layer == 0 else (w[0] if layer == n else 2 * w[n - layer])
-    if config.unet == "2d":
+    if config.unet != "3d":
         return ch
     spectral = padded_bands(n_in, n) // 2 ** (n - layer)
     return ch * spectral
@@ -68,13 +70,14 @@ class _Block(nn.Module):
         norm: type[nn.BatchNorm2d] | type[nn.BatchNorm3d] = (
             nn.BatchNorm3d if kind == "3d" else nn.BatchNorm2d)
         self.time_mlp = nn.Linear(time_dim, c_out)
-        self.conv1 = conv(2 * c_in if up else c_in, c_out, 3, padding=1)
-        self.conv2 = conv(c_out, c_out, 3, padding=1)
+        k = 1 if kind == "pixel" else 3
+        self.conv1 = conv(2 * c_in if up else c_in, c_out, k, padding=k // 2)
+        self.conv2 = conv(c_out, c_out, k, padding=k // 2)
         self.bnorm1 = norm(c_out)
         self.bnorm2 = norm(c_out)
         self.transform: nn.Module
-        if kind == "2d":
-            self.transform = nn.Conv2d(c_out, c_out, 3, padding=1)
+        if kind != "3d":
+            self.transform = nn.Conv2d(c_out, c_out, k, padding=k // 2)
         elif up:
             self.transform = nn.ConvTranspose3d(c_out, c_out, (4, 5, 5), (2, 1, 1), (1, 2, 2))
         else:
@@ -109,7 +112,8 @@ class DenoisingUNet(nn.Module):
         conv: type[nn.Conv2d] | type[nn.Conv3d] = nn.Conv3d if self.kind == "3d" else nn.Conv2d
         c_img = 1 if self.kind == "3d" else n_in
         self.time_mlp = nn.Sequential(SinusoidalEmbedding(td), nn.Linear(td, td), nn.ReLU())
-        self.conv0 = conv(c_img, w[0], 3, padding=1)
+        k = 1 if self.kind == "pixel" else 3
+        self.conv0 = conv(c_img, w[0], k, padding=k // 2)
         self.downs = nn.ModuleList(
             _Block(w[i], w[i + 1], td, up=False, kind=self.kind) for i in range(n))
         self.ups = nn.ModuleList(
@@ -118,14 +122,14 @@ class DenoisingUNet(nn.Module):
 
     def _to_volume(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, P, h, w)`` -> ``(N, 1, B', h, w)`` (3D) with zero bands split at both ends."""
-        if self.kind == "2d":
+        if self.kind != "3d":
             return x
         pad = self.spectral - self.n_in
         x = F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2))
         return x.unsqueeze(1)
 
     def _from_volume(self, y: torch.Tensor) -> torch.Tensor:
-        if self.kind == "2d":
+        if self.kind != "3d":
             return y
         lo = (self.spectral - self.n_in) // 2
         return y[:, 0, lo:lo + self.n_in]
