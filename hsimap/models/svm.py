@@ -65,7 +65,7 @@ class SVMConfig:
     argmax of the Platt probabilities, which learn the class priors back from unweighted
     decision values, so balancing mostly changes libsvm's one-vs-one vote (which hsimap does
     not use) and makes the two disagree on about one labelled pixel in eight of the sample
-    (one in seventy unweighted); the CV scores are the vote's.
+    (unweighted: one in forty to seventy); the CV scores are the vote's.
     """
 
     c_values: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
