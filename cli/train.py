@@ -88,6 +88,14 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     click.echo(f"validation accuracy: {val} on {s['n_val']} held-out pixels "
                f"({s['method']} split, guard {s['guard_px']} px); "
                f"training accuracy {100 * result.train_accuracy:.2f} %")
+    ev = result.denoiser_eval
+    if ev:
+        cells = ", ".join(f"t={t}: {e:.3f} vs {z:.3f}" for t, e, z in
+                          zip(ev["timesteps"], ev["eps_l1"], ev["zero_l1"], strict=True))
+        where = (f"{ev['n_pixels']} held-out px" if ev.get("held_out")
+                 else f"{ev['n_pixels']} px (too small to hold blocks out)")
+        click.echo(f"denoiser noise error (L1, eval mode, {where}; predicting zero beside it): "
+                   f"{cells}")
     click.echo(f"model: {result.model_path}  (log: {result.log_path}"
                + (f", curves: {result.curves_path})" if result.curves_path else ")"))
 

@@ -557,6 +557,30 @@ def _write_outputs(out: Path, document: dict[str, Any], table: ClassTable,
 # ----------------------------------------------------------------------------- figures
 
 
+def _denoiser_table(training_log: str | None) -> str:
+    """HTML table of the log's ``denoiser_eval`` (held-out noise error per timestep), or ''."""
+    try:
+        doc = json.loads(Path(training_log).read_text()) if training_log else {}
+    except (OSError, ValueError):
+        return ""
+    ev = doc.get("denoiser_eval") if isinstance(doc, dict) else None
+    if not isinstance(ev, dict) or not ev.get("timesteps"):
+        return ""
+    try:
+        rows = "".join(
+            f"<tr><td>{int(t)}</td><td>{float(e):.3f}</td><td>{float(z):.3f}</td>"
+            f"<td>{float(e) / float(z):.2f}</td></tr>"
+            for t, e, z in zip(ev["timesteps"], ev["eps_l1"], ev["zero_l1"], strict=True))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return ""
+    return ("<h2>Denoiser check</h2><p class=note>Noise-prediction error (mean absolute, eval "
+            f"mode) on {int(ev.get('n_pixels', 0))} pixels held out of denoiser training, at "
+            "each feature timestep, beside the error of predicting zero noise. A ratio near 1 "
+            "means the denoiser learned nothing at that timestep.</p><table><tr><th>timestep"
+            "</th><th>denoiser L1</th><th>predict-zero L1</th><th>ratio</th></tr>"
+            f"{rows}</table>")
+
+
 def _inside_figure(training_log: str | None) -> str | None:
     """Data URI of the ``<model>.inside.png`` written beside ``<model>.log.json``, if any."""
     if not training_log or not training_log.endswith(".log.json"):
@@ -766,6 +790,7 @@ def _html_report(document: dict[str, Any], table: ClassTable, accuracy: Accuracy
             parts.append(f'<img alt="training curves" src="{curves_png(log_series)}">')
         else:
             parts.append("<p class=note>The training log holds no numeric series.</p>")
+        parts.append(_denoiser_table(document["inputs"].get("training_log")))
         inside = _inside_figure(document["inputs"].get("training_log"))
         if inside:
             parts.append("<h2>Inside the model</h2><p class=note>For the most-labelled windows "

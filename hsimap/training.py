@@ -70,6 +70,7 @@ class TrainResult:
     val_accuracy: float | None
     train_accuracy: float
     seconds: float
+    denoiser_eval: dict[str, Any] | None = None
 
 
 def log_path_for(model_path: Path) -> Path:
@@ -121,12 +122,15 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
                                     extras={"split": torch.from_numpy(split.as_codes())}))
     log_path = log_path_for(out)
     seconds = time.perf_counter() - start
-    log_path.write_text(json.dumps(json_safe({"meta": meta, "history": history,
-                                              "seconds": seconds}), indent=1, default=float))
+    den_eval = history.get("denoiser_eval")
+    doc = {"meta": meta, **({"denoiser_eval": den_eval} if den_eval else {}),
+           "history": history, "seconds": seconds}
+    log_path.write_text(json.dumps(json_safe(doc), indent=1, default=float))
     curves = write_curves(history, out.with_name(out.stem + ".curves.png"))
     write_inspection(ckpt, raw, valid, index >= 0, _good_wavelengths(cube),
                      out.with_name(out.stem + ".inside.png"))
-    return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds)
+    return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds,
+                       den_eval)
 
 
 def load_scene(cube: Cube) -> tuple[Cube, np.ndarray, np.ndarray]:

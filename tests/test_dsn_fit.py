@@ -180,3 +180,64 @@ def test_ensemble_members_are_trained_separately():
     assert history["classifier"]["epochs"] == members[0]["epochs"]
     assert {e.metrics.get("member") for e in events if e.stage == "classifier"} == {1, 2}
     json.dumps(history)
+
+
+def low_rank_scene(h: int = 32, w: int = 32, bands: int = 16, seed: int = 0) -> TrainData:
+    """Spectra of rank 2 plus a little noise: added noise is easy to tell from signal."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(2, bands))
+    coef = rng.normal(size=(h, w, 2))
+    cube = (coef @ basis).transpose(2, 0, 1) + 0.01 * rng.normal(size=(bands, h, w))
+    cube = (cube - cube.mean((1, 2), keepdims=True)) / cube.std((1, 2), keepdims=True)
+    labels = (coef[..., 0] > 0).astype(np.int64)
+    pick = rng.random((h, w))
+    return TrainData(cube.astype(np.float32), np.ones((h, w), bool), labels, pick < 0.3,
+                     pick > 0.9, 2)
+
+
+def test_denoiser_eval_is_logged_and_a_trained_denoiser_beats_predicting_zero():
+    data = low_rank_scene()
+    over = {"unet": "pixel", "widths": (32, 32, 32), "proj_bands": 0, "proj_whiten": False,
+            "timesteps": (100, 200), "t_sampling": "features", "denoiser_iterations": 150,
+            "crop": 8, "batch": 8, "clf_epochs": 1}
+    _, history, _ = run_fit(data, over)
+    ev = history["denoiser_eval"]
+    assert ev["timesteps"] == [100, 200]
+    assert ev["held_out"] and ev["n_pixels"] > 0
+    assert all(abs(z - 0.798) < 0.05 for z in ev["zero_l1"])  # E|N(0, 1)|
+    assert all(r < 0.8 for r in ev["ratio"]), ev
+    _, untrained, _ = run_fit(data, {**over, "denoiser_iterations": 1})
+    assert untrained["denoiser_eval"]["ratio"][0] > ev["ratio"][0]
+    json.dumps(history)
+
+
+def test_denoiser_stops_when_the_held_out_error_plateaus():
+    over = {"unet": "pixel", "denoiser_iterations": 40, "denoiser_check_every": 5,
+            "denoiser_min_gain": 0.9, "crop": 8}
+    _, history, _ = run_fit(low_rank_scene(), over)
+    den = history["denoiser"]
+    assert "plateau" in den["stopped"]
+    assert den["iterations"] == 10 and len(den["checks"]) == 2
+
+
+def test_feature_timestep_sampling_puts_half_the_draws_on_feature_timesteps():
+    from hsimap.models.diffspectralnet.denoiser import _timesteps
+
+    spec = get_spec("diffspectralnet")
+    gen = torch.Generator().manual_seed(0)
+    feat = spec.make_config("tiny", {"t_sampling": "features", "timesteps": (5, 50)})
+    t = _timesteps(feat, 4000, gen)
+    share = float(torch.isin(t, torch.tensor([5, 50])).float().mean())
+    assert 0.45 < share < 0.56
+    uni = _timesteps(spec.make_config("tiny", {}), 4000, gen)
+    assert float(torch.isin(uni, torch.tensor([5, 50])).float().mean()) < 0.02
+
+
+def test_held_out_blocks_are_never_in_a_training_crop():
+    from hsimap.models.diffspectralnet.denoiser import crop_origins, holdout_blocks
+
+    valid = np.ones((40, 48), bool)
+    held = holdout_blocks(valid, 8, seed=3)
+    assert 0 < held.sum() < valid.sum() // 5
+    for y, x in crop_origins(valid, 8, exclude=held):
+        assert not held[y:y + 8, x:x + 8].any()

@@ -28,6 +28,10 @@ SMALL_3D = dataclasses.replace(
     timesteps=(100,), layers=(1, 2), reduced_dims=6, window=3, token_dim=8, heads=2,
     head_dim=4, mlp_dim=8, head_hidden=8)
 
+# The per-pixel denoiser with the unwhitened projection and the spectrum path.
+PIXEL = dataclasses.replace(FAST, unet="pixel", proj_whiten=False, spectrum_path=True,
+                            widths=(16, 16, 16), timesteps=(20, 50))
+
 
 def randomized(config: DiffSpectralNetConfig, n_bands: int, n_classes: int = 4, seed: int = 0):
     """A built model in eval mode with random (non-zero) projection, reducers and BN stats."""
@@ -107,30 +111,41 @@ def test_unet_receptive_radius_is_exact(config):
         assert len(support) == (2 * r + 1) ** 2, layer  # the whole square, corners too
 
 
-@pytest.mark.parametrize("extra", [{}, {"pixel_path": True, "feature_dropout": 0.3}],
-                         ids=["plain", "pixel-path"])
+@pytest.mark.parametrize("extra", [{}, {"pixel_path": True, "feature_dropout": 0.3},
+                                   {"spectrum_path": True}],
+                         ids=["plain", "pixel-path", "spectrum-path"])
 def test_classifier_train_and_inference_paths_agree(extra):
     torch.manual_seed(0)
-    clf = WindowClassifier(dataclasses.replace(TINY, depth=2, **extra), n_feat=5, n_classes=3)
+    clf = WindowClassifier(dataclasses.replace(TINY, depth=2, **extra), n_feat=5, n_classes=3,
+                           n_bands=7)
     with torch.no_grad():
         clf.tokenizer[1].running_mean.normal_()
         clf.tokenizer[1].running_var.uniform_(0.5, 2)
     clf.eval()
     feats = torch.randn(1, 5, 17, 23)
+    spectra = torch.randn(1, 7, 17, 23) if extra.get("spectrum_path") else None
     with torch.no_grad():
-        dense = clf.forward_map(feats, chunk=50)  # several row chunks
+        dense = clf.forward_map(feats, chunk=50, spectra=spectra)  # several row chunks
     assert dense.shape == (1, 3, 17, 23)
     p = clf.k // 2 + 1
     padded = F.pad(feats[0], (p,) * 4)
     rows, cols = torch.meshgrid(torch.arange(17), torch.arange(23), indexing="ij")
     with torch.no_grad():
-        per_pixel = clf.forward_patches(gather_patches(padded, rows.flatten(), cols.flatten(),
-                                                       clf.k + 2))
+        per_pixel = clf.forward_patches(
+            gather_patches(padded, rows.flatten(), cols.flatten(), clf.k + 2),
+            None if spectra is None else spectra[0].flatten(1).T)
     assert torch.allclose(per_pixel.T.reshape(1, 3, 17, 23), dense, atol=1e-5)
+    if spectra is not None:  # the centre spectrum really reaches the head
+        with torch.no_grad():
+            other = clf.forward_map(feats, chunk=50, spectra=spectra + 1.0)
+        assert not torch.allclose(other, dense)
+        with pytest.raises(ValueError, match="spectra"):
+            clf.forward_map(feats)
 
 
-@pytest.mark.parametrize("config,n_bands,ring", [(FAST, 12, 0), (SMALL_3D, 10, 2)],
-                         ids=["fast", "3d"])
+@pytest.mark.parametrize("config,n_bands,ring",
+                         [(FAST, 12, 0), (SMALL_3D, 10, 2), (PIXEL, 12, 0)],
+                         ids=["fast", "3d", "pixel"])
 def test_receptive_field_is_exactly_the_halo(config, n_bands, ring):
     model = randomized(config, n_bands)
     halo = model.halo()
@@ -157,7 +172,8 @@ def test_receptive_field_is_exactly_the_halo(config, n_bands, ring):
     assert changed((dist == halo - 2) & (torch.arange(size)[:, None] == c - halo + 2))
 
 
-@pytest.mark.parametrize("config,n_bands", [(FAST, 12), (SMALL_3D, 10)], ids=["fast", "3d"])
+@pytest.mark.parametrize("config,n_bands", [(FAST, 12), (SMALL_3D, 10), (PIXEL, 12)],
+                         ids=["fast", "3d", "pixel"])
 def test_tiled_prediction_equals_whole_scene(config, n_bands):
     model = randomized(config, n_bands, n_classes=5, seed=1)
     h, w = 45, 52
@@ -216,3 +232,28 @@ def test_ensemble_averages_member_probabilities_and_round_trips():
     x = torch.randn(1, 6, 15, 16)
     assert torch.equal(fresh.eval().forward_tile(x, origin=(2, 1)),
                        model.forward_tile(x, origin=(2, 1)))
+
+
+def test_pixel_unet_has_no_spatial_context():
+    assert all(receptive_radius(PIXEL, i) == 0 for i in range(PIXEL.n_blocks + 1))
+    model = randomized(PIXEL, 12)
+    assert model.halo() == 1 + PIXEL.window // 2  # tokenizer + window only
+
+
+def test_unwhitened_projection_keeps_relative_variances():
+    from hsimap.models.diffspectralnet.features import SpectralProjection
+
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.tensor([5.0, 2.0, 1.0, 0.5, 0.1, 0.05])
+    pixels = torch.randn(4000, 6, generator=gen) * scales
+    out = {}
+    for whiten in (True, False):
+        proj = SpectralProjection(6, 4, whiten=whiten)
+        proj.fit(pixels)
+        out[whiten] = proj(pixels.T.reshape(1, 6, 40, 100))[0].reshape(4, -1).var(1)
+    assert torch.allclose(out[True], torch.ones(4), atol=0.05)
+    var = out[False]
+    assert abs(float(var.mean()) - 1.0) < 0.05
+    ratio = var / var[0]
+    expected = scales[:4] ** 2 / scales[0] ** 2
+    assert torch.allclose(ratio, expected, rtol=0.1)
