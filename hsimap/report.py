@@ -54,6 +54,9 @@ QUICKLOOK_MAX_SIDE = 800
 MAX_CURVES = 12
 # Keys whose series are the x axis of a training log, not something to plot.
 _X_KEYS = {"epoch", "epochs", "step", "steps", "iteration", "iterations", "iter", "time"}
+# Parts of a training log that are settings or one-off measurements, never training curves
+# (band indices, wavelengths, timesteps, the held-out denoiser check).
+_NOT_SERIES = {"meta", "config", "denoiser_eval", "eval", "timings"}
 
 
 @dataclass(frozen=True)
@@ -397,6 +400,8 @@ def find_series(doc: Any, prefix: str = "") -> dict[str, list[float]]:
         for key, value in doc.items():
             name = f"{prefix}.{key}" if prefix else str(key)
             is_axis = isinstance(value, list) and all(_is_number(x) for x in value)
+            if str(key) in _NOT_SERIES:
+                continue
             if not (is_axis and str(key).lower() in _X_KEYS):
                 out.update(find_series(value, name))
     elif isinstance(doc, list) and len(doc) >= 2:

@@ -60,12 +60,16 @@ def test_evaluate_cli_default_out_dir_and_overwrite(scene):
 def test_evaluate_cli_options_and_errors(scene):
     runner = CliRunner()
     log = scene["dir"] / "log.json"
-    log.write_text(json.dumps({"classifier": {"loss": [1.0, 0.5, 0.2]}}))
+    log.write_text(json.dumps({"classifier": {"loss": [1.0, 0.5, 0.2]},
+                               "denoiser_eval": {"timesteps": [20, 50], "eps_l1": [0.5, 0.3],
+                                                 "zero_l1": [0.8, 0.8], "n_pixels": 99}}))
     out = scene["dir"] / "custom"
     result = runner.invoke(cli, ["evaluate", str(scene["map"]), "--labels", str(scene["ref"]),
                                  "--all-touched", "--log", str(log), "-o", str(out)], obj={})
     assert result.exit_code == 0, result.output
-    assert "Training curves" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Training curves" in page
+    assert "Denoiser check" in page and "<td>50</td><td>0.300</td><td>0.800</td>" in page
     assert json.loads((out / "metrics.json").read_text())["inputs"]["all_touched"] is True
 
     missing = runner.invoke(cli, ["evaluate", str(scene["map"]), "--labels",

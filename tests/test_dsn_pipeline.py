@@ -67,6 +67,9 @@ def test_training_log_and_curves_beside_the_model(tiny_models: tuple[Path, Path]
     assert log["history"]["denoiser"]["loss"] and log["history"]["classifier"]["epochs"]
     assert log["meta"]["split"]["method"] == "polygon"
     assert model.with_name("a.curves.png").stat().st_size > 1000
+    ev = log["denoiser_eval"]  # the held-out noise-prediction check, at the top level
+    assert len(ev["timesteps"]) == len(ev["eps_l1"]) == len(ev["zero_l1"]) > 0
+    assert ev["n_pixels"] > 0
 
 
 def test_default_train_and_predict_use_diffspectralnet_fast(
@@ -82,6 +85,7 @@ def test_default_train_and_predict_use_diffspectralnet_fast(
                             str(sample_labels)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "validation accuracy" in r.output
+    assert "denoiser noise error" in r.output and "held-out px" in r.output
     ckpt = load_checkpoint(tmp_path / "hsimap_model.safetensors")
     assert ckpt.model.kind == "diffspectralnet"
     assert ckpt.meta["training"]["options"]["model"] == "diffspectralnet"
