@@ -40,7 +40,8 @@ from hsimap.cli.options import (
               help="Share of each class's pixels held out for validation.")
 @click.option("--guard", type=click.IntRange(min=0), default=None,
               help="Guard band (px) between training and validation pixels "
-                   "[default: the model's window radius].")
+                   "[default: the widest window radius of the shipped models, the same for "
+                   "every --model-type].")
 @click.option("--block-size", type=click.IntRange(min=1), default=None,
               help="Block side (px) for --validation block.")
 @click.option("--bad-bands", type=BandListType(), default="",

@@ -102,10 +102,12 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     cube_std = norm.apply(raw.copy(), valid)
     index = _labels_on_valid(labels, valid, Path(labels_path))
     probe = spec.build(config, n_bands=raw.shape[0], n_classes=len(labels.classes))
-    guard = probe.window_radius() if options.guard is None else options.guard
-    split = make_split(index, labels.groups, method=options.validation,
-                       val_fraction=options.val_fraction, guard=guard, seed=options.seed,
-                       block_size=options.block_size)
+    split = dataset_split(index, labels.groups, options)
+    if probe.window_radius() > split.guard:
+        log.warning("the guard band (%d px) is narrower than this model's window radius (%d px): "
+                    "windows centred on training pixels reach validation pixels; pass --guard "
+                    "%d for a clean validation", split.guard, probe.window_radius(),
+                    probe.window_radius())
     _log_split(split, labels)
     data = TrainData(cube_std, valid, index, split.train, split.val, len(labels.classes))
     torch.manual_seed(options.seed)
@@ -131,6 +133,25 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
                      out.with_name(out.stem + ".inside.png"))
     return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds,
                        den_eval)
+
+
+def default_guard() -> int:
+    """The guard band used when none is given: the widest window radius of the shipped models."""
+    from hsimap.models import widest_window_radius
+
+    return widest_window_radius()
+
+
+def dataset_split(index: np.ndarray, groups: np.ndarray, options: TrainOptions) -> Split:
+    """The validation split of a dataset: from the labels and the split options alone.
+
+    The model kind, preset and config overrides play no part, so two models trained with the
+    same options are validated on the same pixels.
+    """
+    guard = default_guard() if options.guard is None else options.guard
+    return make_split(index, groups, method=options.validation,
+                      val_fraction=options.val_fraction, guard=guard, seed=options.seed,
+                      block_size=options.block_size)
 
 
 def load_scene(cube: Cube) -> tuple[Cube, np.ndarray, np.ndarray]:

@@ -255,3 +255,62 @@ def test_safetensors_headers_that_begin_like_a_pickle_still_load(tmp_path: Path)
             if len(hit) == 2:
                 break
     assert len(hit) >= 2  # the loop did reach such headers
+
+
+# --------------------------------------------------------------------------- one split per dataset
+
+
+@st.composite
+def labelled_scenes(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, groups)``: random axis-aligned polygons of 2-3 classes on a small grid."""
+    h, w = draw(st.integers(12, 40)), draw(st.integers(12, 40))
+    index = np.full((h, w), -1, dtype=np.int64)
+    groups = np.full((h, w), -1, dtype=np.int64)
+    n_classes = draw(st.integers(2, 3))
+    for g in range(draw(st.integers(n_classes, 14))):
+        r0, c0 = draw(st.integers(0, h - 2)), draw(st.integers(0, w - 2))
+        r1 = draw(st.integers(r0 + 1, min(h, r0 + 8)))
+        c1 = draw(st.integers(c0 + 1, min(w, c0 + 8)))
+        index[r0:r1, c0:c1] = g % n_classes
+        groups[r0:r1, c0:c1] = g
+    return index, groups
+
+
+BUILTIN_KINDS = ("diffspectralnet", "spectral-mlp", "svm", "random-forest")
+
+
+@settings(max_examples=40, deadline=None)
+@given(scene=labelled_scenes(), kinds=st.lists(st.sampled_from(BUILTIN_KINDS), min_size=2,
+                                               max_size=2),
+       method=st.sampled_from(["polygon", "block", "random"]), seed=st.integers(0, 3),
+       guard=st.one_of(st.none(), st.integers(0, 5)))
+def test_two_model_kinds_get_the_same_split(scene: tuple[np.ndarray, np.ndarray],
+                                            kinds: list[str], method: str, seed: int,
+                                            guard: int | None) -> None:
+    """The split is a function of the labels and the split options, never of the model kind."""
+    from hsimap.training import TrainOptions, dataset_split
+
+    index, groups = scene
+    a, b = (dataset_split(index, groups, TrainOptions(model=k, validation=method, seed=seed,
+                                                      guard=guard)) for k in kinds)
+    np.testing.assert_array_equal(a.train, b.train)
+    np.testing.assert_array_equal(a.val, b.val)
+    assert a.summary() == b.summary()
+    assert not (a.train & a.val).any()
+
+
+def test_default_guard_covers_every_shipped_window() -> None:
+    """The default guard is at least the window radius of every preset of every built-in kind."""
+    from hsimap.models.base import get_spec
+    from hsimap.training import default_guard
+
+    widest = 0
+    for kind in BUILTIN_KINDS:
+        spec = get_spec(kind)
+        for preset in spec.presets:
+            model = spec.build(spec.make_config(preset), n_bands=6, n_classes=3)
+            widest = max(widest, model.window_radius())
+    assert default_guard() == widest
+    assert widest >= get_spec("diffspectralnet").build(
+        get_spec("diffspectralnet").make_config("paper"), n_bands=6, n_classes=3
+    ).window_radius() > 0

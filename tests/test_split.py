@@ -80,3 +80,23 @@ def test_patchwork_of_touching_polygons_keeps_validation_for_every_class(
     assert split.val.sum() > 0.05 * (index >= 0).sum()
     dist = ndimage.distance_transform_cdt(~split.train, metric="chessboard")
     assert dist[split.val].min() > 4
+
+
+def test_train_validates_two_model_kinds_on_the_same_pixels(tmp_path):
+    """train_model stores the same split for spectral-mlp and random-forest (same options)."""
+    from hsimap.checkpoint import load_checkpoint
+    from hsimap.training import TrainOptions, default_guard, train_model
+
+    from .fixtures import write_cube, write_polygons
+
+    cube = write_cube(tmp_path / "cube.tif")
+    labels = write_polygons(tmp_path / "gt.shp")
+    codes = []
+    for kind, overrides in (("spectral-mlp", {"epochs": 2}),
+                            ("random-forest", {"n_trees": 5, "n_jobs": 1})):
+        result = train_model(cube, labels, out=tmp_path / f"{kind}.safetensors",
+                             options=TrainOptions(model=kind, overrides=overrides))
+        assert result.split["guard_px"] == default_guard()
+        codes.append(load_checkpoint(result.model_path).extras["split"].numpy())
+    np.testing.assert_array_equal(codes[0], codes[1])
+    assert (codes[0] == 2).any() and (codes[0] == 1).any()
