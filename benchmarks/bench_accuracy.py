@@ -376,11 +376,28 @@ def main(argv: list[str] | None = None) -> None:
     print_table(results)
 
 
+def paired(results: list[dict], key: tuple, base: str = "svm-rbf",
+           field: str = "oa") -> tuple[float, float, int] | None:
+    """Mean paired difference of ``key``'s method to ``base`` on the same folds (seeds), its
+    standard error (std / sqrt(n), n - 1 in the std) and the number of folds paired."""
+    ds, proto, method = key
+    mine = {r["seed"]: r[field] for r in results
+            if (r["dataset"], r["protocol"], r["method"]) == key}
+    ref = {r["seed"]: r[field] for r in results
+           if (r["dataset"], r["protocol"], r["method"]) == (ds, proto, base)}
+    seeds = sorted(set(mine) & set(ref))
+    if method == base or not seeds:
+        return None
+    d = np.array([mine[s] - ref[s] for s in seeds])
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se, len(d)
+
+
 def print_table(results: list[dict]) -> None:
-    """Markdown table of mean +- std over seeds."""
+    """Markdown table of mean +- std over folds, with the paired difference to SVM-RBF."""
     print("\n| dataset | protocol | method | n train / test (guard px, removed) | OA | AA | "
-          "kappa | train s | predict s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "kappa | OA - SVM-RBF, paired (folds) | train s | predict s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     keys = list(dict.fromkeys((r["dataset"], r["protocol"], r["method"]) for r in results))
     keys.sort(key=lambda k: (k[0], k[1]))  # stable: methods stay in run order
     for key in keys:
@@ -392,8 +409,11 @@ def print_table(results: list[dict]) -> None:
 
         n = f"{np.mean([r['n_train'] for r in rs]):.0f} / {np.mean([r['n_test'] for r in rs]):.0f}"
         n += f" ({rs[0]['guard']}, {np.mean([r['removed'] for r in rs]):.0f})"
-        print(f"| {key[0]} | {key[1]} | {key[2]} ({len(rs)} seeds) | {n} | {ms('oa')} | "
-              f"{ms('aa')} | {ms('kappa')} | {np.mean([r['train_s'] for r in rs]):.1f} | "
+        pd = paired(results, key)
+        diff = "" if pd is None else f"{pd[0]:+.2f} ± {pd[1]:.2f} ({pd[2]})"
+        print(f"| {key[0]} | {key[1]} | {key[2]} ({len(rs)} folds) | {n} | {ms('oa')} | "
+              f"{ms('aa')} | {ms('kappa')} | {diff} | "
+              f"{np.mean([r['train_s'] for r in rs]):.1f} | "
               f"{np.mean([r['predict_s'] for r in rs]):.1f} |")
 
 
