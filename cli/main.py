@@ -22,6 +22,8 @@ from hsimap._version import __version__
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("hsimap.cli.train", "train", "Train a model on a cube and ground-truth labels."),
     "predict": ("hsimap.cli.predict", "predict", "Map a scene with a trained model."),
+    "compare": ("hsimap.cli.compare", "compare",
+                "Spatial cross-validation of several model kinds."),
     "evaluate": ("hsimap.cli.evaluate", "evaluate", "Accuracy of a map against reference data."),
     "datasets": ("hsimap.cli.datasets", "datasets", "Classic benchmark scenes (.mat)."),
     "info": ("hsimap.cli.info", "info", "Describe a cube or a model file."),

@@ -1,0 +1,495 @@
+"""Compare model kinds on one scene by spatially grouped k-fold cross-validation.
+
+The labelled pixels are cut into spatial units (polygons, merged when closer than the guard
+band, or square blocks for points and label rasters; :mod:`hsimap.split`) and the units dealt
+into ``k`` folds, class by class, once per dataset: every model sees the same folds. For fold
+``f`` the test pixels are the pixels of its units; the training pixels are all other labelled
+pixels except those within ``guard`` pixels (Chebyshev) of a test pixel, so no window of a
+model with a radius up to ``guard`` centred on a training pixel sees a test pixel. Each model
+is fitted through its ``ModelSpec.fit`` on the training part (its early-stopping validation is
+split off the training part only, with the same guard) and scored on the test part through the
+same tiled inference ``predict`` uses. Every labelled pixel is tested exactly once.
+
+Outputs (one folder): ``compare.json`` (every number), ``compare.csv`` (the summary table,
+the same numbers), ``compare_folds.csv`` (per model and fold) and ``compare.html`` (a
+self-contained page with the plot embedded).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from hsimap._version import __version__
+from hsimap.errors import ConfigError, OutputError, TrainingError
+from hsimap.labels import OnOverlap
+from hsimap.models.base import ProgressCallback, ProgressEvent, no_progress
+from hsimap.split import MIN_UNITS, _blocks, _proximity_units, make_split
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAMES = ("compare.json", "compare.csv", "compare_folds.csv", "compare.html")
+METRICS = ("oa", "aa", "kappa")
+SUMMARY_FIELDS = ("model", "preset", *(f"{m}_{s}" for m in METRICS
+                                       for s in ("mean", "std", "diff", "diff_se")), "best")
+FOLD_FIELDS = ("model", "fold", "oa", "aa", "kappa", "n_train", "n_test", "seconds")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model to compare: its kind, preset (``None``: the kind's default on the device)
+    and config overrides."""
+
+    kind: str
+    preset: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How the comparison is run (everything besides the inputs and the models)."""
+
+    folds: int = 5
+    guard: int | None = None
+    block_size: int | None = None
+    val_fraction: float = 0.2
+    class_field: str | None = None
+    all_touched: bool = False
+    on_overlap: OnOverlap = "error"
+    seed: int = 0
+    device: str = "auto"
+    bad_bands: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Folds:
+    """Spatial folds of the labelled pixels.
+
+    ``fold`` is ``(H, W)`` int64: the fold whose test part holds the pixel, -1 unlabelled.
+    """
+
+    fold: np.ndarray
+    k: int
+    guard: int
+    method: str
+    n_units: int
+
+    def test(self, f: int) -> np.ndarray:
+        """``(H, W)`` bool test pixels of fold ``f``."""
+        return np.asarray(self.fold == f)
+
+    def train(self, f: int) -> np.ndarray:
+        """``(H, W)`` bool training pixels of fold ``f``: other folds, minus the guard band."""
+        test = self.test(f)
+        near = ndimage.maximum_filter(test, size=2 * self.guard + 1) if self.guard else test
+        return np.asarray((self.fold >= 0) & ~near)
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """The comparison's numbers and where they were written."""
+
+    best: str
+    summary: list[dict[str, Any]]
+    per_fold: list[dict[str, Any]]
+    out_dir: Path
+    files: dict[str, Path]
+    best_model_path: Path | None = None
+
+
+def make_folds(index: np.ndarray, groups: np.ndarray, *, k: int, guard: int, seed: int = 0,
+               block_size: int | None = None) -> Folds:
+    """Deal spatial units of the labelled pixels into ``k`` folds, balancing each class.
+
+    Parameters
+    ----------
+    index
+        ``(H, W)`` class index, -1 unlabelled.
+    groups
+        ``(H, W)`` polygon id, -1 none (points and label rasters have none: blocks are used).
+    k
+        Number of folds (>= 2).
+    guard
+        Guard band (px) between the training and test pixels of a fold; polygons closer than
+        this are one unit.
+    block_size
+        Block side (px) for blocks (default ``max(16, 4 * guard)``).
+    """
+    if k < 2:
+        raise ConfigError(f"--folds must be at least 2, got {k}")
+    labelled = index >= 0
+    block = block_size or max(16, 4 * guard)
+    has_groups = bool((groups[labelled] >= 0).any())
+    if has_groups:
+        units = _proximity_units(np.where(labelled, groups, -1), guard, block)
+        method = "polygon" if len(np.unique(units[labelled])) >= MIN_UNITS else "polygon+block"
+    else:
+        units, method = _blocks(index.shape, block), "block"
+    units = np.where(labelled, units, -1)
+    ids, inverse = np.unique(units[labelled], return_inverse=True)
+    if len(ids) < k:
+        raise TrainingError(
+            f"the labels make only {len(ids)} spatial group(s) ({method} units, guard {guard} "
+            f"px, blocks {block} px), too few for {k} folds",
+            fix=f"use --folds {max(2, len(ids))} or fewer, a smaller --block-size or --guard, "
+                "or add ground truth in more places")
+    n_classes = int(index.max()) + 1
+    counts = np.zeros((len(ids), n_classes), dtype=np.int64)
+    np.add.at(counts, (inverse, index[labelled]), 1)
+    totals = np.maximum(counts.sum(0), 1)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(ids)), -counts.sum(1)))  # big units first, ties random
+    load = np.zeros((k, n_classes))
+    assigned = np.empty(len(ids), dtype=np.int64)
+    for u in order:
+        share = counts[u] / totals
+        score = load @ share + 1e-9 * load.sum(1)  # least loaded in the unit's classes
+        f = int(np.argmin(score))
+        assigned[u] = f
+        load[f] += share
+    fold = np.full(index.shape, -1, dtype=np.int64)
+    fold[labelled] = assigned[inverse]
+    return Folds(fold, k, guard, method, len(ids))
+
+
+def compare_models(cube_path: str | Path, labels_path: str | Path, *,
+                   models: Sequence[ModelChoice], options: CompareOptions = CompareOptions(),
+                   out_dir: str | Path = "hsimap_compare", overwrite: bool = False,
+                   train_best: str | Path | None = None,
+                   progress: ProgressCallback = no_progress) -> CompareResult:
+    """Cross-validate ``models`` on the same spatial folds and write the comparison.
+
+    ``train_best``: also fit the best model (highest mean OA) on all labels to this model
+    file, as ``hsimap train --model-type <best>`` with the same options would.
+    """
+    import torch
+
+    from hsimap.checkpoint import Checkpoint
+    from hsimap.cube import open_cube
+    from hsimap.device import resolve_device
+    from hsimap.geotiff import check_output
+    from hsimap.labels import read_labels
+    from hsimap.models.base import TrainData, get_spec
+    from hsimap.predict import classify_array
+    from hsimap.training import (
+        _labels_on_valid,
+        _normalisation,
+        default_guard,
+        load_scene,
+        log_path_for,
+    )
+
+    if not models:
+        raise ConfigError("no model to compare", fix="give --models, e.g. svm,random-forest")
+    kinds = [m.kind for m in models]
+    if len(set(kinds)) != len(kinds):
+        raise ConfigError(f"a model is named twice in {','.join(kinds)}",
+                          fix="name each model kind once")
+    device = resolve_device(options.device)
+    specs = {m.kind: get_spec(m.kind) for m in models}  # unknown names fail here
+    presets = {m.kind: m.preset or specs[m.kind].preset_for(device.type) for m in models}
+    configs = {m.kind: specs[m.kind].make_config(presets[m.kind], m.overrides) for m in models}
+    out = _check_out_dir(Path(out_dir), overwrite=overwrite)
+    if train_best is not None:
+        train_best = check_output(train_best, inputs=(cube_path, labels_path),
+                                  overwrite=overwrite)
+        check_output(log_path_for(train_best), inputs=(cube_path, labels_path),
+                     overwrite=overwrite)
+    guard = default_guard() if options.guard is None else options.guard
+    cube = open_cube(cube_path, bad_bands=options.bad_bands)
+    labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
+                         all_touched=options.all_touched, on_overlap=options.on_overlap)
+    cube, raw, valid = load_scene(cube)
+    norm = _normalisation(raw, valid)
+    cube_std = norm.apply(raw.copy(), valid)
+    index = _labels_on_valid(labels, valid, Path(labels_path))
+    folds = make_folds(index, labels.groups, k=options.folds, guard=guard, seed=options.seed,
+                       block_size=options.block_size)
+    n_classes = len(labels.classes)
+    fold_info = _fold_info(folds, index, n_classes)
+    log.info("%d folds (%s units: %d), guard %d px; test pixels per fold: %s", folds.k,
+             folds.method, folds.n_units, guard, [f["n_test"] for f in fold_info])
+    inner_method = "block" if folds.method == "block" else "polygon"
+    rows: list[dict[str, Any]] = []
+    for m in models:
+        spec = specs[m.kind]
+        for f in range(folds.k):
+            progress(ProgressEvent(f"{m.kind} folds", f, folds.k))
+            start = time.perf_counter()
+            inner = make_split(np.where(folds.train(f), index, -1), labels.groups,
+                               method=inner_method, val_fraction=options.val_fraction,
+                               guard=guard, seed=options.seed, block_size=options.block_size)
+            data = TrainData(cube_std, valid, index, inner.train, inner.val, n_classes)
+            torch.manual_seed(options.seed)
+            model, _ = spec.fit(data, configs[m.kind], seed=options.seed, device=device,
+                                progress=progress)
+            predicted = classify_array(Checkpoint(model.eval(), norm, labels.classes, {}),
+                                       raw, valid, device=device)
+            test = folds.test(f)
+            scores = _scores(index[test], predicted[test], n_classes)
+            rows.append({"model": m.kind, "fold": f, **scores,
+                         "n_train": int(inner.train.sum()), "n_test": int(test.sum()),
+                         "seconds": time.perf_counter() - start})
+            log.info("%s fold %d/%d: OA %.4f, AA %.4f, kappa %.4f (%d test px)", m.kind,
+                     f + 1, folds.k, scores["oa"], scores["aa"], scores["kappa"], test.sum())
+            progress(ProgressEvent(f"{m.kind} folds", f + 1, folds.k,
+                                   {"oa": scores["oa"]}))
+    summary = summarise(rows, kinds, presets)
+    best = next(r["model"] for r in summary if r["best"])
+    document = {
+        "hsimap_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {"cube": str(cube_path), "labels": str(labels_path),
+                   "class_field": labels.class_field,
+                   "classes": [c.name for c in labels.classes]},
+        "folds": {"k": folds.k, "guard_px": guard, "method": folds.method,
+                  "n_units": folds.n_units, "seed": options.seed, "per_fold": fold_info},
+        "models": [{"model": m.kind, "preset": presets[m.kind], "overrides": dict(m.overrides)}
+                   for m in models],
+        "summary": summary, "per_fold": rows, "best": best, "protocol": _protocol(folds),
+    }
+    files = _write_outputs(out, document, folds.fold)
+    best_path = None
+    if train_best is not None:
+        best_path = _train_best(cube_path, labels_path, models[kinds.index(best)], options,
+                                train_best, overwrite=overwrite, progress=progress)
+    return CompareResult(best, summary, rows, out, files, best_path)
+
+
+def _train_best(cube_path: str | Path, labels_path: str | Path, choice: ModelChoice,
+                options: CompareOptions, out: Path, *, overwrite: bool,
+                progress: ProgressCallback) -> Path:
+    """Fit the winner on all labels, as ``hsimap train --model-type <winner>`` would."""
+    from hsimap.training import TrainOptions, train_model
+
+    log.info("training the best model, %s, on all labels", choice.kind)
+    result = train_model(cube_path, labels_path, out=out, overwrite=overwrite, progress=progress,
+                         options=TrainOptions(
+                             model=choice.kind, preset=choice.preset, overrides=choice.overrides,
+                             class_field=options.class_field, all_touched=options.all_touched,
+                             on_overlap=options.on_overlap, val_fraction=options.val_fraction,
+                             guard=options.guard, block_size=options.block_size,
+                             seed=options.seed, device=options.device,
+                             bad_bands=options.bad_bands))
+    return result.model_path
+
+
+def _scores(ref: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    from hsimap.metrics import accuracy_metrics
+
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    ok = pred >= 0
+    np.add.at(cm, (ref[ok], pred[ok]), 1)
+    acc = accuracy_metrics(cm, classes=list(range(n_classes)))
+    return {"oa": acc.overall_accuracy, "aa": acc.average_accuracy, "kappa": acc.kappa}
+
+
+def summarise(rows: Sequence[Mapping[str, Any]], kinds: Sequence[str],
+              presets: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over folds per model and metric, and the paired difference
+    to the best model (highest mean OA) with its standard error (``std(d) / sqrt(k)``)."""
+    per = {k: {m: np.array([r[m] for r in rows if r["model"] == k], dtype=np.float64)
+               for m in METRICS} for k in kinds}
+    means = {k: float(np.nanmean(per[k]["oa"])) for k in kinds}
+    best = max(kinds, key=lambda k: (means[k], float(np.nanmean(per[k]["kappa"]))))
+    out = []
+    for k in kinds:
+        row: dict[str, Any] = {"model": k, "preset": presets[k]}
+        for m in METRICS:
+            x, d = per[k][m], per[k][m] - per[best][m]
+            row[f"{m}_mean"] = _num(np.nanmean(x))
+            row[f"{m}_std"] = _num(np.nanstd(x, ddof=1)) if len(x) > 1 else None
+            row[f"{m}_diff"] = _num(np.nanmean(d))
+            row[f"{m}_diff_se"] = (_num(np.nanstd(d, ddof=1) / math.sqrt(len(d)))
+                                   if len(d) > 1 else None)
+        row["best"] = k == best
+        out.append(row)
+    return out
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def _fold_info(folds: Folds, index: np.ndarray, n_classes: int) -> list[dict[str, Any]]:
+    info = []
+    for f in range(folds.k):
+        test, train = folds.test(f), folds.train(f)
+        others = (folds.fold >= 0) & ~test
+        missing = [c for c in range(n_classes)
+                   if (index == c).any() and not (train & (index == c)).any()]
+        if missing:
+            log.warning("fold %d: no training pixel of class index(es) %s (all in the test "
+                        "part or the guard band): models cannot learn them in this fold",
+                        f + 1, missing)
+        info.append({"fold": f, "n_test": int(test.sum()), "n_train": int(train.sum()),
+                     "n_guard_removed": int((others & ~train).sum()),
+                     "classes_missing_from_training": missing})
+    return info
+
+
+def _protocol(folds: Folds) -> str:
+    return (f"{folds.k}-fold spatially grouped cross-validation: the labelled pixels are cut "
+            f"into {folds.n_units} {folds.method} units (polygons closer than the guard band "
+            "merged; blocks where polygons are too few or too large) dealt into folds, class by "
+            "class; the same folds for every model. Per fold, each model is fitted on the other "
+            f"folds minus a {folds.guard} px guard band (Chebyshev) around the test pixels; its "
+            "early-stopping validation is split off that training part only. Scores on the "
+            "test part of each fold; mean and sample standard deviation over folds; 'diff' is "
+            "the mean paired difference to the best model (highest mean OA), with its "
+            "standard error std/sqrt(k).")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _check_out_dir(out: Path, *, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise OutputError("output path exists and is not a folder", path=out,
+                          fix="give a folder name with -o")
+    existing = [n for n in OUTPUT_NAMES if (out / n).exists()]
+    if existing and not overwrite:
+        raise OutputError(f"folder already holds a comparison ({', '.join(existing)})",
+                          path=out, fix="pass --overwrite to replace it, or choose another "
+                                        "folder with -o")
+    return out
+
+
+def _write_outputs(out: Path, document: dict[str, Any], fold: np.ndarray) -> dict[str, Path]:
+    from hsimap.report import _csv_text, _write_text
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder ({exc})", path=out,
+                          fix="choose a folder you can write to with -o") from exc
+    files = {name: out / name for name in OUTPUT_NAMES}
+    document = json.loads(json.dumps(document, default=_json_default))
+    _write_text(files["compare.json"], json.dumps(document, indent=2, allow_nan=False) + "\n")
+    _write_text(files["compare.csv"], _csv_text(
+        SUMMARY_FIELDS, [[r[k] for k in SUMMARY_FIELDS] for r in document["summary"]]))
+    _write_text(files["compare_folds.csv"], _csv_text(
+        FOLD_FIELDS, [[r[k] for k in FOLD_FIELDS] for r in document["per_fold"]]))
+    _write_text(files["compare.html"], _html(document, fold))
+    return files
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, tuple):
+        return list(x)
+    raise TypeError(f"not JSON-able: {x!r}")
+
+
+def scores_png(document: Mapping[str, Any]) -> str:
+    """PNG data URI: per-fold scores (dots) and their mean (bar) per model and metric."""
+    from hsimap.report import _figure, _png_data_uri
+
+    kinds = [r["model"] for r in document["summary"]]
+    fig = _figure(3.2 * len(METRICS), 0.5 * len(kinds) + 1.6, layout="constrained")
+    axes = fig.subplots(1, len(METRICS), sharey=True, squeeze=False)[0]
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for y, kind in enumerate(kinds):
+            xs = [r[metric] for r in document["per_fold"]
+                  if r["model"] == kind and r[metric] is not None]
+            mean = next(r[f"{metric}_mean"] for r in document["summary"] if r["model"] == kind)
+            if mean is not None:
+                ax.barh(y, mean, color="#9ecae1", height=0.6)
+            ax.scatter(xs, [y] * len(xs), color="#08519c", s=14, zorder=3)
+        ax.set_title({"oa": "overall accuracy", "aa": "average accuracy",
+                      "kappa": "Cohen's kappa"}[metric], fontsize=9)
+        ax.set_xlim(min(0.0, ax.get_xlim()[0]), 1.0)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(kinds)), kinds)
+    axes[0].invert_yaxis()
+    return _png_data_uri(fig)
+
+
+def folds_png(fold: np.ndarray) -> str:
+    """PNG data URI: the fold of every labelled pixel (its test fold)."""
+    from matplotlib import colormaps
+
+    from hsimap.report import _figure, _png_data_uri
+
+    k = int(fold.max()) + 1
+    h, w = fold.shape
+    scale = 5.0 / max(h, w)
+    fig = _figure(max(2.5, w * scale) + 1.2, max(2.5, h * scale))
+    ax = fig.subplots()
+    rgba = np.zeros((h, w, 4))
+    colours = colormaps["tab10"]
+    for f in range(k):
+        rgba[fold == f] = colours(f % 10)
+    ax.imshow(rgba, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=colours(f % 10), label=f"fold {f + 1}") for f in range(k)],
+              loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    return _png_data_uri(fig)
+
+
+def _cell(x: float | None, se: float | None = None, signed: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    text = f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
+    return text + ("" if se is None else f" &plusmn; {100 * se:.2f}")
+
+
+def _html(document: Mapping[str, Any], fold: np.ndarray) -> str:
+    from hsimap.report import _CSS
+
+    title = f"hsimap compare: {Path(document['inputs']['labels']).name}"
+    head = "".join(f"<th>{h}</th>" for h in (
+        "model", "preset", "OA % (mean &plusmn; sd)", "OA diff to best", "AA %", "AA diff",
+        "kappa x100", "kappa diff"))
+    rows = []
+    for r in document["summary"]:
+        cells = [f"<b>{html.escape(r['model'])}</b>" + (" (best)" if r["best"] else ""),
+                 html.escape(str(r["preset"]))]
+        for m in METRICS:
+            cells += [_cell(r[f"{m}_mean"], r[f"{m}_std"]),
+                      _cell(r[f"{m}_diff"], r[f"{m}_diff_se"], signed=True)]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    fi = document["folds"]
+    fold_rows = "".join(
+        f"<tr><td>{f['fold'] + 1}</td><td>{f['n_train']}</td><td>{f['n_test']}</td>"
+        f"<td>{f['n_guard_removed']}</td></tr>" for f in fi["per_fold"])
+    parts = [
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=note>Created {html.escape(document['created'])} by hsimap "
+        f"{html.escape(document['hsimap_version'])} on {html.escape(document['inputs']['cube'])}"
+        ". All numbers are also in <code>compare.json</code>, <code>compare.csv</code> and "
+        "<code>compare_folds.csv</code>.</p>",
+        f"<h2>Best model: {html.escape(document['best'])}</h2>",
+        f"<table><tr>{head}</tr>{''.join(rows)}</table>",
+        "<p class=note>diff: mean paired difference to the best model over the folds, "
+        "&plusmn; its standard error; a difference within about two standard errors of 0 "
+        "is not a clear difference.</p>",
+        "<h2>Scores per fold</h2>",
+        f'<img alt="scores per fold" src="{scores_png(document)}">',
+        f"<h2>Folds</h2><p class=note>{fi['k']} folds of {fi['n_units']} {fi['method']} units, "
+        f"guard band {fi['guard_px']} px.</p>",
+        f'<img alt="folds" src="{folds_png(fold)}">',
+        "<table><tr><th>fold</th><th>training px</th><th>test px</th><th>removed by the guard"
+        f"</th></tr>{fold_rows}</table>",
+        f"<h2>Protocol</h2><p class=note>{html.escape(document['protocol'])}</p>",
+        "</body></html>\n",
+    ]
+    return "\n".join(parts)
