@@ -47,6 +47,10 @@ from hsimap.cli.options import (
 @click.option("--bad-bands", type=BandListType(), default="",
               help="1-based bands to ignore, e.g. 130-135,180 (on top of the file's bbl).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--export-split", "export_split", default=None, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Write the training and validation pixels used to DIR/<model>_split.gpkg "
+                   "(field split = train/val, and the class field).")
 @device_opt
 @overwrite_opt
 @click.pass_context
@@ -54,7 +58,8 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
           model_kind: str | None, preset: str | None, config_file: Path | None,
           class_field: str | None, all_touched: bool, on_overlap: str, validation: str,
           val_fraction: float, guard: int | None, block_size: int | None,
-          bad_bands: tuple[int, ...], seed: int, device: str, overwrite: bool) -> None:
+          bad_bands: tuple[int, ...], seed: int, export_split: Path | None, device: str,
+          overwrite: bool) -> None:
     """Train a model on CUBE with ground truth from LABELS and save it to --model.
 
     \b
@@ -80,15 +85,23 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     callback, close = progress_bars(quiet)
     try:
         result = train_model(cube, labels, out=model_path, options=options, overwrite=overwrite,
-                             progress=callback)
+                             progress=callback, export_split=export_split)
     finally:
         close()
     val = "n/a (no validation pixels)" if result.val_accuracy is None else \
         f"{100 * result.val_accuracy:.2f} %"
     s = result.split
-    click.echo(f"validation accuracy: {val} on {s['n_val']} held-out pixels "
+    far = ""
+    if result.val_distance_px is not None:
+        metres = "" if result.pixel_size is None else \
+            f", {result.val_distance_px * result.pixel_size:g} m"
+        far = f", each at least {result.val_distance_px} px{metres} from any training pixel"
+    click.echo(f"validation accuracy: {val} on {s['n_val']} held-out pixels{far} "
                f"({s['method']} split, guard {s['guard_px']} px); "
                f"training accuracy {100 * result.train_accuracy:.2f} %")
+    if result.split_path is not None:
+        click.echo(f"split: {result.split_path} ({s['n_train']} training, {s['n_val']} "
+                   "validation pixels)")
     ev = result.denoiser_eval
     if ev:
         cells = ", ".join(f"t={t}: {e:.3f} vs {z:.3f}" for t, e, z in

@@ -88,6 +88,7 @@ class EvaluationResult:
     files: dict[str, Path] = field(default_factory=dict)
     n_reference_pixels: int = 0
     n_reference_on_nodata: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def report_path(self) -> Path:
@@ -165,6 +166,7 @@ def evaluate_map(
         reference, ref_table, ref_info = _read_reference(
             reference_path, src, class_field=class_field, all_touched=all_touched,
             on_overlap=on_overlap, classes=map_table)
+        notes = _independence_notes(training_log, reference_path, reference, src)
         counts = _stream_counts(src, reference, progress=progress)
         pixel_area, area_unit = _pixel_area(src)
         quicklook = _read_quicklook(src)
@@ -190,13 +192,43 @@ def evaluate_map(
         "map": str(map_path), "reference": str(reference_path), "grid": grid_text,
         "map_sha256": _sha256(map_path), "reference_sha256": _sha256(reference_path),
         "map_tags": map_tags, "training_log": None if training_log is None else str(training_log),
-        "n_reference_on_nodata": counts.on_nodata, **ref_info,
+        "n_reference_on_nodata": counts.on_nodata, **ref_info, "warnings": notes,
     }
     document = _metrics_document(table, accuracy, area, info)
     files = _write_outputs(out, document, table, accuracy, area, quicklook=quicklook,
                            log_series=log_series)
     return EvaluationResult(table, accuracy, area, out, files, accuracy.n_samples,
-                            counts.on_nodata)
+                            counts.on_nodata, notes)
+
+
+def _independence_notes(training_log: str | Path | None, reference_path: Path,
+                        reference: npt.NDArray[np.int64], src: Any) -> list[str]:
+    """Warn (and return the sentences) when the reference is not independent of training:
+    the training labels file itself, or pixels that trained the model (from the log)."""
+    import warnings
+
+    from hsimap.cube import Grid
+    from hsimap.errors import HsimapWarning
+    from hsimap.split_export import training_overlap
+
+    if training_log is None:
+        return []
+    try:
+        doc = json.loads(Path(training_log).read_text())
+    except (OSError, ValueError):
+        return []
+    record = doc.get("training_data") if isinstance(doc, dict) else None
+    if not isinstance(record, dict):
+        meta = doc.get("meta", {}) if isinstance(doc, dict) else {}
+        labels = meta.get("training", {}).get("labels") if isinstance(meta, dict) else None
+        if not labels:
+            return []
+        record = {"labels": labels}  # an older log: the file check only
+    grid = Grid(src.height, src.width, src.transform, src.crs)
+    notes = training_overlap(record, reference_path, reference > 0, grid)
+    for note in notes:
+        warnings.warn(note, HsimapWarning, stacklevel=3)
+    return notes
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -680,6 +712,7 @@ def curves_png(series: dict[str, list[float]]) -> str:
 # ----------------------------------------------------------------------------- HTML
 
 _CSS = """
+.warn{background:#fff3cd;border-left:4px solid #d39e00;padding:0.5em 0.8em}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
@@ -753,7 +786,7 @@ def _inputs_table(info: dict[str, Any]) -> str:
     for key, value in info.items():
         if key == "map_tags":
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or None
-        if value is None:
+        if value is None or value == []:
             continue
         text = html.escape(str(value))
         rows.append(f"<tr><th class=name>{html.escape(key)}</th><td class=name><code>{text}"
@@ -779,6 +812,8 @@ def _html_report(document: dict[str, Any], table: ClassTable, accuracy: Accuracy
         f"{html.escape(document['hsimap_version'])}. All numbers are also in "
         "<code>metrics.json</code>, <code>confusion_matrix.csv</code> and "
         "<code>per_class.csv</code>.</p>",
+        *(f'<p class="warn"><b>Warning:</b> {html.escape(n)}</p>'
+          for n in info.get("warnings", [])),
         f"<h2>Summary</h2>{kpis}",
         "<h2>Map</h2>",
         f'<img alt="quick-look of the class map" src="{quicklook_png(quicklook, table)}">',

@@ -27,7 +27,7 @@ from hsimap._version import __version__
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, save_checkpoint
 from hsimap.cube import Cube, band_validity, open_cube, validity
 from hsimap.device import resolve_device
-from hsimap.errors import CubeError, HsimapWarning, TrainingError
+from hsimap.errors import CubeError, HsimapWarning, OutputError, TrainingError
 from hsimap.geotiff import check_output
 from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
@@ -71,6 +71,9 @@ class TrainResult:
     train_accuracy: float
     seconds: float
     denoiser_eval: dict[str, Any] | None = None
+    val_distance_px: int | None = None
+    pixel_size: float | None = None
+    split_path: Path | None = None
 
 
 def log_path_for(model_path: Path) -> Path:
@@ -80,12 +83,25 @@ def log_path_for(model_path: Path) -> Path:
 
 def train_model(cube_path: str | Path, labels_path: str | Path, *,
                 out: str | Path = DEFAULT_MODEL_PATH, options: TrainOptions = TrainOptions(),
-                overwrite: bool = False, progress: ProgressCallback = no_progress) -> TrainResult:
-    """Train a model and save it (with its training log and curves) to ``out``."""
+                overwrite: bool = False, progress: ProgressCallback = no_progress,
+                export_split: str | Path | None = None) -> TrainResult:
+    """Train a model and save it (with its training log and curves) to ``out``.
+
+    ``export_split``: a folder to write the training and validation pixels actually used to,
+    as ``<model stem>_split.gpkg`` (see :func:`hsimap.split_export.export_split`).
+    """
     start = time.perf_counter()
     out = check_output(out, inputs=(cube_path, labels_path), overwrite=overwrite)
-    for companion in (log_path_for(out), out.with_name(out.stem + ".curves.png"),
-                      out.with_name(out.stem + ".inside.png")):
+    companions = [log_path_for(out), out.with_name(out.stem + ".curves.png"),
+                  out.with_name(out.stem + ".inside.png")]
+    if export_split is not None:
+        try:
+            Path(export_split).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the folder for --export-split ({exc})",
+                              path=export_split, fix="choose a folder you can write to") from exc
+        companions.append(Path(export_split) / f"{out.stem}_split.gpkg")
+    for companion in companions:
         check_output(companion, inputs=(cube_path, labels_path), overwrite=overwrite)
     device = resolve_device(options.device)
     spec = get_spec(options.model)
@@ -118,21 +134,41 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     train_acc = float((predicted[split.train] == index[split.train]).mean())
     val_acc = float((predicted[split.val] == index[split.val]).mean()) if split.val.any() \
         else None
+    val_distance = split_distance(split)
     meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc,
-                        "val_pixels": int(split.val.sum())}
+                        "val_pixels": int(split.val.sum()), "val_distance_px": val_distance}
     save_checkpoint(out, Checkpoint(ckpt.model.cpu(), norm, labels.classes, meta,
                                     extras={"split": torch.from_numpy(split.as_codes())}))
     log_path = log_path_for(out)
     seconds = time.perf_counter() - start
     den_eval = history.get("denoiser_eval")
+    from hsimap.split_export import export_split as write_split
+    from hsimap.split_export import training_record
+
     doc = {"meta": meta, **({"denoiser_eval": den_eval} if den_eval else {}),
+           "training_data": training_record(labels_path, split, cube.grid),
            "history": history, "seconds": seconds}
     log_path.write_text(json.dumps(json_safe(doc), indent=1, default=float))
+    split_path = None
+    if export_split is not None:
+        split_path = write_split(Path(export_split) / f"{out.stem}_split.gpkg", split=split,
+                                 index=index, labels=labels, labels_path=labels_path,
+                                 grid=cube.grid)
     curves = write_curves(history, out.with_name(out.stem + ".curves.png"))
     write_inspection(ckpt, raw, valid, index >= 0, _good_wavelengths(cube),
                      out.with_name(out.stem + ".inside.png"))
     return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds,
-                       den_eval)
+                       den_eval, val_distance, abs(cube.grid.transform.a), split_path)
+
+
+def split_distance(split: Split) -> int | None:
+    """Least Chebyshev distance (px) from a validation pixel to a training pixel, or None."""
+    from scipy import ndimage
+
+    if not split.val.any() or not split.train.any():
+        return None
+    dist = ndimage.distance_transform_cdt(~split.train, metric="chessboard")
+    return int(dist[split.val].min())
 
 
 def default_guard() -> int:
