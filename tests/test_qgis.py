@@ -170,7 +170,7 @@ def headless_run(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> dict[s
 def test_scripts_are_listed(tmp_path: Path) -> None:
     done = subprocess.run([QGIS_PROCESS, "list"], capture_output=True, text=True,
                           env=_qgis_env(tmp_path), timeout=120)
-    for name in ("hsimap_train", "hsimap_predict", "hsimap_evaluate"):
+    for name in ("hsimap_train", "hsimap_predict", "hsimap_evaluate", "hsimap_compare"):
         assert f"script:{name}" in done.stdout, done.stderr
     assert "hsimap_common" not in done.stdout  # the shared module is not an algorithm
 
@@ -289,7 +289,7 @@ def qgis_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     Processing.initialize()
     ProcessingConfig.setSettingValue(ScriptUtils.SCRIPTS_FOLDERS, str(SCRIPTS))
     QgsApplication.processingRegistry().providerById("script").refreshAlgorithms()
-    for name in ("hsimap_train", "hsimap_predict", "hsimap_evaluate"):
+    for name in ("hsimap_train", "hsimap_predict", "hsimap_evaluate", "hsimap_compare"):
         assert QgsApplication.processingRegistry().algorithmById(f"script:{name}") is not None
     yield app  # never exitQgis(): tearing QGIS down inside pytest can crash the interpreter
     env.undo()
