@@ -27,6 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("hsimap.cli.evaluate", "evaluate", "Accuracy of a map against reference data."),
     "datasets": ("hsimap.cli.datasets", "datasets", "Classic benchmark scenes (.mat)."),
     "info": ("hsimap.cli.info", "info", "Describe a cube or a model file."),
+    "sample-data": ("hsimap.cli.bundled", "sample_data",
+                    "Copy the bundled sample scene into a folder."),
+    "qgis-scripts": ("hsimap.cli.bundled", "qgis_scripts",
+                     "Copy the QGIS Processing scripts into a folder."),
 }
 
 log = logging.getLogger("hsimap")

@@ -36,7 +36,7 @@ INSTALL_HELP = (
     "Install hsimap into its own Python environment (not QGIS's Python), from a clone of the "
     "hsimap repository:\n"
     "  cd hsimap && python3 -m venv ~/hsimap-venv && "
-    "~/hsimap-venv/bin/pip install -e '.[test]' torch==2.13.0\n"
+    "~/hsimap-venv/bin/pip install . torch==2.13.0\n"
     "then point QGIS at it: Settings > Options > System > Environment, add the variable "
     f"{ENV_VAR} = ~/hsimap-venv/bin/hsimap (on Windows: "
     "%USERPROFILE%\\hsimap-venv\\Scripts\\hsimap.exe) and restart QGIS, or put hsimap on PATH."
