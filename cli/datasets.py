@@ -22,7 +22,8 @@ def list_datasets(name: str | None) -> None:
         ds = get_dataset(name)
         click.echo(f"{ds.title} ({ds.name})")
         click.echo(f"  files:    {ds.cube_file} [{ds.cube_key}], {ds.gt_file} [{ds.gt_key}]")
-        click.echo(f"  shape:    {ds.shape[0]} x {ds.shape[1]} px, {ds.bands} bands")
+        click.echo(f"  size:     {ds.shape[1]} x {ds.shape[0]} px (width x height), "
+                   f"{ds.bands} bands")
         click.echo(f"  sensor:   {ds.sensor}, {ds.gsd:g} m; {ds.location}")
         click.echo(f"  sha256:   cube {ds.cube_sha256 or 'unknown'}")
         click.echo(f"            gt   {ds.gt_sha256 or 'unknown'}")
@@ -35,8 +36,9 @@ def list_datasets(name: str | None) -> None:
         for c in ds.classes:
             click.echo(f"    {c.value:>3}  {c.name:<32} {'' if c.pixels is None else c.pixels:>7}")
         return
-    header = ("name", "scene", "rows x cols", "bands", "classes", "labelled", "sensor", "GSD m")
-    rows = [(d.name, d.title, f"{d.shape[0]} x {d.shape[1]}", str(d.bands), str(len(d.classes)),
+    header = ("name", "scene", "width x height", "bands", "classes", "labelled", "sensor",
+              "GSD m")
+    rows = [(d.name, d.title, f"{d.shape[1]} x {d.shape[0]}", str(d.bands), str(len(d.classes)),
              "" if d.labelled_pixels is None else str(d.labelled_pixels), d.sensor, f"{d.gsd:g}")
             for d in DATASETS]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
@@ -76,10 +78,11 @@ def convert(cube: Path, gt: Path, out_dir: Path, cube_key: str | None, gt_key: s
     ds = result.dataset
     if result.sub_scene:
         rows, cols = result.shape
-        click.echo(f"{ds.title}: a {rows} x {cols} px crop of the {ds.shape[0]} x "
-                   f"{ds.shape[1]} px scene, {ds.bands} bands")
+        click.echo(f"{ds.title}: a {cols} x {rows} px crop of the {ds.shape[1]} x "
+                   f"{ds.shape[0]} px scene (width x height), {ds.bands} bands")
     else:
-        click.echo(f"{ds.title}: {ds.shape[0]} x {ds.shape[1]} px, {ds.bands} bands")
+        click.echo(f"{ds.title}: {ds.shape[1]} x {ds.shape[0]} px (width x height), "
+                   f"{ds.bands} bands")
     click.echo(f"  image:    {result.image}")
     unlabelled = "0" if ds.unlabelled == 0 else f"{ds.unlabelled} or 0"
     click.echo(f"  labels:   {result.labels} ({result.n_polygons} polygons; "

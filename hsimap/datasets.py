@@ -136,7 +136,8 @@ class BenchmarkDataset:
         return {
             "name": self.name, "title": self.title, "cube_file": self.cube_file,
             "gt_file": self.gt_file, "cube_key": self.cube_key, "gt_key": self.gt_key,
-            "shape": list(self.shape), "bands": self.bands, "sensor": self.sensor,
+            "shape": list(self.shape), "size": {"width": self.shape[1], "height": self.shape[0]},
+            "bands": self.bands, "sensor": self.sensor,
             "gsd_m": self.gsd, "location": self.location,
             "classes": [{"value": c.value, "name": c.name, "pixels": c.pixels}
                         for c in self.classes],
@@ -696,6 +697,7 @@ def _provenance(ds: BenchmarkDataset, source: dict[str, Any], paths: dict[str, P
         "source_files": source,
         "origin_of_files": ds.source or None,
         "sub_scene": ({"shape": list(gt.shape), "of": list(ds.shape),
+                       "size": {"width": gt.shape[1], "height": gt.shape[0]},
                        "note": "a crop of the registered scene; its position in the scene "
                                "is not known, so the nominal origin is the scene's"}
                       if sub_scene else None),
@@ -721,8 +723,8 @@ def _readme(ds: BenchmarkDataset, prov: dict[str, Any]) -> str:
         f"{src['cube']['key']}, sha256 {src['cube']['sha256']}) and {src['gt']['file']} "
         f"(variable {src['gt']['key']}, sha256 {src['gt']['sha256']}).\n\n"
         + (f"Origin of the files: {ds.source}\n\n" if ds.source else "")
-        + (f"Sub-scene: a {prov['sub_scene']['shape'][0]} x {prov['sub_scene']['shape'][1]} "
-           f"px crop of the {ds.shape[0]} x {ds.shape[1]} px scene.\n\n"
+        + (f"Sub-scene: a {prov['sub_scene']['shape'][1]} x {prov['sub_scene']['shape'][0]} "
+           f"px crop of the {ds.shape[1]} x {ds.shape[0]} px scene (width x height).\n\n"
            if prov["sub_scene"] else "")
         + f"Sensor: {ds.sensor}; pixel size {ds.gsd} m; location: {ds.location}.\n\n"
         f"GEOREFERENCE: {NOMINAL_GEOREFERENCE_NOTE} CRS EPSG:{ds.nominal_epsg}, upper-left "

@@ -120,7 +120,7 @@ class PredictPlan:
     def describe(self) -> str:
         """Human-readable summary, one fact per line."""
         lines = [
-            f"scene: {self.height} x {self.width} px",
+            f"scene: {self.width} x {self.height} px (width x height)",
             f"tiles: {self.n_tiles} of {self.tile} px (+ halo {self.halo} px, stride "
             f"{self.stride})",
             f"device: {self.device} ({self.threads} torch threads)",

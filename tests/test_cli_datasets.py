@@ -87,7 +87,8 @@ def test_datasets_convert_indian_pines_8bit_crop_and_train(tmp_path):
     result = runner.invoke(cli, ["datasets", "convert", str(IP8_CUBE), str(IP8_GT), "-o",
                                  str(out)], obj={})
     assert result.exit_code == 0, result.output
-    assert "a 24 x 24 px crop of the 145 x 145 px scene, 200 bands" in result.output
+    assert "a 24 x 24 px crop of the 145 x 145 px scene (width x height), 200 bands" \
+        in result.output
     assert "133 unlabelled pixels, value -1 or 0, have none" in result.output
     assert "nominal georeference (EPSG:32616, 20 m pixels)" in result.output
     image, labels = out / "indian_pines_8bit.tif", out / "indian_pines_8bit_gt.gpkg"
