@@ -224,6 +224,9 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     rows: list[dict[str, Any]] = []
     for m in models:
         spec = specs[m.kind]
+        # DiffSpectralNet's projection and denoiser see no labels: fitted on the first fold,
+        # reused by the others (the same scene and settings give the same label-free stages).
+        label_free: dict[str, Any] = {}
         for f in range(folds.k):
             progress(ProgressEvent(f"{m.kind} folds", f, folds.k))
             start = time.perf_counter()
@@ -233,7 +236,10 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
             data = TrainData(cube_std, valid, index, inner.train, inner.val, n_classes)
             torch.manual_seed(options.seed)
             model, _ = spec.fit(data, configs[m.kind], seed=options.seed, device=device,
-                                progress=progress)
+                                progress=progress, **label_free)
+            if m.kind == "diffspectralnet" and getattr(configs[m.kind], "features",
+                                                       "") == "diffusion" and not label_free:
+                label_free = {"init": model}
             predicted = classify_array(Checkpoint(model.eval(), norm, labels.classes, {}),
                                        raw, valid, device=device)
             test = folds.test(f)
