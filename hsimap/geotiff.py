@@ -2,9 +2,15 @@
 
 A map is written window by window into a tiled, compressed GeoTIFF under a temporary name
 beside the final path and renamed into place only when complete (so a crash never leaves a
-complete-looking map). The class table travels with the map in three forms: the embedded
-colour table, GDAL category names (``.aux.xml``, read by GDAL and QGIS) plus a JSON dataset tag
-``HSIMAP_CLASSES``, and a QGIS ``.qml`` style loaded by default when the map is opened.
+complete-looking map). The class table travels with the map in three forms:
+
+- inside the ``.tif``: the colour table (entry 0, nodata, transparent) and, in the
+  ``GDAL_METADATA`` TIFF tag, a JSON dataset item ``HSIMAP_CLASSES`` and band-1 items
+  ``CLASS_<value>=<name>`` (``gdalinfo``, rasterio ``tags()``), the most GDAL's GeoTIFF driver
+  keeps in the file itself;
+- ``<map>.tif.aux.xml``: GDAL category names and a thematic raster attribute table (value,
+  class, RGBA; no row for nodata), which the GeoTIFF driver keeps only in this PAM sidecar;
+- ``<map>.qml``: a QGIS paletted style (classes only) loaded by default with the map.
 """
 
 from __future__ import annotations
@@ -160,20 +166,45 @@ def sidecar_paths(out: Path) -> dict[str, Path]:
 
 
 def write_sidecars(out: Path, classes: ClassTable) -> None:
-    """Write ``<map>.aux.xml`` (GDAL category names) and ``<map>.qml`` (QGIS paletted style).
+    """Write ``<map>.aux.xml`` (GDAL PAM) and ``<map>.qml`` (QGIS paletted style).
 
     Each is written under a temporary name and renamed into place, so an existing file (or
     the target of a symbolic link) is replaced as a whole, never written into.
+    """
+    aux_path, qml_path = sidecar_paths(out).values()
+    write_text_atomic(aux_path, pam_aux_xml(classes))
+    write_text_atomic(qml_path, qml_style(classes))
+
+
+# GDAL raster attribute table codes (gdal.h: GDALRATFieldType, GDALRATFieldUsage).
+_GFT_INTEGER, _GFT_STRING = 0, 2
+_RAT_FIELDS = (("Value", _GFT_INTEGER, 5), ("Class", _GFT_STRING, 2), ("Red", _GFT_INTEGER, 6),
+               ("Green", _GFT_INTEGER, 7), ("Blue", _GFT_INTEGER, 8), ("Alpha", _GFT_INTEGER, 9))
+
+
+def pam_aux_xml(classes: ClassTable) -> str:
+    """The ``.aux.xml`` of a class map: GDAL category names and a raster attribute table.
+
+    GDAL's GeoTIFF driver keeps both only in this sidecar (its ``GDAL_METADATA`` TIFF tag
+    holds metadata items, band descriptions, offset/scale and units, not categories). Category
+    names are indexed by pixel value, so value 0 (nodata) gets an empty name; the attribute
+    table (thematic; value, class name, RGBA) has one row per class and none for nodata.
     """
     names = [""] * (max(classes.values) + 1)
     for c in classes:
         names[c.value] = c.name
     cats = "".join(f"<Category>{_xml_text(n)}</Category>" for n in names)
-    aux = (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
-           "  </PAMRasterBand>\n</PAMDataset>\n")
-    aux_path, qml_path = sidecar_paths(out).values()
-    write_text_atomic(aux_path, aux)
-    write_text_atomic(qml_path, qml_style(classes))
+    fields = "".join(
+        f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{kind}</Type>'
+        f"<Usage>{usage}</Usage></FieldDefn>\n"
+        for i, (name, kind, usage) in enumerate(_RAT_FIELDS))
+    rows = "".join(
+        f'      <Row index="{i}"><F>{c.value}</F><F>{_xml_text(c.name)}</F>'
+        + "".join(f"<F>{v}</F>" for v in (*c.rgb(), 255)) + "</Row>\n"
+        for i, c in enumerate(sorted(classes, key=lambda c: c.value)))
+    return (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
+            f'    <GDALRasterAttributeTable tableType="thematic">\n{fields}{rows}'
+            "    </GDALRasterAttributeTable>\n  </PAMRasterBand>\n</PAMDataset>\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
