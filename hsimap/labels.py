@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,7 +75,7 @@ class Labels:
 
 def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
                 all_touched: bool = False, on_overlap: OnOverlap = "error",
-                classes: ClassTable | None = None) -> Labels:
+                classes: ClassTable | None = None, color_field: str | None = None) -> Labels:
     """Read ground truth and rasterize it onto ``grid``.
 
     Parameters
@@ -93,6 +93,10 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
         unlabelled and report how many.
     classes
         An existing class table to match names/codes against (evaluation of a map).
+    color_field
+        Column holding each class's colour (``#rrggbb``, ``rrggbb`` or ``r,g,b`` with 0..255
+        integers); classes without one keep their default colour. Vector labels only;
+        ignored when ``classes`` is given.
     """
     path = gdal_path(path)  # a GDAL virtual path (/vsizip/...) stays a string; GDAL checks it
     if isinstance(path, Path) and not path.exists():
@@ -109,6 +113,8 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
         raise LabelError(f"no feature has both a geometry and a value in {field!r}", path=path)
     frame, reprojected = _to_grid_crs(frame, grid, path=path)
     table, codes = _class_codes(frame, field, classes, path=path)
+    if color_field is not None and classes is None:
+        table = _colors_from_field(frame, color_field, table, codes, path=path)
     inside = frame.geometry.intersects(_grid_box(grid))
     n_outside = int((~inside).sum())
     if n_outside == len(frame):
@@ -234,6 +240,48 @@ def _class_codes(frame: Any, field: str, classes: ClassTable | None, *,
         raise LabelError(f"class name(s) {unknown[:5]} are not in the model's classes "
                          f"{table.names}", path=path)
     return table, np.array([lookup[n] for n in names], dtype=np.int64)
+
+
+def _colors_from_field(frame: Any, color_field: str, table: ClassTable, codes: np.ndarray, *,
+                       path: RasterPath) -> ClassTable:
+    """``table`` with each class's colour taken from ``color_field`` (one colour per class)."""
+    columns = [c for c in frame.columns if c != frame.geometry.name]
+    if color_field not in columns:
+        raise LabelError(f"has no field {color_field!r}", path=path,
+                         fix=f"fields present: {', '.join(map(str, columns))}; pass one of "
+                             "them as --color-field")
+    found: dict[int, set[str]] = {}
+    for code, raw in zip(codes.tolist(), frame[color_field], strict=True):
+        if raw is None or (isinstance(raw, float) and raw != raw) or not str(raw).strip():
+            continue
+        found.setdefault(int(code), set()).add(parse_color(str(raw), field=color_field,
+                                                           path=path))
+    names = {c.value: c.name for c in table}
+    mixed = {v: sorted(cs) for v, cs in found.items() if len(cs) > 1}
+    if mixed:
+        v, cs = next(iter(sorted(mixed.items())))
+        raise LabelError(f"field {color_field!r} gives class {names[v]!r} several colours "
+                         f"({', '.join(cs)})", path=path,
+                         fix="give every feature of a class the same colour")
+    return ClassTable(tuple(replace(c, color=next(iter(found[c.value]))) if c.value in found
+                            else c for c in table))
+
+
+def parse_color(text: str, *, field: str = "colour", path: RasterPath | None = None) -> str:
+    """``#rrggbb`` from ``#rrggbb``, ``rrggbb``, ``#rgb`` or ``r,g,b[,a]`` (0..255 integers)."""
+    s = text.strip().lower()
+    hex_part = s[1:] if s.startswith("#") else s
+    if len(hex_part) in (3, 6) and all(ch in "0123456789abcdef" for ch in hex_part) and (
+            s.startswith("#") or len(hex_part) == 6):
+        if len(hex_part) == 3:
+            hex_part = "".join(ch * 2 for ch in hex_part)
+        return f"#{hex_part}"
+    parts = [p for p in s.replace(";", ",").replace(" ", ",").split(",") if p]
+    if len(parts) in (3, 4) and all(p.isdigit() and int(p) <= 255 for p in parts):
+        r, g, b = (int(p) for p in parts[:3])
+        return f"#{r:02x}{g:02x}{b:02x}"
+    raise LabelError(f"field {field!r} holds {text!r}, not a colour", path=path,
+                     fix="write colours as #rrggbb (e.g. #0064ff) or r,g,b (e.g. 0,100,255)")
 
 
 def _kind_name(kind: str) -> str:
