@@ -30,6 +30,9 @@ from hsimap.cli.options import (
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None, help="TOML file overriding config fields.")
 @class_field_opt
+@click.option("--color-field", default=None, metavar="F",
+              help="Attribute with each class's colour (#rrggbb, rrggbb, #rgb or r,g,b[,a]); "
+                   "stored in the model and written into every map.")
 @all_touched_opt
 @click.option("--on-overlap", type=click.Choice(["error", "drop"]), default="error",
               show_default=True, help="Pixels claimed by polygons of different classes.")
@@ -56,7 +59,8 @@ from hsimap.cli.options import (
 @click.pass_context
 def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
           model_kind: str | None, preset: str | None, config_file: Path | None,
-          class_field: str | None, all_touched: bool, on_overlap: str, validation: str,
+          class_field: str | None, color_field: str | None, all_touched: bool,
+          on_overlap: str, validation: str,
           val_fraction: float, guard: int | None, block_size: int | None,
           bad_bands: tuple[int, ...], seed: int, export_split: Path | None, device: str,
           overwrite: bool) -> None:
@@ -77,7 +81,8 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
                       preset_from_file=not preset)
     options = TrainOptions(
         model=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
-        overrides=overrides, class_field=class_field, all_touched=all_touched,
+        overrides=overrides, class_field=class_field, color_field=color_field,
+        all_touched=all_touched,
         on_overlap=on_overlap,  # type: ignore[arg-type]
         validation=validation, val_fraction=val_fraction, guard=guard, block_size=block_size,
         seed=seed, device=device, bad_bands=bad_bands)

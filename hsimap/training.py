@@ -48,6 +48,7 @@ class TrainOptions:
     preset: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     class_field: str | None = None
+    color_field: str | None = None
     all_touched: bool = False
     on_overlap: OnOverlap = "error"
     validation: str = "polygon"
@@ -111,6 +112,7 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     config = spec.make_config(preset, options.overrides)
     cube = open_cube(cube_path, bad_bands=options.bad_bands)
     labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
+                         color_field=options.color_field,
                          all_touched=options.all_touched, on_overlap=options.on_overlap)
     _log_labels(labels, labels_path)
     cube, raw, valid = load_scene(cube)

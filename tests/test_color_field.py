@@ -72,3 +72,31 @@ def test_parse_color_accepts_hex_and_rgb(text: str, expected: str) -> None:
 def test_parse_color_refuses_anything_else(text: str) -> None:
     with pytest.raises(LabelError, match="not a colour"):
         parse_color(text)
+
+
+def test_train_color_field_reaches_the_map(sample_cube: Path, sample_labels: Path,
+                                           tmp_path: Path) -> None:
+    """`hsimap train --color-field` stores the colours; `predict` writes them into the map."""
+    import rasterio
+    from click.testing import CliRunner
+
+    from hsimap.cli.main import cli
+
+    path = _labels_with_colors(sample_labels, tmp_path, SOURCE)
+    model = tmp_path / "m.safetensors"
+    runner = CliRunner()
+    r = runner.invoke(cli, ["train", "--cube", str(sample_cube), "--labels", str(path),
+                            "--color-field", "colour", "--model-type", "spectral-mlp",
+                            "--model", str(model)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "map.tif"
+    r = runner.invoke(cli, ["predict", str(sample_cube), "-o", str(out), "--model", str(model)],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    labels = read_labels(path, grid=open_cube(sample_cube).grid, color_field="colour")
+    with rasterio.open(out) as src:
+        cmap = src.colormap(1)
+    water = next(c.value for c in labels.classes if c.name == "water")
+    assert cmap[water][:3] == (0, 100, 255)
+    tree = next(c.value for c in labels.classes if c.name == "tree")
+    assert cmap[tree][:3] == (0x26, 0x73, 0x00)
