@@ -72,6 +72,7 @@ def test_training_log_and_curves_beside_the_model(tiny_models: tuple[Path, Path]
     assert ev["n_pixels"] > 0
 
 
+@pytest.mark.slow  # the fast preset's fixed 40-epoch classifier: several minutes on 2 cores
 def test_default_train_and_predict_use_diffspectralnet_fast(
         tmp_path: Path, sample_cube: Path, sample_labels: Path, monkeypatch) -> None:
     """The README's two commands, as written, on the sample data (fast preset on CPU)."""
