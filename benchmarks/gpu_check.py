@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 PRESETS = ("fast", "paper")
 SCHEMA = 1
 # Sizes of a normal (GPU) run and of --dry (CPU, tiny, well under a minute).
-FULL = {"size": 1000, "cpu_crop": {"fast": 256, "paper": 64}, "denoiser_iters": 60,
+FULL = {"size": 1000, "cpu_crop": {"fast": 256, "paper": 32}, "denoiser_iters": 60,
         "denoiser_warmup": 10, "tests": True, "paper_denoiser_iters": None,
         "accuracy": True, "bands": None}
 DRY = {"size": 32, "cpu_crop": {"fast": 24, "paper": 16}, "denoiser_iters": 3,
