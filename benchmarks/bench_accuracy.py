@@ -219,15 +219,17 @@ VALIDATION = {"mode": "guarded"}  # set from --clf-val in main()
 
 
 def fit_on_split(scene: Scene, train: np.ndarray, seed: int, model: str, config: object,
-                 init: object | None = None) -> tuple[object, object, dict]:
+                 init: object | None = None,
+                 device: object = None) -> tuple[object, object, dict]:
     """Fit an hsimap model kind on ``train`` pixels as every benchmark row does.
 
     Standardised spectra. Early stopping (``--clf-val guarded``, the default) uses 8 px
     validation blocks drawn from the training pixels only, with a guard band of the model's
     window radius between them and the pixels it trains on; ``--clf-val none`` trains on all
     training pixels with the fixed schedule. ``init`` reuses a fitted model's label-free
-    stages. Returns the fitted model (eval mode), a :class:`Checkpoint` for
-    :func:`classify_array` and the fit's history.
+    stages; ``device`` (a ``torch.device``, default CPU) is where it trains. Returns the
+    fitted model (eval mode), a :class:`Checkpoint` for :func:`classify_array` and the fit's
+    history.
     """
     import torch
 
@@ -249,7 +251,8 @@ def fit_on_split(scene: Scene, train: np.ndarray, seed: int, model: str, config:
         tr, va = split.train, split.val
     data = TrainData(z, scene.valid, inner, tr, va, len(scene.class_names))
     extra = {} if init is None else {"init": init}
-    fitted, history = spec.fit(data, config, seed=seed, device=torch.device("cpu"),
+    fitted, history = spec.fit(data, config, seed=seed,
+                               device=device if device is not None else torch.device("cpu"),
                                progress=lambda e: None, **extra)
     ckpt = Checkpoint(fitted.eval(), Normalisation(mean, std),
                       ClassTable.from_names(scene.class_names), {})

@@ -439,26 +439,12 @@ def fit_on_gpu(scene: Any, train: np.ndarray, seed: int, preset: str,
                overrides: dict[str, Any], device: torch.device) -> tuple[Any, Any, dict]:
     """``bench_accuracy.fit_on_split`` (guarded block validation from the training pixels),
     on ``device``."""
-    from bench_accuracy import standardise
+    from bench_accuracy import fit_on_split
 
-    from hsimap.checkpoint import Checkpoint, Normalisation
-    from hsimap.classes import ClassTable
-    from hsimap.models.base import TrainData, get_spec
-    from hsimap.split import make_split
+    from hsimap.models.base import get_spec
 
-    torch.manual_seed(seed)
-    spec = get_spec("diffspectralnet")
-    config = spec.make_config(preset, overrides)
-    z, mean, std = standardise(scene)
-    inner = np.where(train, scene.labels, -1)
-    probe = spec.build(config, n_bands=z.shape[0], n_classes=len(scene.class_names))
-    split = make_split(inner, scene.tiles, method="block", val_fraction=0.15,
-                       guard=probe.window_radius(), seed=seed, block_size=8)
-    data = TrainData(z, scene.valid, inner, split.train, split.val, len(scene.class_names))
-    fitted, history = spec.fit(data, config, seed=seed, device=device, progress=lambda e: None)
-    ckpt = Checkpoint(fitted.eval(), Normalisation(mean, std),
-                      ClassTable.from_names(scene.class_names), {})
-    return fitted, ckpt, history
+    config = get_spec("diffspectralnet").make_config(preset, overrides)
+    return fit_on_split(scene, train, seed, "diffspectralnet", config, device=device)
 
 
 def accuracy_stage(data: Path, device: torch.device, sizes: dict[str, Any], dry: bool,
