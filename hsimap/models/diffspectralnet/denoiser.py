@@ -123,9 +123,8 @@ def evaluate_denoiser(unet: DenoisingUNet, xp: torch.Tensor, mask: np.ndarray,
                 for k, t in enumerate(ts):
                     eps = position_noise((py0, px0), tuple(x0_.shape[1:]), t,  # type: ignore[arg-type]
                                          EVAL_NOISE_SEED, device=device)[None]
-                    a = float(abar[t])
-                    xt = a ** 0.5 * x0_ + (1.0 - a) ** 0.5 * eps
-                    pred = unet(xt, torch.full((1,), t, dtype=torch.int64, device=device))
+                    tt = torch.full((1,), t, dtype=torch.int64, device=device)
+                    pred = unet(q_sample(x0_, tt, eps, abar), tt)
                     err[k] += float((pred.float() - eps).abs()[..., sel].sum())
                     zero[k] += float(eps.abs()[..., sel].sum())
                 n_pix += int(core.sum())
