@@ -20,7 +20,9 @@ Protocols:
              pixel are dropped. The table states the guard and the test pixels left.
              (indian_pines: 16 x 16 blocks.)
 
-Rows: svm-rbf / random-forest on standardised spectra; spectral-mlp (hsimap's baseline);
+Rows: svm-rbf / random-forest on standardised spectra; cnn-pca (a 3-layer CNN on 9 x 9
+patches of 30 PCA components: the simplest spatial baseline, issue 12's floor);
+spectral-mlp (hsimap's baseline);
 dsn-fast (DiffSpectralNet, fast preset), dsn-fast-1t (one feature timestep), dsn-paper;
 clf-raw / clf-pca: the same window-transformer classifier on the standardised spectra / on
 32 PCA components instead of diffusion features (is the diffusion stage worth it?).
@@ -205,6 +207,65 @@ def sklearn_runner(kind: str) -> Runner:
     return run
 
 
+def cnn_runner(components: int = 30, size: int = 9, epochs: int = 100) -> Runner:
+    """The simplest spatial baseline (issue 12's floor): a 3-layer CNN on ``size`` x ``size``
+    patches of ``components`` PCA components (PCA fitted on every valid pixel, no labels:
+    transductive like the denoiser), Adam, a fixed schedule, no validation."""
+
+    def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
+        import torch
+        from torch import nn
+
+        torch.manual_seed(seed)
+        z, _, _ = standardise(scene)
+        pix = z[:, scene.valid].T.astype(np.float64)
+        mu = pix.mean(0)
+        _, _, vt = np.linalg.svd(pix - mu, full_matrices=False)
+        pcs = ((z.reshape(z.shape[0], -1).T - mu) @ vt[:components].T).T
+        pcs = (pcs / pcs[:, scene.valid.reshape(-1)].std(1, keepdims=True))
+        pcs[:, ~scene.valid.reshape(-1)] = 0
+        h, w = scene.labels.shape
+        r = size // 2
+        padded = torch.from_numpy(np.pad(pcs.reshape(components, h, w).astype(np.float32),
+                                         ((0, 0), (r, r), (r, r))))
+        k = len(scene.class_names)
+        net = nn.Sequential(
+            nn.Conv2d(components, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * (size - 6) ** 2, k))
+
+        def patches(idx: np.ndarray) -> torch.Tensor:
+            rows, cols = np.divmod(idx, w)
+            win = padded.unfold(1, size, 1).unfold(2, size, 1)  # (C, H, W, s, s)
+            return win[:, rows, cols].permute(1, 0, 2, 3).contiguous()
+
+        idx = np.flatnonzero(train.reshape(-1))
+        y = torch.from_numpy(scene.labels.reshape(-1)[idx])
+        xs = patches(idx)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        g = torch.Generator().manual_seed(seed)
+        t0 = time.perf_counter()
+        net.train()
+        for _ in range(epochs):
+            for b in torch.randperm(len(idx), generator=g).split(64):
+                if len(b) < 2:
+                    continue
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(xs[b]), y[b]).backward()
+                opt.step()
+        t1 = time.perf_counter()
+        net.eval()
+        valid = np.flatnonzero(scene.valid.reshape(-1))
+        pred = np.full(h * w, -1, np.int64)
+        with torch.no_grad():
+            for part in np.array_split(valid, max(1, len(valid) // 4096)):
+                pred[part] = net(patches(part)).argmax(1).numpy()
+        return pred.reshape(h, w), t1 - t0, time.perf_counter() - t1, {}
+
+    return run
+
+
 # (scene, training seed, projection + denoiser settings) -> a fitted DiffSpectralNet whose
 # label-free stages (spectral projection, denoiser) every later fit on the same scene with the
 # same settings reuses: the denoiser sees no labels, so one is trained per scene, not per
@@ -299,6 +360,7 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
     rows: dict[str, Runner] = {
         "svm-rbf": sklearn_runner("svm"),
         "random-forest": sklearn_runner("rf"),
+        "cnn-pca": cnn_runner(),
         "spectral-mlp": hsimap_runner("spectral-mlp", None, {}),
         "dsn-fast": hsimap_runner("diffspectralnet", "fast", dict(dsn)),
         "dsn-fast-1t": hsimap_runner("diffspectralnet", "fast",

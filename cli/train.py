@@ -54,6 +54,10 @@ from hsimap.cli.options import (
               type=click.Path(file_okay=False, path_type=Path),
               help="Write the training and validation pixels used to DIR/<model>_split.gpkg "
                    "(field split = train/val, and the class field).")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="After validating, fit the saved model again on every labelled pixel "
+                   "(training + validation). --no-refit saves the validated model, e.g. to "
+                   "evaluate it on the --export-split validation pixels.")
 @device_opt
 @overwrite_opt
 @click.pass_context
@@ -62,8 +66,8 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
           class_field: str | None, color_field: str | None, all_touched: bool,
           on_overlap: str, validation: str,
           val_fraction: float, guard: int | None, block_size: int | None,
-          bad_bands: tuple[int, ...], seed: int, export_split: Path | None, device: str,
-          overwrite: bool) -> None:
+          bad_bands: tuple[int, ...], seed: int, export_split: Path | None, refit: bool,
+          device: str, overwrite: bool) -> None:
     """Train a model on CUBE with ground truth from LABELS and save it to --model.
 
     \b
@@ -85,7 +89,7 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
         all_touched=all_touched,
         on_overlap=on_overlap,  # type: ignore[arg-type]
         validation=validation, val_fraction=val_fraction, guard=guard, block_size=block_size,
-        seed=seed, device=device, bad_bands=bad_bands)
+        seed=seed, device=device, bad_bands=bad_bands, refit=refit)
     quiet = ctx.obj.get("verbosity", 0) < 0
     callback, close = progress_bars(quiet)
     try:
@@ -104,9 +108,16 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     click.echo(f"validation accuracy: {val} on {s['n_val']} held-out pixels{far} "
                f"({s['method']} split, guard {s['guard_px']} px); "
                f"training accuracy {100 * result.train_accuracy:.2f} %")
+    if result.refitted:
+        click.echo(f"saved model: refitted on all {result.fitted_pixels} labelled pixels "
+                   "(training + validation) with the same schedule; the validation figure "
+                   "is that of the model fitted without the validation pixels")
     if result.split_path is not None:
         click.echo(f"split: {result.split_path} ({s['n_train']} training, {s['n_val']} "
                    "validation pixels)")
+        if result.refitted:
+            click.echo("note: the saved model has seen the validation pixels; to evaluate it "
+                       "on them, train with --no-refit")
     ev = result.denoiser_eval
     if ev:
         cells = ", ".join(f"t={t}: {e:.3f} vs {z:.3f}" for t, e, z in

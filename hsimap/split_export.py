@@ -92,10 +92,13 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
-def training_record(labels_path: str | Path, split: Split, grid: Grid) -> dict[str, Any]:
-    """The log's ``training_data``: the labels file and the training pixels (run-length coded
-    flat indices on the cube grid), for :func:`training_overlap`."""
-    flat = np.flatnonzero(split.train.reshape(-1))
+def training_record(labels_path: str | Path, split: Split, grid: Grid, *,
+                    refitted: bool = False) -> dict[str, Any]:
+    """The log's ``training_data``: the labels file and the pixels the saved model was fitted
+    on (run-length coded flat indices on the cube grid; with ``refitted``, the validation
+    pixels too), for :func:`training_overlap`."""
+    fitted = split.train | split.val if refitted else split.train
+    flat = np.flatnonzero(fitted.reshape(-1))
     runs: list[int] = []
     if len(flat):
         breaks = np.flatnonzero(np.diff(flat) != 1)

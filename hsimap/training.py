@@ -31,7 +31,14 @@ from hsimap.errors import CubeError, HsimapWarning, OutputError, TrainingError
 from hsimap.geotiff import check_output
 from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
-from hsimap.models.base import ProgressCallback, TrainData, get_spec, json_safe, no_progress
+from hsimap.models.base import (
+    ProgressCallback,
+    ProgressEvent,
+    TrainData,
+    get_spec,
+    json_safe,
+    no_progress,
+)
 from hsimap.predict import classify_array
 from hsimap.split import Split, make_split
 
@@ -58,6 +65,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     bad_bands: tuple[int, ...] = ()
+    refit: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class TrainResult:
     val_distance_px: int | None = None
     pixel_size: float | None = None
     split_path: Path | None = None
+    fitted_pixels: int | None = None
+    refitted: bool = False
 
 
 def log_path_for(model_path: Path) -> Path:
@@ -87,6 +97,11 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
                 overwrite: bool = False, progress: ProgressCallback = no_progress,
                 export_split: str | Path | None = None) -> TrainResult:
     """Train a model and save it (with its training log and curves) to ``out``.
+
+    The validation figures are those of a model fitted on the training part of the split;
+    with ``options.refit`` (the default) the saved model is then fitted again on every
+    labelled pixel (training + validation) with the same schedule, where the model kind
+    can (``ModelSpec.refit``), so no label is withheld from the map.
 
     ``export_split``: a folder to write the training and validation pixels actually used to,
     as ``<model stem>_split.gpkg`` (see :func:`hsimap.split_export.export_split`).
@@ -137,8 +152,24 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     val_acc = float((predicted[split.val] == index[split.val]).mean()) if split.val.any() \
         else None
     val_distance = split_distance(split)
+    refitted = bool(options.refit and split.val.any() and spec.refit is not None)
+    if refitted:
+        assert spec.refit is not None
+        everything = TrainData(cube_std, valid, index, split.train | split.val,
+                               np.zeros_like(split.val), len(labels.classes))
+        log.info("refitting on all %d labelled pixels (training + validation) for the saved "
+                 "model; the validation figure is that of the model fitted without them",
+                 int(everything.train_mask.sum()))
+        torch.manual_seed(options.seed)
+        model, history["refit"] = spec.refit(
+            model, everything, config, history, seed=options.seed, device=device,
+            progress=lambda e: progress(ProgressEvent(f"refit {e.stage}", e.done, e.total,
+                                                      e.metrics)))
+        ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
+    fitted = int((split.train | split.val).sum() if refitted else split.train.sum())
     meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc,
-                        "val_pixels": int(split.val.sum()), "val_distance_px": val_distance}
+                        "val_pixels": int(split.val.sum()), "val_distance_px": val_distance,
+                        "refitted_on_all": refitted, "fitted_pixels": fitted}
     save_checkpoint(out, Checkpoint(ckpt.model.cpu(), norm, labels.classes, meta,
                                     extras={"split": torch.from_numpy(split.as_codes())}))
     log_path = log_path_for(out)
@@ -148,7 +179,8 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     from hsimap.split_export import training_record
 
     doc = {"meta": meta, **({"denoiser_eval": den_eval} if den_eval else {}),
-           "training_data": training_record(labels_path, split, cube.grid),
+           "training_data": training_record(labels_path, split, cube.grid,
+                                             refitted=refitted),
            "history": history, "seconds": seconds}
     log_path.write_text(json.dumps(json_safe(doc), indent=1, default=float))
     split_path = None
@@ -160,7 +192,8 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     write_inspection(ckpt, raw, valid, index >= 0, _good_wavelengths(cube),
                      out.with_name(out.stem + ".inside.png"))
     return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds,
-                       den_eval, val_distance, abs(cube.grid.transform.a), split_path)
+                       den_eval, val_distance, abs(cube.grid.transform.a), split_path,
+                       fitted, refitted)
 
 
 def split_distance(split: Split) -> int | None:

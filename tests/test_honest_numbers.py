@@ -32,7 +32,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     runner = CliRunner()
     result = runner.invoke(cli, ["train", "--cube", str(cube), "--labels", str(labels),
                                  "--model", str(model), "--config", str(config),
-                                 "--export-split", str(folder / "split"), "--device", "cpu"])
+                                 "--export-split", str(folder / "split"), "--no-refit",
+                                 "--device", "cpu"])
     assert result.exit_code == 0, result.output
     out = runner.invoke(cli, ["-q", "predict", str(cube), "-o", str(folder / "map.tif"),
                               "--model", str(model)])

@@ -148,9 +148,31 @@ class FitFn(Protocol):
     ) -> tuple[HsiModel, dict[str, Any]]: ...
 
 
+class RefitFn(Protocol):
+    """Signature of ``ModelSpec.refit``: fit again on ``data`` (every labelled pixel in
+    ``train_mask``, ``val_mask`` empty) with the schedule the validated fit used, reusing what
+    of ``model`` is label-free. Returns the refitted model (eval mode) and its history."""
+
+    def __call__(
+        self,
+        model: HsiModel,
+        data: TrainData,
+        config: Any,
+        history: Mapping[str, Any],
+        *,
+        seed: int,
+        device: torch.device,
+        progress: ProgressCallback,
+    ) -> tuple[HsiModel, dict[str, Any]]: ...
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model kind."""
+    """A registered model kind.
+
+    ``refit`` (optional) fits the final model on every labelled pixel once validation is
+    done (see :class:`RefitFn`); kinds without one keep the validated model.
+    """
 
     kind: str
     config_cls: type
@@ -160,6 +182,7 @@ class ModelSpec:
     fit: FitFn
     description: str = ""
     gpu_preset: str | None = None
+    refit: RefitFn | None = None
 
     def preset_for(self, device_type: str) -> str:
         """The default preset on a device type (``cuda`` may have its own)."""

@@ -318,6 +318,13 @@ def fit(data: TrainData, config: RandomForestConfig, *, seed: int, device: torch
     return model.to(device).eval(), history
 
 
+def refit(model: Any, data: TrainData, config: RandomForestConfig, history: Mapping[str, Any],
+          *, seed: int, device: torch.device,
+          progress: ProgressCallback) -> tuple[RandomForestModel, dict[str, Any]]:
+    """Grow the forest again on every labelled pixel (same settings)."""
+    return fit(data, config, seed=seed, device=device, progress=progress)
+
+
 SPEC = register(ModelSpec(
     kind=RandomForestModel.kind,
     config_cls=RandomForestConfig,
@@ -325,5 +332,6 @@ SPEC = register(ModelSpec(
     default_preset="fast",
     build=build,
     fit=fit,
+    refit=refit,
     description="random forest on the spectrum (scikit-learn, stored as tree arrays)",
 ))

@@ -7,7 +7,9 @@ It is fast and a useful yardstick for what the diffusion features add.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +149,15 @@ def fit(data: TrainData, config: SpectralMLPConfig, *, seed: int, device: torch.
     return model.eval(), history
 
 
+def refit(model: Any, data: TrainData, config: SpectralMLPConfig, history: Mapping[str, Any],
+          *, seed: int, device: torch.device,
+          progress: ProgressCallback) -> tuple[SpectralMLP, dict[str, Any]]:
+    """Fit again on every labelled pixel for the epochs early stopping kept."""
+    kept = int(history.get("classifier", {}).get("best_epoch") or config.epochs)
+    return fit(data, dataclasses.replace(config, epochs=max(1, kept)), seed=seed,
+               device=device, progress=progress)
+
+
 SPEC = register(ModelSpec(
     kind=SpectralMLP.kind,
     config_cls=SpectralMLPConfig,
@@ -154,5 +165,6 @@ SPEC = register(ModelSpec(
     default_preset="default",
     build=build,
     fit=fit,
+    refit=refit,
     description="per-pixel MLP on the spectrum (baseline, no spatial context)",
 ))

@@ -16,6 +16,7 @@ probabilities are scikit-learn's ``predict_proba``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -363,6 +364,16 @@ def grid_search(x: np.ndarray, y: np.ndarray, flat: np.ndarray, width: int,
     return info
 
 
+def refit(model: Any, data: TrainData, config: SVMConfig, history: Mapping[str, Any], *,
+          seed: int, device: torch.device,
+          progress: ProgressCallback) -> tuple[SVMModel, dict[str, Any]]:
+    """Fit again on every labelled pixel with the C and gamma factor the grid search chose."""
+    chosen = history["svm"]["cv"]["chosen"]
+    fixed = dataclasses.replace(config, c_values=(chosen["C"],),
+                                gamma_factors=(chosen["gamma_factor"],))
+    return fit(data, fixed, seed=seed, device=device, progress=progress)
+
+
 SPEC = register(ModelSpec(
     kind=SVMModel.kind,
     config_cls=SVMConfig,
@@ -375,5 +386,6 @@ SPEC = register(ModelSpec(
     default_preset="fast",
     build=build,
     fit=fit,
+    refit=refit,
     description="RBF support vector machine on the spectrum (C, gamma by spatial CV)",
 ))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from hsimap.models.base import ModelSpec, register
 from hsimap.models.diffspectralnet.config import PRESETS, DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, model_halo
-from hsimap.models.diffspectralnet.training import fit
+from hsimap.models.diffspectralnet.training import fit, refit
 
 SPEC = register(ModelSpec(
     kind="diffspectralnet",
@@ -22,6 +22,7 @@ SPEC = register(ModelSpec(
     gpu_preset="paper",
     build=build,
     fit=fit,
+    refit=refit,
     description=("DiffSpectralNet: frozen denoising-diffusion U-Net features at several "
                  "timesteps + a transformer over each pixel's neighbourhood "
                  "(presets: paper = SpectralDiff-sized 3D U-Net, fast = 2-core CPU, "

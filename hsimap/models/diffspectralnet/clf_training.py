@@ -85,7 +85,8 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
                      config: DiffSpectralNetConfig, *, gen: torch.Generator,
                      progress: ProgressCallback,
                      cube: torch.Tensor | None = None) -> dict[str, Any]:
-    """Fit ``clf`` with Adam, early stopping on validation accuracy (best state kept).
+    """Fit ``clf`` with Adam; with ``config.patience > 0``, early stopping on validation
+    accuracy (best state kept), else a fixed schedule (last state kept).
 
     Parameters
     ----------
@@ -140,12 +141,19 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
             stale += 1
             if config.patience and stale >= config.patience:
                 break
-    if best_state is not None:
+    stopping = has_val and config.patience > 0
+    if stopping and best_state is not None:
         clf.load_state_dict(best_state)
     clf.eval()
-    note = ("val_mask is empty: no early stopping, trained all epochs, kept the last state"
-            if not has_val else f"kept the best validation epoch {best_epoch}")
-    return {"epochs": epochs, "best_epoch": best_epoch if has_val else len(epochs),
+    if not has_val:
+        note = "val_mask is empty: no early stopping, trained all epochs, kept the last state"
+    elif stopping:
+        note = f"kept the best validation epoch {best_epoch}"
+    else:  # a fixed schedule: picking an epoch by validation would bias the validation figure
+        note = (f"fixed schedule (patience 0): kept the last epoch {len(epochs)}; best "
+                f"validation epoch {best_epoch}, for information only")
+    return {"epochs": epochs, "best_epoch": best_epoch if stopping else len(epochs),
+            "best_val_epoch": best_epoch if has_val else None,
             "best_val_acc": best_acc if has_val else None, "early_stopping": note,
             "n_train": int(len(rows)), "n_val": int(len(vrows)),
             "seconds": round(time.perf_counter() - start, 3)}

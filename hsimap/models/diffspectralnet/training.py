@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -212,3 +213,20 @@ def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
                     "total_s": round(time.perf_counter() - start, 3)},
     }
     return model, history
+
+
+def refit(model: Any, data: TrainData, config: Any, history: Mapping[str, Any], *, seed: int,
+          device: torch.device,
+          progress: ProgressCallback) -> tuple[DiffSpectralNet, dict[str, Any]]:
+    """Refit the classifier on every labelled pixel (``data.train_mask``), reusing ``model``'s
+    label-free stages (spectral projection and denoiser: they never saw a label).
+
+    The schedule is the one the validated fit used: the preset's epochs with a fixed schedule
+    (``patience = 0``), else the epoch early stopping kept, now as a fixed schedule (there is
+    nothing left to validate on). The returned model's config records that schedule.
+    """
+    cfg: DiffSpectralNetConfig = config
+    kept = int(history.get("classifier", {}).get("best_epoch") or cfg.clf_epochs)
+    epochs = cfg.clf_epochs if cfg.patience == 0 else max(1, kept)
+    fixed = dataclasses.replace(cfg, clf_epochs=epochs, patience=0)
+    return fit(data, fixed, seed=seed, device=device, progress=progress, init=model)
