@@ -66,6 +66,9 @@ model_opt = click.option(
 class_field_opt = click.option(
     "--class-field", default=None, metavar="FIELD",
     help="Attribute holding class names or integer codes (auto-detected if obvious).")
+layer_opt = click.option(
+    "--layer", default=None, metavar="NAME",
+    help="Layer of a multi-layer vector file (GeoPackage, ...); required when it has several.")
 all_touched_opt = click.option(
     "--all-touched", is_flag=True,
     help="Label every pixel a polygon touches (default: pixels whose centre is inside).")

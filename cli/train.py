@@ -12,6 +12,7 @@ from hsimap.cli.options import (
     all_touched_opt,
     class_field_opt,
     device_opt,
+    layer_opt,
     model_opt,
     overwrite_opt,
 )
@@ -29,7 +30,12 @@ from hsimap.cli.options import (
 @click.option("--preset", default=None, help="Named configuration of the model kind.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None, help="TOML file overriding config fields.")
+@layer_opt
 @class_field_opt
+@click.option("--classes", "classes_file", default=None, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Class file giving each class's code, name and colour, in order: JSON "
+                   "list, QGIS .qml style or .clr colour map.")
 @click.option("--color-field", default=None, metavar="F",
               help="Attribute with each class's colour (#rrggbb, rrggbb, #rgb or r,g,b[,a]); "
                    "stored in the model and written into every map.")
@@ -63,7 +69,8 @@ from hsimap.cli.options import (
 @click.pass_context
 def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
           model_kind: str | None, preset: str | None, config_file: Path | None,
-          class_field: str | None, color_field: str | None, all_touched: bool,
+          layer: str | None, class_field: str | None, classes_file: Path | None,
+          color_field: str | None, all_touched: bool,
           on_overlap: str, validation: str,
           val_fraction: float, guard: int | None, block_size: int | None,
           bad_bands: tuple[int, ...], seed: int, export_split: Path | None, refit: bool,
@@ -86,6 +93,7 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     options = TrainOptions(
         model=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
         overrides=overrides, class_field=class_field, color_field=color_field,
+        classes_file=None if classes_file is None else str(classes_file), layer=layer,
         all_touched=all_touched,
         on_overlap=on_overlap,  # type: ignore[arg-type]
         validation=validation, val_fraction=val_fraction, guard=guard, block_size=block_size,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ import numpy as np
 from rasterio.features import rasterize
 
 from hsimap.classes import ClassTable
+from hsimap.classfile import ClassSpec, codes_for_names, table_from_specs
 from hsimap.cube import Grid, RasterPath, gdal_not_found, gdal_path, is_virtual, path_suffix
 from hsimap.errors import CRSMismatchError, InputFileError, LabelError, LabelWarning
 
@@ -75,7 +77,9 @@ class Labels:
 
 def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
                 all_touched: bool = False, on_overlap: OnOverlap = "error",
-                classes: ClassTable | None = None, color_field: str | None = None) -> Labels:
+                classes: ClassTable | None = None, color_field: str | None = None,
+                class_specs: Sequence[ClassSpec] | None = None,
+                layer: str | None = None) -> Labels:
     """Read ground truth and rasterize it onto ``grid``.
 
     Parameters
@@ -97,6 +101,13 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
         Column holding each class's colour (``#rrggbb``, ``rrggbb`` or ``r,g,b`` with 0..255
         integers); classes without one keep their default colour. Vector labels only;
         ignored when ``classes`` is given.
+    class_specs
+        The classes of a class file (:func:`hsimap.classfile.read_class_file`): they fix the
+        codes, names, colours and order of the classes (a colour field still wins);
+        ignored when ``classes`` is given.
+    layer
+        The layer of a multi-layer vector file (GeoPackage, ...); required when it has
+        several.
     """
     path = gdal_path(path)  # a GDAL virtual path (/vsizip/...) stays a string; GDAL checks it
     if isinstance(path, Path) and not path.exists():
@@ -105,14 +116,15 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
         raise InputFileError("cannot be read: permission denied", path=path,
                              fix="make it readable (chmod u+r) or copy it to a folder you own")
     if path_suffix(path) in RASTER_SUFFIXES:
-        return _read_label_raster(path, grid=grid, classes=classes)
-    frame = _read_vector(path)
+        return _read_label_raster(path, grid=grid, classes=classes, class_specs=class_specs)
+    frame = _read_vector(path, layer=layer)
     field = detect_class_field(frame, class_field, path=path)
     frame = frame[frame[field].notna() & frame.geometry.notna() & ~frame.geometry.is_empty]
     if len(frame) == 0:
         raise LabelError(f"no feature has both a geometry and a value in {field!r}", path=path)
     frame, reprojected = _to_grid_crs(frame, grid, path=path)
-    table, codes = _class_codes(frame, field, classes, path=path)
+    table, codes = _class_codes(frame, field, classes, path=path,
+                                class_specs=None if classes is not None else class_specs)
     if color_field is not None and classes is None:
         table = _colors_from_field(frame, color_field, table, codes, path=path)
     inside = frame.geometry.intersects(_grid_box(grid))
@@ -143,12 +155,13 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
                   reprojected)
 
 
-def _read_vector(path: RasterPath) -> Any:
+def _read_vector(path: RasterPath, *, layer: str | None = None) -> Any:
     import geopandas as gpd
     import pyogrio
 
     try:
-        frame = gpd.read_file(path, engine="pyogrio")
+        layer = choose_layer(path, layer)
+        frame = gpd.read_file(path, engine="pyogrio", layer=layer)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         if is_virtual(path) and gdal_not_found(exc):
             raise InputFileError(f"labels file not found ({exc})", path=path,
@@ -163,6 +176,34 @@ def _read_vector(path: RasterPath) -> Any:
         raise LabelError("the vector file has no features", path=path,
                          fix="draw or import ground-truth polygons or points first")
     return frame
+
+
+def vector_layers(path: RasterPath) -> list[str]:
+    """The layer names of a vector file (pyogrio), in the file's order."""
+    import pyogrio
+
+    return [str(name) for name, _ in pyogrio.list_layers(path)]
+
+
+def choose_layer(path: RasterPath, layer: str | None) -> str | None:
+    """The layer to read: ``layer`` when the file has it, the only layer when it has one.
+
+    Raises :class:`LabelError` listing the layers when ``layer`` is missing from a file with
+    several, or names none of them. Errors of the file itself (not found, not a vector)
+    come from pyogrio.
+    """
+    layers = vector_layers(path)
+    listed = ", ".join(repr(n) for n in layers)
+    if layer is None:
+        if len(layers) > 1:
+            raise LabelError(f"has {len(layers)} layers ({listed}) and no --layer says which "
+                             "to read", path=path,
+                             fix=f"pass --layer with one of them, e.g. --layer {layers[0]}")
+        return layers[0] if layers else None
+    if layer not in layers:
+        raise LabelError(f"has no layer {layer!r}", path=path,
+                         fix=f"its layers are {listed or '(none)'}; pass one of them as --layer")
+    return layer
 
 
 def detect_class_field(frame: Any, class_field: str | None, *, path: RasterPath) -> str:
@@ -209,9 +250,13 @@ def _crs_name(crs: Any) -> str:
     return f"EPSG:{epsg}" if epsg else str(getattr(crs, "name", crs))
 
 
-def _class_codes(frame: Any, field: str, classes: ClassTable | None, *,
-                 path: RasterPath) -> tuple[ClassTable, np.ndarray]:
-    """The class table and each feature's class value."""
+def _class_codes(frame: Any, field: str, classes: ClassTable | None, *, path: RasterPath,
+                 class_specs: Sequence[ClassSpec] | None = None
+                 ) -> tuple[ClassTable, np.ndarray]:
+    """The class table and each feature's class value.
+
+    Text classes are numbered 1..K in their order of first appearance in the file, unless
+    ``class_specs`` (a class file) gives their codes and order."""
     column = frame[field]
     if column.dtype.kind in "fcmM" and not _is_integer_like(column):
         examples = ", ".join(str(v) for v in column.drop_duplicates().head(3))
@@ -231,9 +276,16 @@ def _class_codes(frame: Any, field: str, classes: ClassTable | None, *,
         if classes is not None:
             return classes, codes
         names = _names_for_codes(frame, field, codes)
+        if class_specs is not None:
+            return table_from_specs(class_specs, set(codes.tolist()), names=names,
+                                    path=path), codes
         return ClassTable.from_pairs(sorted(names.items())), codes
     names = column.astype(str).str.strip().to_numpy()
-    table = classes or ClassTable.from_names(sorted(set(names)))
+    if classes is None and class_specs is not None:
+        by_name = codes_for_names(class_specs, names.tolist(), path=path)
+        codes = np.array([by_name[n] for n in names], dtype=np.int64)
+        return table_from_specs(class_specs, set(codes.tolist()), path=path), codes
+    table = classes or ClassTable.from_names(list(dict.fromkeys(names.tolist())))
     lookup = {c.name: c.value for c in table}
     unknown = sorted(set(names) - set(lookup))
     if unknown:
@@ -339,7 +391,8 @@ def _burn(frame: Any, codes: np.ndarray, table: ClassTable, grid: Grid,
     return values, groups, int(conflict.sum())
 
 
-def _read_label_raster(path: RasterPath, *, grid: Grid, classes: ClassTable | None) -> Labels:
+def _read_label_raster(path: RasterPath, *, grid: Grid, classes: ClassTable | None,
+                       class_specs: Sequence[ClassSpec] | None = None) -> Labels:
     """A single-band label raster on the cube's grid (0 or nodata = unlabelled)."""
     import rasterio
     from rasterio.errors import RasterioIOError
@@ -381,7 +434,10 @@ def _read_label_raster(path: RasterPath, *, grid: Grid, classes: ClassTable | No
     present = sorted(int(v) for v in np.unique(values) if v > 0)
     if not present:
         raise LabelError("the label raster has no labelled pixel (all 0 or nodata)", path=path)
-    table = classes or ClassTable.from_pairs([(v, f"class {v}") for v in present])
+    if classes is None and class_specs is not None:
+        table = table_from_specs(class_specs, present, path=path)
+    else:
+        table = classes or ClassTable.from_pairs([(v, f"class {v}") for v in present])
     values[~np.isin(values, table.values)] = 0
     groups = np.full(values.shape, -1, dtype=np.int32)
     n_groups = 0

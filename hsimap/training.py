@@ -25,6 +25,7 @@ import torch
 
 from hsimap._version import __version__
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, save_checkpoint
+from hsimap.classfile import read_class_file
 from hsimap.cube import Cube, band_validity, open_cube, validity
 from hsimap.device import resolve_device
 from hsimap.errors import CubeError, HsimapWarning, OutputError, TrainingError
@@ -56,6 +57,8 @@ class TrainOptions:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     class_field: str | None = None
     color_field: str | None = None
+    classes_file: str | None = None  # a str, so the options stay JSON in the log
+    layer: str | None = None
     all_touched: bool = False
     on_overlap: OnOverlap = "error"
     validation: str = "polygon"
@@ -125,9 +128,12 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     log.info("model %s, preset %s%s, on %s", spec.kind, preset,
              "" if options.preset else " (default)", device)
     config = spec.make_config(preset, options.overrides)
+    class_specs = None if options.classes_file is None else \
+        read_class_file(options.classes_file)
     cube = open_cube(cube_path, bad_bands=options.bad_bands)
     labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
-                         color_field=options.color_field,
+                         color_field=options.color_field, class_specs=class_specs,
+                         layer=options.layer,
                          all_touched=options.all_touched, on_overlap=options.on_overlap)
     _log_labels(labels, labels_path)
     cube, raw, valid = load_scene(cube)

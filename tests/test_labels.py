@@ -39,12 +39,24 @@ def test_integer_field_keeps_codes_and_takes_names_from_a_paired_text_field(
     assert set(np.unique(labels.values)) == {0, 3, 7}
 
 
-def test_string_field_numbers_classes_alphabetically(tmp_path: Path, cube) -> None:
+def test_string_field_numbers_classes_in_order_of_first_appearance(tmp_path: Path,
+                                                                   cube) -> None:
     path = write_polygons(tmp_path / "gt.gpkg", fields=("class_name", "other"))
     labels = read_labels(path, grid=cube.grid, class_field="class_name")
     assert labels.classes.names == ["meadow", "roof"]
     assert labels.classes.values == [1, 2]
     assert labels.values[20, 5] == 1 and labels.values[20, 30] == 2
+    # water, tree, roof stay 1, 2, 3 in the order the file lists them (not alphabetical)
+    frame = gpd.GeoDataFrame(
+        {"class_name": ["water", "tree", "roof", "tree"]},
+        geometry=[box(ORIGIN[0] + 30 * c, ORIGIN[1] - 30 * 30, ORIGIN[0] + 30 * (c + 6),
+                      ORIGIN[1] - 30 * 10) for c in (2, 10, 20, 28)], crs=UTM)
+    frame.to_file(tmp_path / "wtr.gpkg")
+    labels = read_labels(tmp_path / "wtr.gpkg", grid=cube.grid)
+    assert labels.classes.names == ["water", "tree", "roof"]
+    assert labels.classes.values == [1, 2, 3]
+    assert labels.values[20, 4] == 1 and labels.values[20, 12] == 2
+    assert labels.values[20, 22] == 3 and labels.values[20, 30] == 2
 
 
 def test_integer_only_field(tmp_path: Path, cube) -> None:
@@ -61,8 +73,8 @@ def test_points_label_the_pixel_they_fall_in(tmp_path: Path, cube) -> None:
     frame.to_file(tmp_path / "pts.gpkg")
     labels = read_labels(tmp_path / "pts.gpkg", grid=cube.grid)
     assert (labels.values > 0).sum() == 2
-    assert labels.classes.names == ["soil", "water"]
-    assert labels.values[10, 5] == 2 and labels.values[20, 30] == 1
+    assert labels.classes.names == ["water", "soil"]
+    assert labels.values[10, 5] == 1 and labels.values[20, 30] == 2
 
 
 def test_missing_class_field_lists_the_fields_that_exist(tmp_path: Path, cube) -> None:
@@ -121,3 +133,28 @@ def test_all_touched_labels_more_pixels(tmp_path: Path, cube) -> None:
     centre = read_labels(tmp_path / "t.gpkg", grid=cube.grid)
     touched = read_labels(tmp_path / "t.gpkg", grid=cube.grid, all_touched=True)
     assert (touched.values > 0).sum() > (centre.values > 0).sum()
+
+
+def test_multi_layer_geopackage_needs_layer_and_lists_the_layers(tmp_path: Path,
+                                                                 cube) -> None:
+    path = write_polygons(tmp_path / "gt.gpkg")
+    frame = gpd.read_file(path)
+    swapped = frame.assign(class_name=frame["class_name"][::-1].to_numpy(),
+                           class_id=frame["class_id"][::-1].to_numpy())
+    swapped.to_file(path, layer="survey_2023", driver="GPKG")
+    with pytest.raises(LabelError) as err:
+        read_labels(path, grid=cube.grid)
+    text = err.value.format()
+    assert str(path) in text and "2 layers" in text
+    assert "'gt'" in text and "'survey_2023'" in text and "--layer" in text
+    first = read_labels(path, grid=cube.grid, layer="gt")
+    second = read_labels(path, grid=cube.grid, layer="survey_2023")
+    assert first.values[20, 5] == 3 and second.values[20, 5] == 7
+    with pytest.raises(LabelError, match="has no layer 'survey'") as err:
+        read_labels(path, grid=cube.grid, layer="survey")
+    assert "'survey_2023'" in err.value.format()
+    # a single-layer file needs no --layer, and a wrong one is still refused
+    single = write_polygons(tmp_path / "one.shp")
+    assert read_labels(single, grid=cube.grid, layer="one").values[20, 5] == 3
+    with pytest.raises(LabelError, match="has no layer 'two'"):
+        read_labels(single, grid=cube.grid, layer="two")
