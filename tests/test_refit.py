@@ -119,3 +119,14 @@ def test_cli_says_it_refitted_and_evaluate_warns_on_the_validation_part(scene):
     assert ev.exit_code == 0, ev.output
     m = re.search(r"Warning: (\d+) of (\d+) reference pixels \(100.0 %\) were training", ev.output)
     assert m and m.group(1) == m.group(2), ev.output
+
+
+def test_the_checkpoint_keeps_the_config_asked_for(scene):
+    """The refit runs the epochs early stopping kept, but the model file (and `info`) keep the
+    config the user gave; the log has the schedule the refit ran."""
+    result, log = fit(scene, "mlp_config", model="spectral-mlp",
+                      overrides={"epochs": 6, "min_batches": 2, "patience": 1})
+    saved = load_checkpoint(result.model_path).model
+    assert saved.config.epochs == 6
+    kept = log["history"]["classifier"]["best_epoch"]
+    assert len(log["history"]["refit"]["classifier"]["epochs"]) == kept

@@ -154,8 +154,10 @@ def refit(model: Any, data: TrainData, config: SpectralMLPConfig, history: Mappi
           progress: ProgressCallback) -> tuple[SpectralMLP, dict[str, Any]]:
     """Fit again on every labelled pixel for the epochs early stopping kept."""
     kept = int(history.get("classifier", {}).get("best_epoch") or config.epochs)
-    return fit(data, dataclasses.replace(config, epochs=max(1, kept)), seed=seed,
-               device=device, progress=progress)
+    new, history = fit(data, dataclasses.replace(config, epochs=max(1, kept)), seed=seed,
+                       device=device, progress=progress)
+    new.config = config  # the checkpoint keeps the config asked for; the log, the epochs run
+    return new, history
 
 
 SPEC = register(ModelSpec(

@@ -371,7 +371,9 @@ def refit(model: Any, data: TrainData, config: SVMConfig, history: Mapping[str, 
     chosen = history["svm"]["cv"]["chosen"]
     fixed = dataclasses.replace(config, c_values=(chosen["C"],),
                                 gamma_factors=(chosen["gamma_factor"],))
-    return fit(data, fixed, seed=seed, device=device, progress=progress)
+    new, refit_history = fit(data, fixed, seed=seed, device=device, progress=progress)
+    new.config = config  # the checkpoint keeps the config asked for; the log, the C used
+    return new, refit_history
 
 
 SPEC = register(ModelSpec(

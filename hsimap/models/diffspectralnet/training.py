@@ -223,10 +223,12 @@ def refit(model: Any, data: TrainData, config: Any, history: Mapping[str, Any], 
 
     The schedule is the one the validated fit used: the preset's epochs with a fixed schedule
     (``patience = 0``), else the epoch early stopping kept, now as a fixed schedule (there is
-    nothing left to validate on). The returned model's config records that schedule.
+    nothing left to validate on), recorded in the refit's history.
     """
     cfg: DiffSpectralNetConfig = config
     kept = int(history.get("classifier", {}).get("best_epoch") or cfg.clf_epochs)
     epochs = cfg.clf_epochs if cfg.patience == 0 else max(1, kept)
     fixed = dataclasses.replace(cfg, clf_epochs=epochs, patience=0)
-    return fit(data, fixed, seed=seed, device=device, progress=progress, init=model)
+    new, history = fit(data, fixed, seed=seed, device=device, progress=progress, init=model)
+    new.config = cfg  # the checkpoint keeps the config asked for; the log, the schedule used
+    return new, history

@@ -61,23 +61,41 @@ def layer_channels(config: DiffSpectralNetConfig, layer: int, n_in: int) -> int:
     return ch * spectral
 
 
+class _Pointwise(nn.Conv2d):
+    """A 1x1 convolution computed as a matrix product over the channel axis (the ``pixel``
+    U-Net): the same parameters and values as ``nn.Conv2d(c_in, c_out, 1)``, 1.5-2x faster to
+    train on CPUs, where a 1x1 convolution's backward pass is the slow part."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.movedim(1, -1), self.weight.flatten(1), self.bias).movedim(-1, 1)
+
+
+def _conv(kind: str, c_in: int, c_out: int, k: int) -> nn.Module:
+    """``k``-wide convolution of a U-Net kind (3D, 2D, or pointwise for ``pixel``)."""
+    if kind == "pixel" or k == 1 and kind == "2d":
+        return _Pointwise(c_in, c_out)
+    return (nn.Conv3d if kind == "3d" else nn.Conv2d)(c_in, c_out, k, padding=k // 2)
+
+
 class _Block(nn.Module):
     """One SpectralDiff U-Net block (``up`` blocks take the concatenated skip)."""
 
     def __init__(self, c_in: int, c_out: int, time_dim: int, *, up: bool, kind: str) -> None:
         super().__init__()
-        conv: type[nn.Conv2d] | type[nn.Conv3d] = nn.Conv3d if kind == "3d" else nn.Conv2d
         norm: type[nn.BatchNorm2d] | type[nn.BatchNorm3d] = (
             nn.BatchNorm3d if kind == "3d" else nn.BatchNorm2d)
         self.time_mlp = nn.Linear(time_dim, c_out)
         k = 1 if kind == "pixel" else 3
-        self.conv1 = conv(2 * c_in if up else c_in, c_out, k, padding=k // 2)
-        self.conv2 = conv(c_out, c_out, k, padding=k // 2)
+        self.conv1 = _conv(kind, 2 * c_in if up else c_in, c_out, k)
+        self.conv2 = _conv(kind, c_out, c_out, k)
         self.bnorm1 = norm(c_out)
         self.bnorm2 = norm(c_out)
         self.transform: nn.Module
         if kind != "3d":
-            self.transform = nn.Conv2d(c_out, c_out, k, padding=k // 2)
+            self.transform = _conv(kind, c_out, c_out, k)
         elif up:
             self.transform = nn.ConvTranspose3d(c_out, c_out, (4, 5, 5), (2, 1, 1), (1, 2, 2))
         else:
@@ -109,16 +127,15 @@ class DenoisingUNet(nn.Module):
         w, n, td = config.widths, config.n_blocks, config.time_dim
         self.n_blocks = n
         self.spectral = padded_bands(n_in, n) if self.kind == "3d" else 0
-        conv: type[nn.Conv2d] | type[nn.Conv3d] = nn.Conv3d if self.kind == "3d" else nn.Conv2d
         c_img = 1 if self.kind == "3d" else n_in
         self.time_mlp = nn.Sequential(SinusoidalEmbedding(td), nn.Linear(td, td), nn.ReLU())
         k = 1 if self.kind == "pixel" else 3
-        self.conv0 = conv(c_img, w[0], k, padding=k // 2)
+        self.conv0 = _conv(self.kind, c_img, w[0], k)
         self.downs = nn.ModuleList(
             _Block(w[i], w[i + 1], td, up=False, kind=self.kind) for i in range(n))
         self.ups = nn.ModuleList(
             _Block(w[n - i], w[n - i - 1], td, up=True, kind=self.kind) for i in range(n))
-        self.output = conv(w[0], c_img, 1)
+        self.output = _conv(self.kind, w[0], c_img, 1)
 
     def _to_volume(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, P, h, w)`` -> ``(N, 1, B', h, w)`` (3D) with zero bands split at both ends."""
