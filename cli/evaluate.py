@@ -13,6 +13,13 @@ import click
               type=click.Path(dir_okay=False, path_type=Path),
               help="Reference data: polygons/points (any OGR vector) or a label raster on the "
                    "map's grid.")
+@click.option("--layer", default=None, metavar="NAME",
+              help="Layer of a multi-layer reference file (GeoPackage, ...); required when it "
+                   "has several.")
+@click.option("--class-map", "class_map", default=None, metavar="OLD=NEW,...|FILE",
+              help="Merge map classes into coarser reference classes, e.g. "
+                   "roof=impervious,pavement=impervious (names or values), or a file with one "
+                   "old=new pair per line.")
 @click.option("--class-field", default=None, metavar="FIELD",
               help="Field holding class names or codes (auto-detected if omitted).")
 @click.option("--all-touched", is_flag=True,
@@ -25,7 +32,8 @@ import click
 @click.option("-o", "--out-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder [default: <map stem>_evaluation beside the map].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing evaluation in the folder.")
-def evaluate(map_path: Path, reference: Path, class_field: str | None, all_touched: bool,
+def evaluate(map_path: Path, reference: Path, layer: str | None, class_map: str | None,
+             class_field: str | None, all_touched: bool,
              on_overlap: str, training_log: Path | None, out_dir: Path | None,
              overwrite: bool) -> None:
     """Compare MAP with reference data; write metrics.json, CSV tables and report.html.
@@ -36,8 +44,10 @@ def evaluate(map_path: Path, reference: Path, class_field: str | None, all_touch
     """
     import sys
 
+    from hsimap.classmap import parse_class_map
     from hsimap.report import evaluate_map
 
+    pairs = None if class_map is None else parse_class_map(class_map)
     with click.progressbar(length=1, label="Reading the map", file=sys.stderr,
                            show_eta=False) as bar:
         def progress(done: int, total: int) -> None:
@@ -48,7 +58,7 @@ def evaluate(map_path: Path, reference: Path, class_field: str | None, all_touch
                               all_touched=all_touched,
                               on_overlap="drop" if on_overlap == "drop" else "error",
                               training_log=training_log, out_dir=out_dir, overwrite=overwrite,
-                              progress=progress)
+                              progress=progress, layer=layer, class_map=pairs)
     acc = result.accuracy
     area = result.area_adjusted
 

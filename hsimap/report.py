@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from hsimap._version import __version__
 from hsimap.classes import DEFAULT_PALETTE, ClassInfo, ClassTable
+from hsimap.classmap import apply_lut, merge_map_classes
 from hsimap.errors import InputFileError, LabelError, OutputError
 from hsimap.geotiff import CLASSES_TAG
 from hsimap.metrics import (
@@ -116,6 +117,8 @@ def evaluate_map(
     out_dir: str | Path | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    layer: str | None = None,
+    class_map: Sequence[tuple[str, str]] | None = None,
 ) -> EvaluationResult:
     """Compare a class map with reference data and write the accuracy report.
 
@@ -141,6 +144,11 @@ def evaluate_map(
         Replace existing report files in ``out_dir``.
     progress
         Optional ``progress(done, total)`` callback, once per map block.
+    layer
+        Layer of a multi-layer reference vector file.
+    class_map
+        ``(old, new)`` pairs merging map classes into coarser reference classes
+        (:func:`hsimap.classmap.parse_class_map`); the report is in the merged classes.
 
     Returns
     -------
@@ -163,13 +171,16 @@ def evaluate_map(
     with src:
         _check_map(src, map_path)
         map_table = _map_classes(src)
+        lut: dict[int, int] = {}
+        if class_map:
+            map_table, lut = merge_map_classes(map_table, class_map)
         reference, ref_table, ref_info = _read_reference(
             reference_path, src, class_field=class_field, all_touched=all_touched,
-            on_overlap=on_overlap, classes=map_table)
+            on_overlap=on_overlap, classes=map_table, layer=layer)
         notes = _independence_notes(training_log, reference_path, reference, src)
-        counts = _stream_counts(src, reference, progress=progress)
+        counts = _stream_counts(src, reference, progress=progress, lut=lut)
         pixel_area, area_unit = _pixel_area(src)
-        quicklook = _read_quicklook(src)
+        quicklook = apply_lut(_read_quicklook(src), lut)
         map_tags = {k: v for k, v in src.tags().items() if k != CLASSES_TAG}
         grid_text = f"{src.height} x {src.width} px, CRS {_crs_text(src.crs)}"
     del reference
@@ -193,6 +204,7 @@ def evaluate_map(
         "map_sha256": _sha256(map_path), "reference_sha256": _sha256(reference_path),
         "map_tags": map_tags, "training_log": None if training_log is None else str(training_log),
         "n_reference_on_nodata": counts.on_nodata, **ref_info, "warnings": notes,
+        "class_map": None if not class_map else [list(p) for p in class_map],
     }
     document = _metrics_document(table, accuracy, area, info)
     files = _write_outputs(out, document, table, accuracy, area, quicklook=quicklook,
@@ -280,6 +292,7 @@ def _map_classes(src: Any) -> ClassTable | None:
 
 def _read_reference(path: Path, src: Any, *, class_field: str | None, all_touched: bool,
                     on_overlap: Literal["error", "drop"], classes: ClassTable | None,
+                    layer: str | None = None,
                     ) -> tuple[npt.NDArray[np.int64], ClassTable | None, dict[str, Any]]:
     """``(H, W)`` reference values on the map grid (0 = unlabelled), its classes, notes."""
     if not path.exists():
@@ -294,7 +307,7 @@ def _read_reference(path: Path, src: Any, *, class_field: str | None, all_touche
 
     grid = Grid(src.height, src.width, src.transform, src.crs)
     labels = read_labels(path, grid=grid, class_field=class_field, all_touched=all_touched,
-                         on_overlap=on_overlap, classes=classes)
+                         on_overlap=on_overlap, classes=classes, layer=layer)
     info = {"reference_kind": "vector", "class_field": labels.class_field,
             "all_touched": all_touched, "n_features": labels.n_features,
             "n_features_outside": labels.n_outside,
@@ -339,8 +352,9 @@ def _read_reference_raster(path: Path, src: Any,
 
 
 def _stream_counts(src: Any, reference: npt.NDArray[np.int64], *,
-                   progress: Progress | None) -> _Counts:
-    """Count mapped pixels per class and (reference, map) pairs, one map block at a time."""
+                   progress: Progress | None, lut: dict[int, int] | None = None) -> _Counts:
+    """Count mapped pixels per class and (reference, map) pairs, one map block at a time;
+    ``lut`` merges map values first (``--class-map``)."""
     counts = _Counts()
     nodata = src.nodata
     windows = [w for _, w in src.block_windows(1)]
@@ -349,6 +363,8 @@ def _stream_counts(src: Any, reference: npt.NDArray[np.int64], *,
         valid = block > 0
         if nodata is not None:
             valid &= block != nodata
+        if lut:
+            block = np.where(valid, apply_lut(block, lut), 0)
         vals, ns = np.unique(block[valid], return_counts=True)
         for v, n in zip(vals.tolist(), ns.tolist(), strict=True):
             counts.mapped[v] = counts.mapped.get(v, 0) + n

@@ -79,3 +79,54 @@ def test_evaluate_cli_options_and_errors(scene):
     assert "reference file not found" in missing.output and "Traceback" not in missing.output
     no_labels = runner.invoke(cli, ["evaluate", str(scene["map"])], obj={})
     assert no_labels.exit_code == 2 and "--labels" in no_labels.output
+
+
+def test_evaluate_class_map_merges_map_classes_and_layer_picks_the_reference(tmp_path: Path):
+    """A map with roof, pavement and tree against a reference with impervious and tree, in
+    the second layer of a GeoPackage: --class-map merges roof and pavement."""
+    table = ClassTable.from_names(["roof", "pavement", "tree"])
+    data = np.full((20, 30), 3, np.uint8)
+    data[:, :10], data[:, 10:20] = 1, 2
+    with rasterio.open(tmp_path / "map.tif", "w", driver="GTiff", height=20, width=30, count=1,
+                       dtype="uint8", crs=CRS, transform=from_origin(0, 400, 20, 20),
+                       nodata=0) as dst:
+        dst.write(data, 1)
+        dst.update_tags(HSIMAP_CLASSES=table.to_json())
+    ref = tmp_path / "ref.gpkg"
+    # 5 x 5 px on roof, 5 x 5 on pavement (both impervious), 5 x 5 on tree
+    gpd.GeoDataFrame({"name": ["impervious", "impervious", "tree"]},
+                     geometry=[box(20, 200, 120, 300), box(220, 200, 320, 300),
+                               box(440, 200, 540, 300)], crs=CRS).to_file(ref, layer="survey")
+    gpd.GeoDataFrame({"name": ["tree"]}, geometry=[box(20, 200, 120, 300)],
+                     crs=CRS).to_file(ref, layer="old")
+    runner = CliRunner()
+    base = ["evaluate", str(tmp_path / "map.tif"), "--labels", str(ref), "--class-field",
+            "name"]
+    r = runner.invoke(cli, [*base, "-o", str(tmp_path / "a")], obj={})
+    assert r.exit_code == 1 and "2 layers ('survey', 'old')" in r.output
+    assert "--layer" in r.output and "Traceback" not in r.output
+    r = runner.invoke(cli, [*base, "--layer", "survey", "-o", str(tmp_path / "b")], obj={})
+    assert r.exit_code == 1 and "['impervious'] are not in the model's classes" in r.output
+    r = runner.invoke(cli, [*base, "--layer", "survey", "--class-map",
+                            "roof=impervious,pavement=impervious", "-o", str(tmp_path / "c")],
+                      obj={})
+    assert r.exit_code == 0, r.output
+    assert "Overall accuracy:  100.00 %" in r.output
+    doc = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert doc["confusion_matrix"]["counts"] == [[50, 0], [0, 25]]
+    assert [c["name"] for c in doc["classes"]] == ["impervious", "tree"]
+    # the same from a file (values on the left), and a wrong class named with the fix
+    (tmp_path / "merge.txt").write_text("# map class = reference class\n1 = impervious\n"
+                                        "2=impervious\n")
+    r = runner.invoke(cli, [*base, "--layer", "survey", "--class-map",
+                            str(tmp_path / "merge.txt"), "-o", str(tmp_path / "d")], obj={})
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["confusion_matrix"][
+        "counts"] == [[50, 0], [0, 25]]
+    r = runner.invoke(cli, [*base, "--layer", "survey", "--class-map", "building=impervious",
+                            "-o", str(tmp_path / "e")], obj={})
+    assert r.exit_code == 1 and "'building' is not a class of the map" in r.output
+    assert "1=roof, 2=pavement, 3=tree" in r.output
+    r = runner.invoke(cli, [*base, "--layer", "survey", "--class-map", "roof",
+                            "-o", str(tmp_path / "f")], obj={})
+    assert r.exit_code == 1 and "'roof' is not an old=new pair" in r.output
