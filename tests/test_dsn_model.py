@@ -257,3 +257,20 @@ def test_unwhitened_projection_keeps_relative_variances():
     ratio = var / var[0]
     expected = scales[:4] ** 2 / scales[0] ** 2
     assert torch.allclose(ratio, expected, rtol=0.1)
+
+
+def test_dihedral_augmentation_gives_the_8_symmetries_and_keeps_the_centre():
+    from hsimap.models.diffspectralnet.clf_training import dihedral
+
+    patch = torch.randn(1, 3, 9, 9)
+    outs = [dihedral(patch, torch.tensor([w])) for w in range(8)]
+    assert torch.equal(outs[0], patch)
+    assert len({tuple(o.flatten().tolist()) for o in outs}) == 8
+    for o in outs:  # the centre pixel (whose spectrum the head sees) never moves
+        assert torch.equal(o[..., 4, 4], patch[..., 4, 4])
+        assert torch.equal(o.flatten(1).sort(1).values, patch.flatten(1).sort(1).values)
+    batch = torch.randn(16, 2, 5, 5)
+    which = torch.randint(0, 8, (16,))
+    mixed = dihedral(batch, which)
+    for i in range(16):
+        assert torch.equal(mixed[i:i + 1], dihedral(batch[i:i + 1], which[i:i + 1]))

@@ -52,6 +52,18 @@ def _evaluate(clf: WindowClassifier, padded: torch.Tensor, rows: torch.Tensor,
             float(F.cross_entropy(logits, y)))
 
 
+def dihedral(patches: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """Each ``(D, s, s)`` patch of ``(n, D, s, s)`` turned by ``which % 4`` quarter turns and
+    mirrored when ``which >= 4`` (one of the 8 symmetries of the square per sample)."""
+    out = torch.empty_like(patches)
+    for w in range(8):
+        sel = (which == w).nonzero().flatten().to(patches.device)
+        if len(sel):
+            p = torch.rot90(patches[sel], w % 4, (2, 3))
+            out[sel] = p.flip(-1) if w >= 4 else p
+    return out
+
+
 def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tensor,
            rows: torch.Tensor, cols: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
            config: DiffSpectralNetConfig, gen: torch.Generator,
@@ -66,6 +78,8 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, padded: torch.Tens
         if len(idx) < 2:  # BatchNorm needs two samples; a lone leftover waits for next epoch
             continue
         patches = gather_patches(padded, rows[idx], cols[idx], size)
+        if config.clf_augment:
+            patches = dihedral(patches, torch.randint(0, 8, (len(idx),), generator=gen))
         with autocast(padded.device):
             logits = clf.forward_patches(
                 patches, _spectra(cube, rows[idx], cols[idx])).float()
@@ -144,6 +158,11 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
     stopping = has_val and config.patience > 0
     if stopping and best_state is not None:
         clf.load_state_dict(best_state)
+        early = (f"stopped early at epoch {len(epochs)} of {config.clf_epochs} (no better "
+                 f"validation accuracy for {config.patience} epochs); "
+                 if len(epochs) < config.clf_epochs else "")
+        progress(ProgressEvent("classifier", len(epochs), config.clf_epochs, note=(
+            f"{early}kept epoch {best_epoch} (best validation accuracy {best_acc:.4f})")))
     clf.eval()
     if not has_val:
         note = "val_mask is empty: no early stopping, trained all epochs, kept the last state"

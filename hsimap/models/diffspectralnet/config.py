@@ -108,6 +108,10 @@ class DiffSpectralNetConfig:
     spectrum_path
         The classifier's head also sees a linear embedding of the centre pixel's own
         standardised input spectrum (all bands, unprojected, unmixed with its neighbours).
+    clf_augment
+        Train the classifier on randomly rotated (90 degree steps) and mirrored feature
+        windows, one of the 8 per sample and step (the per-pixel denoiser's features do not
+        depend on orientation, so a rotated window is a plausible scene).
     """
 
     proj_bands: int = 32
@@ -154,6 +158,7 @@ class DiffSpectralNetConfig:
     pixel_path: bool = False
     feature_dropout: float = 0.0
     spectrum_path: bool = False
+    clf_augment: bool = False
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
