@@ -22,7 +22,8 @@ Protocols:
 
 Rows: svm-rbf / random-forest on standardised spectra; cnn-pca (a 3-layer CNN on 9 x 9
 patches of 30 PCA components: the simplest spatial baseline, issue 12's floor);
-spectral-mlp (hsimap's baseline);
+spectral-mlp (hsimap's baseline); hsimap-svm / hsimap-rf: hsimap's own `svm` (C and gamma
+by grouped spatial CV on the training pixels) and `random-forest` kinds, default presets;
 dsn-fast (DiffSpectralNet, fast preset), dsn-fast-1t (one feature timestep), dsn-paper;
 clf-raw / clf-pca: the same window-transformer classifier on the standardised spectra / on
 32 PCA components instead of diffusion features (is the diffusion stage worth it?).
@@ -362,6 +363,8 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
         "random-forest": sklearn_runner("rf"),
         "cnn-pca": cnn_runner(),
         "spectral-mlp": hsimap_runner("spectral-mlp", None, {}),
+        "hsimap-svm": hsimap_runner("svm", None, {}),
+        "hsimap-rf": hsimap_runner("random-forest", None, {}),
         "dsn-fast": hsimap_runner("diffspectralnet", "fast", dict(dsn)),
         "dsn-fast-1t": hsimap_runner("diffspectralnet", "fast",
                                      {**dsn, "timesteps": [args.single_t]}),
