@@ -75,29 +75,9 @@ all_touched_opt = click.option(
 
 
 def progress_bars(quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
-    """A library progress callback drawing one tqdm bar per stage, and a closer."""
-    from tqdm.auto import tqdm
+    """A library progress callback and its closer: a tqdm bar per stage in a terminal, one
+    plain line per stage otherwise (:mod:`hsimap.cli.progress`)."""
+    from hsimap.cli.progress import ProgressDisplay
 
-    bars: dict[str, Any] = {}
-
-    def callback(event: Any) -> None:
-        if quiet:
-            return
-        bar = bars.get(event.stage)
-        if bar is None:
-            unit = {"predict": "tile", "classifier": "epoch", "denoiser": "it"}.get(event.stage,
-                                                                                   "step")
-            bar = bars[event.stage] = tqdm(total=event.total, desc=event.stage, unit=unit,
-                                           leave=True, dynamic_ncols=True)
-        bar.total = event.total
-        bar.n = event.done
-        if event.metrics:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in event.metrics.items() if k != "epoch"},
-                            refresh=False)
-        bar.refresh()
-
-    def close() -> None:
-        for bar in bars.values():
-            bar.close()
-
-    return callback, close
+    display = ProgressDisplay(quiet=quiet)
+    return display, display.close

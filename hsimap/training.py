@@ -9,6 +9,7 @@ path that ``predict`` uses.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -34,7 +35,6 @@ from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
 from hsimap.models.base import (
     ProgressCallback,
-    ProgressEvent,
     TrainData,
     get_spec,
     json_safe,
@@ -169,8 +169,7 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
         torch.manual_seed(options.seed)
         model, history["refit"] = spec.refit(
             model, everything, config, history, seed=options.seed, device=device,
-            progress=lambda e: progress(ProgressEvent(f"refit {e.stage}", e.done, e.total,
-                                                      e.metrics)))
+            progress=lambda e: progress(dataclasses.replace(e, stage=f"refit {e.stage}")))
         ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
     fitted = int((split.train | split.val).sum() if refitted else split.train.sum())
     meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc,

@@ -83,6 +83,7 @@ def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
+    env["HSIMAP_PROGRESS"] = "bars"  # a pipe gets plain lines otherwise; the relay parses bars
     return env
 
 

@@ -27,12 +27,15 @@ class ProgressEvent:
 
     ``stage`` names the loop (``"denoiser"``, ``"classifier"``, ``"predict"``), ``done`` and
     ``total`` count its steps, ``metrics`` carries numbers worth showing (loss, accuracy).
+    A stage ends when ``done`` reaches ``total``; ``note`` closes it with a remark, e.g.
+    early stopping (``stopped early at epoch 15 of 40; kept epoch 7 ...``).
     """
 
     stage: str
     done: int
     total: int
     metrics: Mapping[str, float] = field(default_factory=dict)
+    note: str | None = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

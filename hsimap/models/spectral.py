@@ -144,6 +144,11 @@ def fit(data: TrainData, config: SpectralMLPConfig, *, seed: int, device: torch.
         elif len(va) and epoch - best[1] >= config.patience:
             break
     model.load_state_dict(best[2])
+    if len(va):
+        early = (f"stopped early at epoch {epoch} of {config.epochs} (no better validation "
+                 f"accuracy for {config.patience} epochs); " if epoch < config.epochs else "")
+        progress(ProgressEvent("classifier", epoch, config.epochs, note=(
+            f"{early}kept epoch {best[1]} (best validation accuracy {best[0]:.4f})")))
     history["classifier"].update(best_epoch=best[1], seconds=time.perf_counter() - start,
                                  early_stopping=bool(len(va)))
     return model.eval(), history

@@ -151,7 +151,7 @@ def _train_classifiers(model: DiffSpectralNet, feats: torch.Tensor, data: TrainD
     for i, member in enumerate(clf.each(), 1):  # built one after another: own initialisation
 
         def tagged(e: ProgressEvent, i: int = i) -> None:
-            progress(ProgressEvent(e.stage, e.done, e.total, {**e.metrics, "member": i}))
+            progress(dataclasses.replace(e, metrics={**e.metrics, "member": i}))
 
         runs.append(train_classifier(member, feats, data.labels, data.train_mask,
                                      data.val_mask, config, gen=gen, progress=tagged,
