@@ -172,8 +172,9 @@ def test_receptive_field_is_exactly_the_halo(config, n_bands, ring):
     assert changed((dist == halo - 2) & (torch.arange(size)[:, None] == c - halo + 2))
 
 
-@pytest.mark.parametrize("config,n_bands", [(FAST, 12), (SMALL_3D, 10), (PIXEL, 12)],
-                         ids=["fast", "3d", "pixel"])
+@pytest.mark.parametrize("config,n_bands", [
+    (FAST, 12), (SMALL_3D, 10), (PIXEL, 12),
+    (dataclasses.replace(PIXEL, noise_draws=3), 12)], ids=["fast", "3d", "pixel", "draws"])
 def test_tiled_prediction_equals_whole_scene(config, n_bands):
     model = randomized(config, n_bands, n_classes=5, seed=1)
     h, w = 45, 52
@@ -274,3 +275,22 @@ def test_dihedral_augmentation_gives_the_8_symmetries_and_keeps_the_centre():
     mixed = dihedral(batch, which)
     for i in range(16):
         assert torch.equal(mixed[i:i + 1], dihedral(batch[i:i + 1], which[i:i + 1]))
+
+
+def test_noise_draws_average_the_feature_maps_of_fixed_noise_fields():
+    from hsimap.models.diffspectralnet.features import NOISE_DRAW_STRIDE
+
+    two = randomized(dataclasses.replace(PIXEL, noise_draws=2, reducer="scale"), 12, seed=3)
+    x = torch.randn(1, 12, 9, 11)
+    maps = dict(two.features.raw_maps(x, (4, 5)))
+    state = two.state_dict()
+    singles = []
+    for seed in (PIXEL.noise_seed, PIXEL.noise_seed + NOISE_DRAW_STRIDE):
+        one = build(dataclasses.replace(PIXEL, noise_seed=seed, reducer="scale"), n_bands=12,
+                    n_classes=4).eval()
+        one.load_state_dict(state)
+        singles.append(dict(one.features.raw_maps(x, (4, 5))))
+    assert torch.equal(maps[0], singles[0][0])  # the clean projected spectra
+    for k in range(1, len(maps)):
+        assert torch.allclose(maps[k], (singles[0][k] + singles[1][k]) / 2, atol=1e-6)
+        assert not torch.allclose(singles[0][k], singles[1][k])

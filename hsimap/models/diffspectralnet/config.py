@@ -108,6 +108,10 @@ class DiffSpectralNetConfig:
     spectrum_path
         The classifier's head also sees a linear embedding of the centre pixel's own
         standardised input spectrum (all bands, unprojected, unmixed with its neighbours).
+    noise_draws
+        Feature maps at each timestep are the mean over this many fixed, position-keyed noise
+        fields (1: one, as the paper; more lowers the noise the features carry, at that
+        many U-Net passes per timestep).
     clf_augment
         Train the classifier on randomly rotated (90 degree steps) and mirrored feature
         windows, one of the 8 per sample and step (the per-pixel denoiser's features do not
@@ -159,6 +163,7 @@ class DiffSpectralNetConfig:
     feature_dropout: float = 0.0
     spectrum_path: bool = False
     clf_augment: bool = False
+    noise_draws: int = 1
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -171,7 +176,8 @@ class DiffSpectralNetConfig:
     def _check_ints(self) -> None:
         positive = ("time_dim", "diffusion_steps", "denoiser_iterations", "crop", "batch",
                     "reduced_dims", "token_dim", "depth", "heads", "head_dim", "mlp_dim",
-                    "head_hidden", "clf_epochs", "clf_batch", "clf_min_batches", "clf_ensemble")
+                    "head_hidden", "clf_epochs", "clf_batch", "clf_min_batches", "clf_ensemble",
+                    "noise_draws")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -128,6 +128,9 @@ class SpectralProjection(nn.Module):
         self.matrix.copy_((comps * scale[:, None]).to(self.matrix))
 
 
+NOISE_DRAW_STRIDE = 7919  # noise seed step between the fixed noise fields of ``noise_draws``
+
+
 class FeatureExtractor(nn.Module):
     """Projection + frozen U-Net + reducers: ``(1, C, h, w)`` cube -> ``(1, D, h, w)`` features."""
 
@@ -156,10 +159,13 @@ class FeatureExtractor(nn.Module):
 
     abar: torch.Tensor
 
-    def noisy(self, xp: torch.Tensor, t: int, origin: tuple[int, int]) -> torch.Tensor:
-        """``x_t`` for projected input ``xp`` ``(1, P, h, w)`` with position-keyed noise."""
+    def noisy(self, xp: torch.Tensor, t: int, origin: tuple[int, int],
+              draw: int = 0) -> torch.Tensor:
+        """``x_t`` for projected input ``xp`` ``(1, P, h, w)`` with position-keyed noise
+        (``draw`` > 0: another fixed noise field, for ``noise_draws``)."""
         _, p, h, w = xp.shape
-        eps = position_noise(origin, (p, h, w), t, self.config.noise_seed, device=xp.device)
+        seed = self.config.noise_seed + NOISE_DRAW_STRIDE * draw
+        eps = position_noise(origin, (p, h, w), t, seed, device=xp.device)
         a = float(self.abar[t])
         return a ** 0.5 * xp + (1.0 - a) ** 0.5 * eps.to(xp.dtype)[None]
 
@@ -177,6 +183,11 @@ class FeatureExtractor(nn.Module):
         for t in self.config.timesteps:
             tt = torch.full((xp.shape[0],), t, dtype=torch.int64, device=xp.device)
             _, feats = self.unet.run(self.noisy(xp, t, origin), tt, taps=layers)
+            for draw in range(1, self.config.noise_draws):  # mean over fixed noise fields
+                _, more = self.unet.run(self.noisy(xp, t, origin, draw), tt, taps=layers)
+                feats = {i: feats[i] + more[i] for i in layers}
+            if self.config.noise_draws > 1:
+                feats = {i: feats[i] / self.config.noise_draws for i in layers}
             for i in layers:
                 yield k, feats[i]
                 k += 1
