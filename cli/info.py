@@ -39,8 +39,10 @@ def model_description(path: Path) -> dict[str, Any]:
     """The facts stored in a model file, as JSON-ready values."""
     from hsimap.checkpoint import read_metadata
 
-    meta = read_metadata(path)
-    training = meta.get("training", {})
+    meta = read_metadata(path)  # checks the entries used here (classes, bands, wavelengths)
+    training = meta.get("training")
+    if not isinstance(training, dict):  # informational only: shown as unknown when edited
+        training = {}
     return {
         "model": meta["model_kind"],
         "classes": [{"value": int(c["value"]), "name": str(c["name"]), "color": str(c["color"])}
@@ -85,7 +87,10 @@ def cube_description(path: Path) -> dict[str, Any]:
 
 
 def _floats(values: Any) -> list[float] | None:
-    return None if values is None else [float(v) for v in values]
+    try:
+        return None if values is None else [float(v) for v in values]
+    except (TypeError, ValueError):  # an edited informational entry: shown as unknown
+        return None
 
 
 def _json_safe(value: Any) -> Any:

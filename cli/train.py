@@ -64,6 +64,10 @@ from hsimap.cli.options import (
               help="After validating, fit the saved model again on every labelled pixel "
                    "(training + validation). --no-refit saves the validated model, e.g. to "
                    "evaluate it on the --export-split validation pixels.")
+@click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
+              help="Memory training may use (the scene is read whole), e.g. 8G, 512M or 50% "
+                   "[default: half the memory available now]; a larger scene is refused "
+                   "before it is read, with what to do.")
 @device_opt
 @overwrite_opt
 @click.pass_context
@@ -74,7 +78,7 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
           on_overlap: str, validation: str,
           val_fraction: float, guard: int | None, block_size: int | None,
           bad_bands: tuple[int, ...], seed: int, export_split: Path | None, refit: bool,
-          device: str, overwrite: bool) -> None:
+          max_memory: str | None, device: str, overwrite: bool) -> None:
     """Train a model on CUBE with ground truth from LABELS and save it to --model.
 
     \b
@@ -83,6 +87,7 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     """
     from hsimap.cli.options import progress_bars
     from hsimap.models import DEFAULT_MODEL
+    from hsimap.resources import parse_size
     from hsimap.training import TrainOptions, train_model
 
     overrides, file_kind, file_preset = _read_config(config_file)
@@ -97,7 +102,8 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
         all_touched=all_touched,
         on_overlap=on_overlap,  # type: ignore[arg-type]
         validation=validation, val_fraction=val_fraction, guard=guard, block_size=block_size,
-        seed=seed, device=device, bad_bands=bad_bands, refit=refit)
+        seed=seed, device=device, bad_bands=bad_bands, refit=refit,
+        max_memory=None if max_memory is None else parse_size(max_memory))
     quiet = ctx.obj.get("verbosity", 0) < 0
     callback, close = progress_bars(quiet)
     try:

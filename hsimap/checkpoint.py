@@ -162,7 +162,88 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             f"model format version {meta.get('format_version')!r} is not supported by hsimap "
             f"{__version__} (reads version {FORMAT_VERSION})", path=path,
             fix="use the hsimap version that wrote it (see `hsimap info MODEL`) or retrain")
+    check_metadata(meta, path)
     return meta
+
+
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"has damaged hsimap metadata: {what}", path=path,
+        fix="the file was edited or damaged; copy it again from where `hsimap train` wrote it, "
+            "or retrain")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_metadata(meta: dict[str, Any], path: Path) -> None:
+    """Refuse metadata a reader would trip over (the file's JSON could have been edited):
+    the model kind, the class table, the band count, the bands used and the wavelengths."""
+    kind = meta.get("model_kind")
+    if not isinstance(kind, str):
+        raise _damaged(path, f"model_kind is {kind!r}, not a model name")
+    config = meta.get("model_config")
+    if config is not None and not isinstance(config, dict):
+        raise _damaged(path, f"model_config is {config!r}, not a table of fields")
+    _check_bands(meta, path)
+    _check_classes(meta.get("classes"), path)
+
+
+def _check_bands(meta: dict[str, Any], path: Path) -> None:
+    n_bands: Any = meta.get("n_bands")
+    if not _whole(n_bands) or n_bands < 1:
+        raise _damaged(path, f"n_bands is {n_bands!r}, not a positive whole number")
+    bands = meta.get("band_indices")
+    if not isinstance(bands, list) or not bands or not all(_whole(b) for b in bands):
+        raise _damaged(path, f"band_indices is {bands!r}, not a list of band numbers")
+    outside = [b for b in bands if not 0 <= b < n_bands]
+    if outside or len(set(bands)) != len(bands):
+        raise _damaged(path, f"band_indices {outside or bands} "
+                             f"{'lie beyond the' if outside else 'repeat bands of the'} "
+                             f"{n_bands} bands of n_bands")
+    for key in ("wavelengths", "fwhm"):
+        values = meta.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != n_bands or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise _damaged(path, f"{key} is not a list of {n_bands} numbers (one per band)")
+
+
+def _check_classes(classes: Any, path: Path) -> None:
+    from hsimap.classes import MAX_CLASS_VALUE
+
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise _damaged(path, f"classes is {_short(classes)}, not a list of at least two "
+                             "{value, name, color} entries")
+    seen: set[int] = set()
+    for i, entry in enumerate(classes):
+        if not isinstance(entry, dict):
+            raise _damaged(path, f"class entry {i + 1} is {_short(entry)}, not "
+                                 "{value, name, color}")
+        missing = [k for k in ("value", "name", "color") if k not in entry]
+        if missing:
+            raise _damaged(path, f"class entry {i + 1} ({_short(entry)}) has no "
+                                 f"{' or '.join(repr(k) for k in missing)}")
+        value = entry["value"]
+        if not _whole(value) or not 1 <= value <= MAX_CLASS_VALUE or value in seen:
+            why = "repeats another class's value" if value in seen else \
+                f"is not a whole number from 1 to {MAX_CLASS_VALUE}"
+            raise _damaged(path, f"class entry {i + 1} has value {value!r}, which {why} "
+                                 "(0 is the map's nodata)")
+        seen.add(value)
+        if not isinstance(entry["name"], str):
+            raise _damaged(path, f"class entry {i + 1} has name {entry['name']!r}, not a text")
+        color = entry["color"]
+        if not (isinstance(color, str) and len(color) == 7 and color[0] == "#" and
+                all(ch in "0123456789abcdefABCDEF" for ch in color[1:])):
+            raise _damaged(path, f"class entry {i + 1} has colour {color!r}, not #rrggbb")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _check_complete(path: Path, header_len: int, size: int) -> None:
@@ -182,6 +263,27 @@ def _check_complete(path: Path, header_len: int, size: int) -> None:
         raise CheckpointError(
             f"is truncated: {size} bytes on disk, {expected} expected", path=path,
             fix="the copy or download was interrupted; copy the file again or retrain")
+
+
+def _normalisation(tensors: dict[str, torch.Tensor], n_used: int, path: Path) -> Normalisation:
+    """The stored per-band standardisation, checked against the bands the model uses."""
+    arrays = []
+    for key in ("norm.mean", "norm.std"):
+        t = tensors.get(key)
+        if t is None:
+            raise CheckpointError(f"has no {key} tensor", path=path,
+                                  fix="the file is damaged or was edited; retrain")
+        a = t.to(torch.float32).numpy() if t.is_floating_point() else None
+        if a is None or a.shape != (n_used,) or not np.isfinite(a).all():
+            raise CheckpointError(
+                f"{key} holds {tuple(t.shape)} {str(t.dtype).replace('torch.', '')} values; "
+                f"the model uses {n_used} bands, so it needs {n_used} finite numbers",
+                path=path, fix="the file is damaged or was edited; copy it again or retrain")
+        arrays.append(a)
+    if (arrays[1] <= 0).any():
+        raise CheckpointError("norm.std holds zero or negative values", path=path,
+                              fix="the file is damaged or was edited; copy it again or retrain")
+    return Normalisation(arrays[0], arrays[1])
 
 
 def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> Checkpoint:
@@ -217,7 +319,7 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
         raise CheckpointError(f"weights do not fit the stored config ({exc})", path=path,
                               fix="the file is damaged or was edited; retrain") from exc
     model.to(device).eval()
-    norm = Normalisation(tensors["norm.mean"].numpy(), tensors["norm.std"].numpy())
+    norm = _normalisation(tensors, len(meta["band_indices"]), path)
     classes = ClassTable.from_json(json.dumps(meta["classes"]))
     extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     return Checkpoint(model, norm, classes, meta, path, extras)

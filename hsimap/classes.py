@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from hsimap.errors import LabelError
 
+# The largest class value a map can hold: maps are uint8 or uint16 with nodata 0.
+MAX_CLASS_VALUE = 65535
+
 # Colour-blind-safe qualitative colours for classes no land-cover keyword names: Okabe & Ito
 # (2008, "Color Universal Design", black left out) followed by Paul Tol's "muted" scheme (Tol
 # 2021, "Colour Schemes", SRON/EPS/TN/09-002).
@@ -116,6 +119,11 @@ class ClassTable:
                 f"class values must be positive integers, got {sorted(values)}",
                 fix="0 and negative values are reserved for 'no class'; renumber the classes",
             )
+        if any(v > MAX_CLASS_VALUE for v in values):
+            raise LabelError(
+                f"class value(s) {sorted(v for v in values if v > MAX_CLASS_VALUE)[:5]} exceed "
+                f"{MAX_CLASS_VALUE}, the largest a class map (uint16) can store",
+                fix=f"renumber the classes from 1 to at most {MAX_CLASS_VALUE}")
 
     def __len__(self) -> int:
         return len(self.classes)

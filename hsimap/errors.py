@@ -85,6 +85,10 @@ class TrainingError(HsimapError, RuntimeError):
     """Training cannot proceed with the data given (too few classes or pixels)."""
 
 
+class ResourceError(HsimapError, MemoryError):
+    """A step would need more memory than the budget allows (``--max-memory``)."""
+
+
 class HsimapWarning(UserWarning):
     """Root of hsimap's warnings (filter with ``warnings.filterwarnings``)."""
 

@@ -151,8 +151,9 @@ def tag_class_map(dst: Any, classes: ClassTable) -> None:
     """Colour table, band description and class tags on an open class map."""
     colormap = {MAP_NODATA: (0, 0, 0, 0)}
     colormap.update({c.value: (*c.rgb(), 255) for c in classes})
-    if classes.map_dtype == "uint8":  # GTiff colour tables need 8- or 16-bit data
-        dst.write_colormap(1, colormap)
+    # GTiff keeps colour tables for 8- and 16-bit data, so a uint16 map (class values above
+    # 255) keeps its colours in the file too (65536 entries, unused ones black).
+    dst.write_colormap(1, colormap)
     dst.set_band_description(1, "class")
     dst.update_tags(**{CLASSES_TAG: classes.to_json()})
     dst.update_tags(1, **{f"CLASS_{c.value}": c.name for c in classes})

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from rasterio.features import rasterize
 
-from hsimap.classes import ClassTable
+from hsimap.classes import MAX_CLASS_VALUE, ClassTable
 from hsimap.classfile import ClassSpec, codes_for_names, table_from_specs
 from hsimap.cube import Grid, RasterPath, gdal_not_found, gdal_path, is_virtual, path_suffix
 from hsimap.errors import CRSMismatchError, InputFileError, LabelError, LabelWarning
@@ -70,9 +70,12 @@ class Labels:
 
     def index(self) -> np.ndarray:
         """``(H, W)`` int64 model-output index ``0..K-1`` per pixel, -1 unlabelled."""
-        lut = np.full(max(self.classes.values) + 1, -1, dtype=np.int64)
-        lut[self.classes.values] = np.arange(len(self.classes))
-        return np.asarray(lut[self.values])
+        # searchsorted over the sorted class values, never a table sized by the largest code
+        values = np.asarray(self.classes.values, dtype=np.int64)
+        order = np.argsort(values)
+        ordered = values[order]
+        pos = np.clip(np.searchsorted(ordered, self.values), 0, len(ordered) - 1)
+        return np.where(ordered[pos] == self.values, order[pos], -1).astype(np.int64)
 
 
 def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
@@ -267,6 +270,7 @@ def _class_codes(frame: Any, field: str, classes: ClassTable | None, *, path: Ra
             fix="pass --class-field with a field of whole-number codes or class names"
                 + (f"; other fields: {', '.join(map(str, others))}" if others else ""))
     if _is_integer_like(column):
+        _check_code_range(column.to_numpy(), where=f"field {field!r}", path=path)
         codes = column.to_numpy().astype(np.int64)
         if (codes < 1).any():
             raise LabelError(
@@ -292,6 +296,19 @@ def _class_codes(frame: Any, field: str, classes: ClassTable | None, *, path: Ra
         raise LabelError(f"class name(s) {unknown[:5]} are not in the model's classes "
                          f"{table.names}", path=path)
     return table, np.array([lookup[n] for n in names], dtype=np.int64)
+
+
+def _check_code_range(codes: np.ndarray, *, where: str, path: RasterPath) -> None:
+    """Refuse class codes a class map cannot store (before any cast could wrap them)."""
+    too_big = codes[codes > MAX_CLASS_VALUE]
+    if too_big.size:
+        shown = ", ".join(f"{v:.0f}" if isinstance(v, float) else str(v)
+                          for v in np.unique(too_big)[:3].tolist())
+        raise LabelError(
+            f"{where} holds class code(s) above {MAX_CLASS_VALUE} ({shown}), the largest a "
+            "class map (uint16) can store", path=path,
+            fix=f"renumber the classes from 1 to at most {MAX_CLASS_VALUE}, or use a field with "
+                "class names")
 
 
 def _colors_from_field(frame: Any, color_field: str, table: ClassTable, codes: np.ndarray, *,
@@ -427,6 +444,8 @@ def _read_label_raster(path: RasterPath, *, grid: Grid, classes: ClassTable | No
         raise LabelError("label raster holds decimal values, not integer class codes",
                          path=path, fix="give a raster of whole-number class codes (0 = "
                                         "unlabelled), e.g. gdal_translate -ot UInt16")
+    labelled = finite if nodata is None else np.where(data == nodata, 0, finite)
+    _check_code_range(labelled, where="the label raster", path=path)
     values = finite.astype(np.int64)
     if nodata is not None:
         values[data == nodata] = 0

@@ -29,23 +29,30 @@ from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, sav
 from hsimap.classfile import read_class_file
 from hsimap.cube import Cube, band_validity, open_cube, validity
 from hsimap.device import resolve_device
-from hsimap.errors import CubeError, HsimapWarning, OutputError, TrainingError
+from hsimap.errors import ConfigError, CubeError, HsimapWarning, OutputError, TrainingError
 from hsimap.geotiff import check_output
 from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
 from hsimap.models.base import (
+    HsiModel,
     ProgressCallback,
     TrainData,
+    check_config_for_scene,
     get_spec,
     json_safe,
     no_progress,
 )
 from hsimap.predict import classify_array
+from hsimap.resources import check_budget, default_budget
 from hsimap.split import Split, make_split
 
 log = logging.getLogger(__name__)
 
 MIN_PIXELS_PER_CLASS = 2
+# Label rasterisation (values, groups and claims int32, a uint8 per class burnt, the conflict
+# mask), the int64 class index, the validity and split masks, the distance transform and the
+# predicted training map: bytes per scene pixel.
+LABEL_BYTES_PER_PIXEL = 48.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     bad_bands: tuple[int, ...] = ()
+    max_memory: int | None = None  # bytes; None: resources.default_budget()
     refit: bool = True
 
 
@@ -131,6 +139,8 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     class_specs = None if options.classes_file is None else \
         read_class_file(options.classes_file)
     cube = open_cube(cube_path, bad_bands=options.bad_bands)
+    check_scene_fits(cube, spec.build(config, n_bands=len(cube.good_bands), n_classes=2),
+                     config, options, device)
     labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
                          color_field=options.color_field, class_specs=class_specs,
                          layer=options.layer,
@@ -199,6 +209,37 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds,
                        den_eval, val_distance, abs(cube.grid.transform.a), split_path,
                        fitted, refitted)
+
+
+def check_scene_fits(cube: Cube, probe: HsiModel, config: Any, options: TrainOptions,
+                     device: torch.device) -> int:
+    """Refuse, before any large allocation, a config the scene cannot honour (a window, crop
+    or projection larger than the scene, for the fields the user set) and a scene whose
+    training would need more memory than ``options.max_memory``. Returns the estimate."""
+    h, w = cube.grid.shape
+    n_bands = len(cube.good_bands)
+    try:
+        check_config_for_scene(config, n_bands=n_bands, height=h, width=w,
+                               fields=options.overrides)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=cube.path, fix=exc.fix) from exc
+    pixels = float(h) * float(w)
+    features = probe.fit_bytes_per_pixel() if device.type == "cpu" else 0.0
+    parts = [
+        (f"the scene read into memory ({w} x {h} px x {n_bands} bands, float32, raw and "
+         "standardised)", 8.0 * n_bands * pixels),
+        ("per-band statistics over the valid pixels (float64)", 8.0 * n_bands * pixels),
+        ("the labels rasterised on the full grid, split masks and the training map",
+         LABEL_BYTES_PER_PIXEL * pixels),
+        ("the model's whole-scene feature maps", features * pixels),
+    ]
+    budget = options.max_memory if options.max_memory is not None else default_budget()
+    return check_budget(
+        "training on this scene", parts, budget, path=cube.path,
+        fix="crop the scene to the labelled area first (gdal_translate -projwin ULX ULY LRX LRY "
+            "scene.tif crop.tif, or QGIS Clip Raster by Extent), leave bands out with "
+            "--bad-bands, or raise --max-memory (e.g. --max-memory 64G) if the machine has "
+            "that much")
 
 
 def split_distance(split: Split) -> int | None:

@@ -403,3 +403,60 @@ def zipped(folder: Path, name: str, files: Iterable[Path]) -> Path:
                 if part.suffix != ".zip":
                     zf.write(part, part.name)
     return path
+
+
+# --------------------------------------------------------------------------- resources, codes
+
+
+def huge_vrt(cube: Path, folder: Path, *, size: int = 70000) -> Path:
+    """A VRT whose header says ``size`` x ``size`` px, all of it over the small ``cube``
+    (its pixels in the top-left corner, nothing elsewhere): opens in milliseconds, would
+    take hundreds of GB to read whole."""
+    with rasterio.open(cube) as src:
+        count, height, width, nodata = src.count, src.height, src.width, src.nodata
+        crs, transform = src.crs.to_wkt(), src.transform
+    bands = "".join(
+        f'<VRTRasterBand dataType="Float32" band="{b}"><NoDataValue>{nodata}</NoDataValue>'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{cube}</SourceFilename>'
+        f"<SourceBand>{b}</SourceBand>"
+        f'<SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>'
+        f'<DstRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/></SimpleSource>'
+        "</VRTRasterBand>" for b in range(1, count + 1))
+    geo = ", ".join(repr(v) for v in transform.to_gdal())
+    path = folder / "huge.vrt"
+    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{crs}</SRS>'
+                    f"<GeoTransform>{geo}</GeoTransform>{bands}</VRTDataset>\n",
+                    encoding="utf-8")
+    return path
+
+
+def edited_model(model: Path, folder: Path, name: str, *, meta_edit=None,
+                 tensor_edit=None) -> Path:
+    """A copy of a good model whose JSON metadata and/or tensors were edited by hand
+    (``meta_edit(meta)`` and ``tensor_edit(tensors)`` change their argument in place)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from hsimap.checkpoint import META_KEY, read_metadata
+
+    meta = read_metadata(model)
+    tensors = load_file(str(model))
+    if meta_edit is not None:
+        meta_edit(meta)
+    if tensor_edit is not None:
+        tensor_edit(tensors)
+    path = folder / f"{name}.safetensors"
+    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+    return path
+
+
+def label_raster(folder: Path, values: np.ndarray, *, name: str = "labels.tif",
+                 dtype: str = "uint32") -> Path:
+    """A single-band class raster on the synthetic cube's grid (0 = unlabelled)."""
+    path = folder / name
+    with rasterio.open(path, "w", driver="GTiff", height=values.shape[0],
+                       width=values.shape[1], count=1, dtype=dtype, crs=UTM,
+                       transform=TRANSFORM, nodata=0) as dst:
+        dst.write(values.astype(dtype), 1)
+    return path

@@ -848,3 +848,203 @@ def test_datasets_convert_of_empty_mat_files(env: Env, which: str) -> None:
     env.fails(["datasets", "convert", cube, gt, "-o", target],
               words=("is empty (0 bytes)", "not a MATLAB .mat file", "download"),
               path=cube if which == "both" else gt)
+
+
+# --------------------------------------------------------------------------- class codes
+
+
+@pytest.mark.parametrize("code", [3000000001, 100000000, 65536])
+def test_class_codes_a_map_cannot_store(env: Env, code: int) -> None:
+    """Codes above 65535 (the largest a uint16 map holds; 3000000001 also overflows int32)
+    are refused at once, naming the field and the value: no truncation, no table sized by
+    the largest code."""
+    labels = bad.polygons(env.inp, "codes.gpkg", bad.halves(class_id=[3, code]))
+    start = time.monotonic()
+    env.fails(env.train(labels=labels), words=("field 'class_id'", f"({code})", "above 65535",
+                                               "renumber"), path=labels)
+    assert time.monotonic() - start < 30
+
+
+def test_label_raster_code_a_map_cannot_store(env: Env) -> None:
+    values = np.zeros((40, 36), dtype=np.uint32)
+    values[5:30, 3:14], values[5:30, 22:33] = 3, 3000000001
+    labels = bad.label_raster(env.inp, values)
+    env.fails(env.train(labels=labels), words=("label raster", "(3000000001)", "above 65535"),
+              path=labels)
+
+
+def test_sparse_large_codes_and_300_classes_keep_their_colours(env: Env) -> None:
+    """Codes 2 and 65000 (a uint16 map) index correctly without a 65001-entry table; a
+    300-class raster trains, and both maps carry their colour table, .qml and names."""
+    from hsimap.checkpoint import load_checkpoint
+
+    rows = []
+    for codes, name in (([2, 65000], "sparse"), (None, "many")):
+        if codes is None:  # 300 classes: 6 px blocks of a 60 x 60 label raster
+            cube = write_cube(env.inp / "cube60.tif", height=60, width=60)
+            values = np.zeros((60, 60), dtype=np.uint16)
+            for k in range(300):
+                r, c = 3 + 3 * (k // 20), 3 * (k % 20)
+                values[r:r + 3, c:c + 2] = k + 1
+            labels = bad.label_raster(env.inp, values, dtype="uint16", name="many.tif")
+        else:
+            cube, labels = env.cube, bad.polygons(env.inp, "sparse.gpkg",
+                                                   bad.halves(class_id=codes))
+        model = env.out / f"{name}.safetensors"
+        result = run_cli(env.train("--validation", "random", "--guard", "0", cube=cube,
+                                   labels=labels, model=model))
+        assert result.exit_code == 0, result.output
+        out = env.out / f"{name}.tif"
+        result = run_cli(env.predict(scene=cube, model=model, out=out))
+        assert result.exit_code == 0, result.output
+        rows.append((model, out, labels))
+    for model, out, _ in rows:
+        ckpt = load_checkpoint(model)
+        with rasterio.open(out) as src:
+            assert src.dtypes[0] == "uint16"
+            data, cmap = src.read(1), src.colormap(1)
+        assert set(np.unique(data)) <= {0, *ckpt.classes.values}
+        for c in ckpt.classes:
+            assert cmap[c.value][:3] == c.rgb(), c
+        qml = out.with_suffix(".qml").read_text()
+        assert all(f'value="{c.value}"' in qml for c in ckpt.classes)
+    sparse = load_checkpoint(rows[0][0])
+    assert sparse.classes.values == [2, 65000]
+    with rasterio.open(rows[0][1]) as src:
+        sparse_map = src.read(1)
+    assert (sparse_map[10:30, 4:14] == 2).mean() > 0.9  # left half: code 2
+    assert (sparse_map[10:30, 22:32] == 65000).mean() > 0.9
+
+
+# --------------------------------------------------------------------------- bounded resources
+
+
+def test_huge_grid_is_refused_before_it_is_read(env: Env) -> None:
+    """A 70000 x 70000 px VRT over a small file: refused within seconds, with sizes and what
+    to do, instead of allocating full-grid arrays until the kernel kills the process."""
+    vrt = bad.huge_vrt(env.cube, env.inp)
+    start = time.monotonic()
+    text = env.fails(env.train(cube=vrt), words=(
+        "training on this scene would need about", "70000 x 70000 px x 12 bands",
+        "labels rasterised", "budget (--max-memory", "crop the scene", "gdal_translate",
+        "--bad-bands"), path=vrt)
+    assert time.monotonic() - start < 30, "the refusal came too late"
+    assert "GiB" in text or "TiB" in text
+
+
+def test_max_memory_is_honoured_and_parsed(env: Env) -> None:
+    # 1440 px x (12 bands x 16 B + 48 B) = 338 kiB
+    env.fails(env.train("--max-memory", "100K"), words=("would need about 337.5 kiB",
+                                                        "more than the 100.0 kiB budget",
+                                                        "--max-memory"), path=env.cube)
+    env.fails(env.train("--max-memory", "lots"), words=("--max-memory 'lots'",
+                                                        "not a memory size", "8G"), path=None)
+    result = run_cli(env.train("--max-memory", "2G"))
+    assert result.exit_code == 0, result.output
+
+
+# --------------------------------------------------------------------------- config values
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("epochs = 2.5", ("epochs = 2.5", "not a whole number")),
+    ('epochs = "2"', ("epochs = '2'", "not a whole number", "without quotes")),
+    ("dropout = 1.5", ("dropout = 1.5", "out of range", "in [0, 1)")),
+    ("weight_decay = -1.0", ("weight_decay = -1.0", "out of range", ">= 0")),
+    ("hidden = [64.5, 32]", ("hidden = [64.5, 32]", "list of whole numbers")),
+    ("class_weights = 1", ("class_weights = 1", "true or false")),
+    ("epochs = 100000000", ("epochs = 100000000", "in [1, 10000000]")),
+])
+def test_config_values_checked_against_field_types(env: Env, line: str,
+                                                   words: tuple[str, ...]) -> None:
+    config = bad.quick_config(env.inp, f"[config]\n{line}\n", name="bad.toml")
+    env.fails(env.train(config=config), words=words, path=config)
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("window = 5.0", ("window = 5.0", "not a whole number")),
+    ("denoiser_iterations = 1000000000000", ("denoiser_iterations = 1000000000000",
+                                             "in [1, 10000000]")),
+])
+def test_diffspectralnet_config_values_checked(env: Env, line: str,
+                                               words: tuple[str, ...]) -> None:
+    config = bad.quick_config(env.inp, f'model = "diffspectralnet"\npreset = "tiny"\n'
+                                       f"[config]\n{line}\n", name="dsn.toml")
+    env.fails(["train", "--cube", env.cube, "--labels", env.labels, "--model",
+               env.out / "m.safetensors", "--config", config], words=words, path=config)
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("window = 1001", ("window = 1001 px is larger than the scene", "36 x 40 px",
+                       "at most 36 px")),
+    ("crop = 4096", ("crop = 4096 px is larger than the scene", "at most 36 px")),
+    ("proj_bands = 1000", ("proj_bands = 1000", "more bands than the scene's 12",
+                           "at most 12")),
+])
+def test_config_values_bounded_by_the_scene(env: Env, line: str,
+                                            words: tuple[str, ...]) -> None:
+    """Checked once the cube is open, before labels are rasterised or the scene is read."""
+    config = bad.quick_config(env.inp, f'model = "diffspectralnet"\npreset = "tiny"\n'
+                                       f"[config]\n{line}\n", name="dsn.toml")
+    start = time.monotonic()
+    env.fails(["train", "--cube", env.cube, "--labels", env.labels, "--model",
+               env.out / "m.safetensors", "--config", config], words=words, path=env.cube)
+    assert time.monotonic() - start < 60
+
+
+# --------------------------------------------------------------------------- edited model files
+
+
+def _set_class(i: int, key: str, value: object):
+    def edit(meta: dict) -> None:
+        if value is None:
+            del meta["classes"][i][key]
+        else:
+            meta["classes"][i][key] = value
+    return edit
+
+
+def _set_meta(key: str, value: object):
+    def edit(meta: dict) -> None:
+        meta[key] = value
+    return edit
+
+
+def _cut_tensor(key: str):
+    def edit(tensors: dict) -> None:
+        tensors[key] = tensors[key][:-1].clone()
+    return edit
+
+
+EDITS = {
+    "class-without-value": (dict(meta_edit=_set_class(0, "value", None)),
+                            ("class entry 1", "has no 'value'")),
+    "class-value-roof": (dict(meta_edit=_set_class(1, "value", "roof")),
+                         ("class entry 2 has value 'roof'", "whole number from 1 to 65535")),
+    "class-value-0": (dict(meta_edit=_set_class(0, "value", 0)),
+                      ("class entry 1 has value 0", "nodata")),
+    "bands-beyond": (dict(meta_edit=_set_meta("band_indices", list(range(10, 22)))),
+                     ("band_indices", "beyond the 12 bands")),
+    "n-bands-many": (dict(meta_edit=_set_meta("n_bands", "many")),
+                     ("n_bands is 'many'", "positive whole number")),
+    "classes-text": (dict(meta_edit=_set_meta("classes", "roof,tree")),
+                     ("classes is 'roof,tree'", "list of at least two")),
+    "norm-mean-short": (dict(tensor_edit=_cut_tensor("norm.mean")),
+                        ("norm.mean holds (11,)", "12 finite numbers")),
+    "norm-std-short": (dict(tensor_edit=_cut_tensor("norm.std")),
+                       ("norm.std holds (11,)", "12 finite numbers")),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_model_with_edited_metadata(env: Env, edit: str) -> None:
+    """Hand-edited model files: predict and info name the file and the damage (no code in
+    the file ever runs, and no traceback either)."""
+    changes, words = EDITS[edit]
+    model = bad.edited_model(env.model, env.inp, edit, **changes)
+    fix = ("copy it again", "retrain")
+    env.fails(env.predict(model=model), words=(*words, *fix), path=model)
+    if edit.startswith("norm"):  # info reads the metadata only, which is intact
+        assert run_cli(["info", model]).exit_code == 0
+    else:
+        env.fails(["info", model], words=(*words, *fix), path=model)

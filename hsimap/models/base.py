@@ -10,7 +10,9 @@ tile to class logits for every pixel of the tile, and says how far its context r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -98,6 +100,16 @@ class HsiModel(nn.Module):
     def stride(self) -> int:
         """Tile origins must be multiples of this (total spatial down-sampling); default 1."""
         return 1
+
+    def fit_bytes_per_pixel(self) -> float:
+        """Bytes per scene pixel ``fit`` keeps beyond the standardised cube (whole-scene
+        feature maps), for train's memory check before the scene is read.
+
+        Default: 4 bytes (float32) per channel of a ``features`` sub-module's ``out_dims``
+        (DiffSpectralNet keeps its reduced feature map of the whole scene), else 0.
+        """
+        dims = getattr(getattr(self, "features", None), "out_dims", 0)
+        return 4.0 * dims if isinstance(dims, int) else 0.0
 
     def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
         """Class logits for every pixel of a tile.
@@ -207,8 +219,218 @@ class ModelSpec:
         return config_from_dict(self.config_cls, values)
 
 
+# The largest step count a config may ask for (epochs, iterations): more is a typo (10**12
+# denoiser iterations were an ETA of 8.5 million hours), never a plan.
+MAX_STEPS = 10**7
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Allowed range of a numeric config field (or of each element of a tuple field).
+
+    Bounds are inclusive unless ``low_open``/``high_open``; ``None`` leaves that side open.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` lies in the range."""
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or
+                                         (self.high_open and value == self.high))
+
+    def describe(self) -> str:
+        """``in [0, 1)``, ``>= 1``, ``> 0`` ..."""
+        low, high = _bound(self.low), _bound(self.high)
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{low}, {high}"
+                    f"{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return "any value"
+
+
+def _bound(value: float | None) -> str:
+    """A range bound as written: whole numbers in full (10000000, not 1e+07)."""
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# Ranges by field name, shared by every model kind (a config class's own ``LIMITS`` class
+# attribute adds to and overrides these). For a tuple field the range applies to each element.
+COMMON_LIMITS: Mapping[str, Limit] = {
+    **{name: Limit(1, MAX_STEPS) for name in ("epochs", "clf_epochs", "denoiser_iterations")},
+    **{name: Limit(0, 1, high_open=True) for name in ("dropout", "feature_dropout")},
+    **{name: Limit(0) for name in ("weight_decay", "clf_weight_decay", "patience")},
+    **{name: Limit(0, low_open=True) for name in ("lr", "clf_lr")},
+    **{name: Limit(1) for name in ("batch_size", "batch", "clf_batch", "min_batches",
+                                   "clf_min_batches")},
+}
+
+# Fields bounded by the scene, by name (every model kind): a spatial size in pixels at most the
+# scene's smaller side, or a band count at most the bands used. Checked by
+# :func:`check_config_for_scene` once the scene is known.
+SCENE_SIDE_FIELDS = ("window", "crop")
+SCENE_BAND_FIELDS = ("proj_bands",)
+
+
+def config_limits(cls: type) -> dict[str, Limit]:
+    """The numeric ranges of ``cls``'s fields: :data:`COMMON_LIMITS` plus ``cls.LIMITS``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    limits = {k: v for k, v in COMMON_LIMITS.items() if k in names}
+    limits.update(getattr(cls, "LIMITS", {}))
+    return limits
+
+
+def _type_words(tp: Any) -> str:
+    """What a value of type ``tp`` is, in the words of a TOML file."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is ...:
+            plural = {int: "whole numbers", float: "numbers", str: "texts in quotes"}
+            return f"a list of {plural.get(args[0], _type_words(args[0]))}"
+        return f"a list of {len(args)} values"
+    return {bool: "true or false", int: "a whole number", float: "a number",
+            str: "a text in quotes", type(None): "nothing"}.get(tp, str(tp))
+
+
+class _Mismatch(Exception):
+    """A value that does not have its field's type."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        value == value and value not in (float("inf"), float("-inf"))
+
+
+# Scalar types: (test, conversion). An int given for a float field becomes a float; a bool is
+# never a number, a float never an int (``epochs = 2.5``, ``window = 5.0`` are refused).
+_SCALARS: Mapping[Any, tuple[Callable[[Any], bool], Callable[[Any], Any]]] = {
+    bool: (lambda v: isinstance(v, bool), lambda v: v),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), lambda v: v),
+    float: (_is_number, float),
+    str: (lambda v: isinstance(v, str), lambda v: v),
+    type(None): (lambda v: v is None, lambda v: v),
+}
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """``value`` as a value of type ``tp`` (an int for a float field becomes a float), or
+    :class:`_Mismatch`. Types this does not know pass unchanged."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise _Mismatch
+    if origin in (typing.Union, types.UnionType):
+        for arm in args:
+            try:
+                return _coerce(value, arm)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is ...:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(args) != len(value):
+            raise _Mismatch
+        return tuple(_coerce(v, a) for v, a in zip(value, args, strict=True))
+    if tp in _SCALARS:
+        test, convert = _SCALARS[tp]
+        if not test(value):
+            raise _Mismatch
+        return convert(value)
+    return value
+
+
+def _numbers(value: Any) -> list[float]:
+    """The numbers in a (possibly tuple) config value, for range checks."""
+    items = value if isinstance(value, tuple) else (value,)
+    return [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def check_config_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every value against its dataclass field's type and range; return them coerced.
+
+    One validation for every model kind, from the field types (``int``, ``float``, ``bool``,
+    ``str``, ``Literal``, unions, ``tuple[int, ...]``) and :func:`config_limits`: a
+    :class:`ConfigError` names the field, the value and what is allowed.
+    """
+    hints = typing.get_type_hints(cls)
+    limits = config_limits(cls)
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        tp = hints.get(name, Any)
+        try:
+            fixed = _coerce(value, tp)
+        except _Mismatch:
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = None
+                if number is not None:
+                    hint = f"; write {name} = {value.strip()} without quotes"
+            raise ConfigError(f"config field {name} = {value!r} is not {_type_words(tp)}",
+                              fix=f"give {name} {_type_words(tp)}{hint}") from None
+        limit = limits.get(name)
+        bad = [v for v in _numbers(fixed) if limit is not None and not limit.contains(v)]
+        if limit is not None and bad:
+            raise ConfigError(
+                f"config field {name} = {value!r} is out of range: "
+                f"{'each value ' if isinstance(fixed, tuple) else ''}must be {limit.describe()}",
+                fix=f"give {name} a value {limit.describe()}")
+        out[name] = fixed
+    return out
+
+
+def check_config_for_scene(config: Any, *, n_bands: int, height: int, width: int,
+                           fields: Iterable[str] | None = None) -> None:
+    """Refuse config values the scene cannot honour: a window or crop larger than the scene,
+    a projection to more bands than it has (:data:`SCENE_SIDE_FIELDS`,
+    :data:`SCENE_BAND_FIELDS`). ``fields``: only these (the ones the user set), default all.
+    """
+    chosen = None if fields is None else set(fields)
+    side = min(height, width)
+    for f in dataclasses.fields(config):
+        if chosen is not None and f.name not in chosen:
+            continue
+        value = getattr(config, f.name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if f.name in SCENE_SIDE_FIELDS and value > side:
+            raise ConfigError(
+                f"config field {f.name} = {value} px is larger than the scene "
+                f"({width} x {height} px)",
+                fix=f"give {f.name} at most {side} px (the scene's smaller side), or a larger "
+                    "scene")
+        if f.name in SCENE_BAND_FIELDS and value > n_bands:
+            raise ConfigError(
+                f"config field {f.name} = {value} asks for more bands than the scene's "
+                f"{n_bands} used bands",
+                fix=f"give {f.name} at most {n_bands} (0 keeps every band)")
+
+
 def config_from_dict(cls: type, values: Mapping[str, Any]) -> Any:
-    """Build a frozen config dataclass, naming unknown keys instead of failing obscurely."""
+    """Build a frozen config dataclass, naming unknown keys instead of failing obscurely.
+
+    Every value is checked against its field's type and range first
+    (:func:`check_config_values`), then the class's own ``__post_init__`` checks run.
+    """
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -216,9 +438,11 @@ def config_from_dict(cls: type, values: Mapping[str, Any]) -> Any:
             f"unknown config field(s) {unknown} for {cls.__name__}",
             fix=f"valid fields: {', '.join(sorted(names))}",
         )
-    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    fixed = check_config_values(cls, values)
     try:
         return cls(**fixed)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
 

@@ -11,7 +11,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch import nn
 from hsimap.errors import ConfigError
 from hsimap.models.base import (
     HsiModel,
+    Limit,
     ModelSpec,
     ProgressCallback,
     ProgressEvent,
@@ -48,6 +49,9 @@ class SpectralMLPConfig:
     patience: int = 15
     class_weights: bool = True
     min_batches: int = 16
+
+    # On top of base.COMMON_LIMITS (epochs, dropout, weight_decay, lr, batch_size, ...).
+    LIMITS: ClassVar[Mapping[str, Limit]] = {"hidden": Limit(1, 2**16)}
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
