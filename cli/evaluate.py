@@ -44,6 +44,11 @@ def evaluate(map_path: Path, reference: Path, layer: str | None, class_map: str 
     """
     import sys
 
+    from hsimap.cli.options import require_files
+
+    require_files((map_path, "map file", "check the MAP path"),
+                  (reference, "reference file", "check the --labels path"),
+                  (training_log, "training log", "check the --log path"))
     from hsimap.classmap import parse_class_map
     from hsimap.report import evaluate_map
 

@@ -69,9 +69,36 @@ class_field_opt = click.option(
 layer_opt = click.option(
     "--layer", default=None, metavar="NAME",
     help="Layer of a multi-layer vector file (GeoPackage, ...); required when it has several.")
+mask_opt = click.option(
+    "--mask", "mask", default=None, metavar="AOI",
+    help="Area of interest: polygons (any OGR vector) or a raster (non-zero = inside).")
+mask_layer_opt = click.option(
+    "--mask-layer", default=None, metavar="NAME",
+    help="Layer of a multi-layer --mask vector file.")
 all_touched_opt = click.option(
     "--all-touched", is_flag=True,
     help="Label every pixel a polygon touches (default: pixels whose centre is inside).")
+
+
+def require_files(*items: tuple[str | Path | None, str, str]) -> None:
+    """Fail fast on missing input files, before any heavy import (torch) or reading.
+
+    ``items`` are ``(path, what it is, the fix)``; ``None`` paths and GDAL virtual paths
+    (``/vsizip/...``, URLs; GDAL checks those) are skipped. Every missing file is reported at
+    once.
+    """
+    from hsimap.errors import InputFileError
+
+    missing = [(Path(p), what, fix) for p, what, fix in items
+               if p is not None and not str(p).startswith("/vsi") and "://" not in str(p)
+               and not Path(p).exists()]
+    if len(missing) == 1:
+        path, what, fix = missing[0]
+        raise InputFileError(f"{what} not found", path=path, fix=fix)
+    if missing:
+        listed = "; ".join(f"{what} {path}" for path, what, _ in missing)
+        raise InputFileError(f"{len(missing)} input files are not found: {listed}",
+                             fix="; ".join(fix for _, _, fix in missing))
 
 
 def progress_bars(quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:

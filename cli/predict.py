@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hsimap.cli.options import device_opt, model_opt, overwrite_opt
+from hsimap.cli.options import device_opt, mask_layer_opt, mask_opt, model_opt, overwrite_opt
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -28,6 +28,22 @@ class TileSizeType(click.ParamType):
         if text.isdigit() and int(text) >= 1:
             return int(text)
         self.fail(f"{value!r} is not 'auto' or a positive number of pixels", param, ctx)
+
+
+class CreationOptionType(click.ParamType):
+    """A GDAL creation option ``KEY=VALUE``."""
+
+    name = "KEY=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, str]:
+        """Split ``KEY=VALUE``; GDAL checks the key and value before the run starts."""
+        if isinstance(value, tuple):
+            return value
+        key, sep, val = str(value).partition("=")
+        if not sep or not key.strip() or not val.strip():
+            self.fail(f"{value!r} is not KEY=VALUE (e.g. --co COMPRESS=ZSTD)", param, ctx)
+        return key.strip().upper(), val.strip()
 
 
 @click.command(short_help="Map a scene with a trained model.")
@@ -53,6 +69,12 @@ class TileSizeType(click.ParamType):
                    "uint16 0..10000 (nodata 65535).")
 @click.option("--cog", is_flag=True,
               help="Write Cloud-Optimized GeoTIFFs with overviews.")
+@click.option("--co", "creation_options", type=CreationOptionType(), multiple=True,
+              metavar="KEY=VALUE",
+              help="GDAL creation option for every output, e.g. --co COMPRESS=ZSTD (repeatable; "
+                   "GTiff options, or COG options with --cog).")
+@mask_opt
+@mask_layer_opt
 @click.option("--scheduler", envvar=SCHEDULER_ENV, default=None, metavar="ADDRESS",
               help=f"Run the tiles on this Dask scheduler (e.g. tcp://host:8786; default "
                    f"${SCHEDULER_ENV}). Workers must see the scene and model at the same paths.")
@@ -66,7 +88,9 @@ class TileSizeType(click.ParamType):
 @click.pass_context
 def predict(ctx: click.Context, scene: str, output: Path, model_path: Path, tile: int | str,
             device: str, overwrite: bool, probabilities: Path | None, confidence: Path | None,
-            confidence_kind: str, prob_dtype: str, cog: bool, scheduler: str | None,
+            confidence_kind: str, prob_dtype: str, cog: bool,
+            creation_options: tuple[tuple[str, str], ...], mask: str | None,
+            mask_layer: str | None, scheduler: str | None,
             resume: bool, dry_run: bool, checkpoint_seconds: float) -> None:
     """Classify SCENE with the model and write a georeferenced class map.
 
@@ -80,6 +104,13 @@ def predict(ctx: click.Context, scene: str, output: Path, model_path: Path, tile
       hsimap predict big.tif -o map.tif --resume          # after an interrupted run
       hsimap predict big.tif -o map.tif --scheduler tcp://10.0.0.5:8786
     """
+    from hsimap.cli.options import require_files
+
+    require_files((scene, "file", "check the path (relative paths start from the current "
+                                  "folder)"),
+                  (model_path, "model file", "train one with `hsimap train` or pass --model "
+                                             "PATH"),
+                  (mask, "mask file", "check the --mask path"))
     if dry_run:
         from hsimap.predict import plan_prediction
 
@@ -99,22 +130,40 @@ def predict(ctx: click.Context, scene: str, output: Path, model_path: Path, tile
             confidence=confidence, prob_dtype=prob_dtype,  # type: ignore[arg-type]
             confidence_kind=confidence_kind,  # type: ignore[arg-type]
             cog=cog, scheduler=scheduler, resume=resume, checkpoint_seconds=checkpoint_seconds,
-            progress=callback)
+            progress=callback, creation_options=dict(creation_options), mask=mask,
+            mask_layer=mask_layer)
     except KeyboardInterrupt:
         close()
         _interrupted(output)
         ctx.exit(130)
     finally:
         close()
-    counts = ", ".join(f"{k}={v}" for k, v in result.class_counts.items())
     resumed = f", {result.resumed_tiles} resumed" if result.resumed_tiles else ""
     click.echo(f"{result.n_valid} pixels classified in {result.seconds:.1f} s "
-               f"({result.n_tiles} tiles of {result.tile} px{resumed}, halo {result.halo} px): "
-               f"{counts}")
+               f"({result.n_tiles} tiles of {result.tile} px{resumed}, halo {result.halo} px)")
+    for line in class_area_table(result):
+        click.echo(line)
     click.echo(f"map: {result.map_path}")
     for path in result.outputs:
         if path != result.map_path:
             click.echo(f"also: {path}")
+
+
+def class_area_table(result: Any) -> list[str]:
+    """Pixels, hectares (metric CRSs only) and share of the mapped area per class."""
+    hectares = result.class_hectares()
+    width = max([5, *(len(name) for name in result.class_counts)])
+    head = f"{'class':<{width}}  {'pixels':>10}" + ("" if hectares is None else
+                                                    f"  {'hectares':>12}") + f"  {'share':>7}"
+    lines = [head]
+    total = max(result.n_valid, 1)
+    for name, n in result.class_counts.items():
+        area = "" if hectares is None else f"  {hectares[name]:>12,.2f}"
+        lines.append(f"{name:<{width}}  {n:>10,}{area}  {100 * n / total:>6.1f}%")
+    if hectares is not None:
+        lines.append(f"{'total':<{width}}  {result.n_valid:>10,}  "
+                     f"{sum(hectares.values()):>12,.2f}  {100.0:>6.1f}%")
+    return lines
 
 
 def _interrupted(output: Path) -> None:

@@ -13,6 +13,8 @@ from hsimap.cli.options import (
     class_field_opt,
     device_opt,
     layer_opt,
+    mask_layer_opt,
+    mask_opt,
     model_opt,
     overwrite_opt,
 )
@@ -39,6 +41,8 @@ from hsimap.cli.options import (
 @click.option("--color-field", default=None, metavar="F",
               help="Attribute with each class's colour (#rrggbb, rrggbb, #rgb or r,g,b[,a]); "
                    "stored in the model and written into every map.")
+@mask_opt
+@mask_layer_opt
 @all_touched_opt
 @click.option("--on-overlap", type=click.Choice(["error", "drop"]), default="error",
               show_default=True, help="Pixels claimed by polygons of different classes.")
@@ -74,7 +78,8 @@ from hsimap.cli.options import (
 def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
           model_kind: str | None, preset: str | None, config_file: Path | None,
           layer: str | None, class_field: str | None, classes_file: Path | None,
-          color_field: str | None, all_touched: bool,
+          color_field: str | None, mask: str | None, mask_layer: str | None,
+          all_touched: bool,
           on_overlap: str, validation: str,
           val_fraction: float, guard: int | None, block_size: int | None,
           bad_bands: tuple[int, ...], seed: int, export_split: Path | None, refit: bool,
@@ -85,7 +90,13 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     Example:
       hsimap train --cube scene.tif --labels gt.shp
     """
-    from hsimap.cli.options import progress_bars
+    from hsimap.cli.options import progress_bars, require_files
+
+    require_files((cube, "file", "check the path (relative paths start from the current "
+                                 "folder)"),
+                  (labels, "labels file", "check the --labels path"),
+                  (classes_file, "class file", "check the --classes path"),
+                  (mask, "mask file", "check the --mask path"))
     from hsimap.models import DEFAULT_MODEL
     from hsimap.resources import parse_size
     from hsimap.training import TrainOptions, train_model
@@ -99,6 +110,7 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
         model=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
         overrides=overrides, class_field=class_field, color_field=color_field,
         classes_file=None if classes_file is None else str(classes_file), layer=layer,
+        mask=mask, mask_layer=mask_layer,
         all_touched=all_touched,
         on_overlap=on_overlap,  # type: ignore[arg-type]
         validation=validation, val_fraction=val_fraction, guard=guard, block_size=block_size,

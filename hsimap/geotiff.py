@@ -49,6 +49,19 @@ def class_map_profile(grid: Grid, classes: ClassTable, *, block: int = BLOCK) ->
     return profile
 
 
+def pixel_hectares(crs: Any, transform: Any) -> float | None:
+    """Area of one pixel in hectares, or ``None`` when the CRS is missing, geographic or has
+    no linear unit (pixel areas in degrees are not areas)."""
+    if crs is None or not crs.is_projected:
+        return None
+    try:
+        _, factor = crs.linear_units_factor
+    except Exception:  # noqa: BLE001  (CRSs without a linear unit)
+        return None
+    t = transform
+    return float(abs(t.a * t.e - t.b * t.d) * factor * factor / 10_000.0)
+
+
 def special_kind(path: str | Path) -> str | None:
     """What ``path`` is when it exists but is not a regular file (symbolic links followed).
 

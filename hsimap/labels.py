@@ -188,7 +188,8 @@ def vector_layers(path: RasterPath) -> list[str]:
     return [str(name) for name, _ in pyogrio.list_layers(path)]
 
 
-def choose_layer(path: RasterPath, layer: str | None) -> str | None:
+def choose_layer(path: RasterPath, layer: str | None, *,
+                 option: str = "--layer") -> str | None:
     """The layer to read: ``layer`` when the file has it, the only layer when it has one.
 
     Raises :class:`LabelError` listing the layers when ``layer`` is missing from a file with
@@ -199,13 +200,13 @@ def choose_layer(path: RasterPath, layer: str | None) -> str | None:
     listed = ", ".join(repr(n) for n in layers)
     if layer is None:
         if len(layers) > 1:
-            raise LabelError(f"has {len(layers)} layers ({listed}) and no --layer says which "
+            raise LabelError(f"has {len(layers)} layers ({listed}) and no {option} says which "
                              "to read", path=path,
-                             fix=f"pass --layer with one of them, e.g. --layer {layers[0]}")
+                             fix=f"pass {option} with one of them, e.g. {option} {layers[0]}")
         return layers[0] if layers else None
     if layer not in layers:
         raise LabelError(f"has no layer {layer!r}", path=path,
-                         fix=f"its layers are {listed or '(none)'}; pass one of them as --layer")
+                         fix=f"its layers are {listed or '(none)'}; pass one of them as {option}")
     return layer
 
 

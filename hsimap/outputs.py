@@ -29,7 +29,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -91,6 +91,9 @@ class OutputSpec:
         ``max``: the winning class's probability; ``margin``: best minus second best.
     cog
         Convert every output to a Cloud-Optimized GeoTIFF (with overviews) when finished.
+    creation_options
+        GDAL creation options (``("COMPRESS", "ZSTD")``, ...) for every output, on top of
+        (and replacing) hsimap's own: of the GTiff driver, or of the COG driver with ``cog``.
     """
 
     map: Path
@@ -99,6 +102,7 @@ class OutputSpec:
     prob_dtype: ProbDtype = "uint8"
     confidence_kind: ConfidenceKind = "max"
     cog: bool = False
+    creation_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.prob_dtype not in PROB_SCALE:
@@ -158,8 +162,12 @@ class OutputSpec:
 
     def fingerprint_part(self) -> dict[str, Any]:
         """What about the outputs must match for a run to be resumed."""
-        return {"outputs": sorted(self.named_paths()), "prob_dtype": self.prob_dtype,
-                "confidence_kind": self.confidence_kind}
+        part: dict[str, Any] = {"outputs": sorted(self.named_paths()),
+                                "prob_dtype": self.prob_dtype,
+                                "confidence_kind": self.confidence_kind}
+        if self.creation_options:  # absent when unused: older resume records still match
+            part["creation_options"] = [list(kv) for kv in self.creation_options]
+        return part
 
 
 @dataclass
@@ -405,6 +413,8 @@ def _profiles(spec: OutputSpec, grid: Grid, classes: ClassTable,
     base.pop("blockysize", None)
     if block is not None:
         base.update(tiled=True, blockxsize=block, blockysize=block)
+    if not spec.cog:  # with --cog they go to the COG driver (write_cog)
+        base = with_creation_options(base, spec.creation_options)
     out = {"map": dict(base)}
     prob = dict(base, dtype=spec.prob_dtype, nodata=spec.prob_nodata)
     if spec.probabilities is not None:
@@ -449,6 +459,8 @@ class PartialOutputs:
     _pending_counts: np.ndarray | None = None
     _last_checkpoint: float = field(default_factory=time.monotonic)
     _broken: bool = False  # a write failed: the partial files cannot be trusted
+    # Applied to every tile before it is written (predict --mask: nodata outside the AOI).
+    tile_filter: Callable[[TileResult], TileResult] | None = None
 
     @classmethod
     def start(cls, spec: OutputSpec, *, grid: Grid, classes: ClassTable,
@@ -510,6 +522,8 @@ class PartialOutputs:
 
     def write(self, result: TileResult) -> None:
         """Write one finished tile into every output; checkpoint when one is due."""
+        if self.tile_filter is not None:
+            result = self.tile_filter(result)
         for name, data in (("map", result.classes), ("probabilities", result.probabilities),
                            ("confidence", result.confidence)):
             if data is None or name not in self._open:
@@ -629,7 +643,8 @@ class PartialOutputs:
                         self.record.setdefault("finalized", []).append("sidecars")
                         self._save_record()
                     _finalise(partial_path(path), path, cog=self.spec.cog,
-                              resampling="mode" if name == "map" else "average")
+                              resampling="mode" if name == "map" else "average",
+                              creation_options=self.spec.creation_options)
                     self.record.setdefault("finalized", []).append(name)
                     if name != "map":
                         self._save_record()
@@ -668,19 +683,21 @@ def remove_partial_state(spec: OutputSpec) -> None:
     record_path(spec.map).with_name(record_path(spec.map).name + ".tmp").unlink(missing_ok=True)
 
 
-def _finalise(tmp: Path, out: Path, *, cog: bool, resampling: str) -> None:
+def _finalise(tmp: Path, out: Path, *, cog: bool, resampling: str,
+              creation_options: tuple[tuple[str, str], ...] = ()) -> None:
     """Move a finished partial raster to ``out``, converting it to a COG first if asked."""
     refuse_special(out)  # it may have been made a FIFO or device node since the start
     if not cog:
         os.replace(tmp, out)
         return
     cog_tmp = tmp.with_name(tmp.name + ".cog")
-    write_cog(tmp, cog_tmp, resampling=resampling)
+    write_cog(tmp, cog_tmp, resampling=resampling, creation_options=creation_options)
     os.replace(cog_tmp, out)
     tmp.unlink(missing_ok=True)
 
 
-def write_cog(src: Path, dst: Path, *, resampling: str) -> None:
+def write_cog(src: Path, dst: Path, *, resampling: str,
+              creation_options: tuple[tuple[str, str], ...] = ()) -> None:
     """Cloud-Optimized GeoTIFF copy of ``src`` (GDAL's COG driver: deflate, overviews).
 
     GDAL's ``CreateCopy`` keeps the colour table, nodata, band descriptions, scale/offset and
@@ -694,8 +711,80 @@ def write_cog(src: Path, dst: Path, *, resampling: str) -> None:
     block = 512  # smaller blocks for small rasters, so they still get overviews
     while block > 64 and side < 2 * block:
         block //= 2
-    rio_copy(src, dst, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=block,
-             OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    options = with_creation_options(
+        dict(COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=block,
+             OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS"),
+        creation_options)
+    rio_copy(src, dst, driver="COG", **options)
+
+
+# Profile keys that are not creation options: --co may not set them.
+_NOT_CREATION_OPTIONS = {"driver", "width", "height", "count", "dtype", "nodata", "crs",
+                         "transform"}
+
+
+def with_creation_options(profile: Mapping[str, Any],
+                          options: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """``profile`` with the GDAL creation ``options`` set, replacing its own spelling of the
+    same key (GDAL keys are case-insensitive: ``compress`` and ``COMPRESS`` are one)."""
+    out = dict(profile)
+    for key, value in options:
+        for k in [k for k in out if k.lower() == key.lower()]:
+            del out[k]
+        out[key.upper()] = value
+    return out
+
+
+def check_creation_options(options: tuple[tuple[str, str], ...], *, cog: bool) -> None:
+    """Refuse creation options GDAL would ignore or reject, before anything is computed: a
+    1 x 1 raster is written in memory with them, and any GDAL complaint is the error.
+
+    Raises :class:`OutputError` naming the options and GDAL's words.
+    """
+    from rasterio.errors import RasterioError
+    from rasterio.io import MemoryFile
+
+    if not options:
+        return
+    structural = [k for k, _ in options if k.lower() in _NOT_CREATION_OPTIONS]
+    if structural:
+        raise OutputError(f"--co {structural[0]}=... is not a creation option",
+                          fix="--co sets GDAL creation options such as COMPRESS=ZSTD, "
+                              "ZSTD_LEVEL=9, BLOCKXSIZE=512; size, bands, type, nodata and "
+                              "georeference come from the scene and the model")
+    complaints: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            complaints.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    gdal_log = logging.getLogger("rasterio._env")
+    gdal_log.addHandler(handler)
+    driver = "COG" if cog else "GTiff"
+    try:
+        with rasterio.Env(), MemoryFile() as mem, MemoryFile() as copy:
+            base = dict(driver="GTiff", width=16, height=16, count=1, dtype="uint8",
+                        crs="EPSG:32633", transform=rasterio.Affine(30, 0, 0, 0, -30, 480))
+            with mem.open(**(base if cog else with_creation_options(base, options))) as dst:
+                dst.write(np.zeros((1, 16, 16), np.uint8))
+            if cog:
+                from rasterio.shutil import copy as rio_copy
+
+                rio_copy(mem.name, copy.name, driver="COG", **dict(options))
+    except RasterioError as exc:
+        complaints.append(str(exc))
+    finally:
+        gdal_log.removeHandler(handler)
+    if complaints:
+        given = " ".join(f"{k}={v}" for k, v in options)
+        words = "; ".join(c.removeprefix("CPLE_NotSupported in ").removeprefix(
+            "CPLE_IllegalArg in ").rstrip(". ") for c in dict.fromkeys(complaints))
+        raise OutputError(f"GDAL's {driver} driver does not accept the creation options "
+                          f"{given}: {words}",
+                          fix=f"give creation options of the {driver} driver (see "
+                              f"https://gdal.org/drivers/raster/{driver.lower()}.html), "
+                              "as --co KEY=VALUE")
 
 
 def existing_partials(spec: OutputSpec) -> Iterable[Path]:

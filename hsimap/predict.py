@@ -14,13 +14,14 @@ scheduler address the tile work runs on a cluster instead (see :mod:`hsimap.dist
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import rasterio
 import torch
 from rasterio.windows import Window as RioWindow
 
+from hsimap.aoi import AreaMask
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, load_checkpoint
 from hsimap.cube import (
     Cube,
@@ -46,7 +48,7 @@ from hsimap.cube import (
 from hsimap.device import resolve_device
 from hsimap.errors import ConfigError, CubeError, DeviceError, SceneMismatchError
 from hsimap.fingerprint import file_sha256, scene_fingerprint
-from hsimap.geotiff import MAP_NODATA
+from hsimap.geotiff import MAP_NODATA, pixel_hectares
 from hsimap.models.base import ProgressCallback, ProgressEvent, no_progress
 from hsimap.outputs import (
     DEFAULT_CHECKPOINT_SECONDS,
@@ -57,6 +59,7 @@ from hsimap.outputs import (
     PartialOutputs,
     ProbDtype,
     TileResult,
+    check_creation_options,
     check_outputs,
     input_files,
     read_record,
@@ -97,6 +100,13 @@ class PredictResult:
     tile: int = DEFAULT_TILE
     outputs: tuple[Path, ...] = ()
     resumed_tiles: int = 0
+    pixel_hectares: float | None = None  # area of one pixel; None without a metric CRS
+
+    def class_hectares(self) -> dict[str, float] | None:
+        """Mapped area per class in hectares, or ``None`` when the CRS has no metric unit."""
+        if self.pixel_hectares is None:
+            return None
+        return {name: n * self.pixel_hectares for name, n in self.class_counts.items()}
 
 
 @dataclass(frozen=True)
@@ -592,7 +602,10 @@ def predict_scene(scene: str | Path, *, out: str | Path,
                   confidence_kind: ConfidenceKind = "max", cog: bool = False,
                   scheduler: str | None = None, resume: bool = False,
                   checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
-                  progress: ProgressCallback = no_progress) -> PredictResult:
+                  progress: ProgressCallback = no_progress,
+                  creation_options: Mapping[str, str] | None = None,
+                  mask: str | Path | None = None,
+                  mask_layer: str | None = None) -> PredictResult:
     """Classify every valid pixel of ``scene`` and write a class-map GeoTIFF to ``out``.
 
     Parameters
@@ -625,12 +638,21 @@ def predict_scene(scene: str | Path, *, out: str | Path,
         How often finished tiles are made durable and listed in the resume record.
     progress
         Called with a :class:`ProgressEvent` after each tile.
+    creation_options
+        GDAL creation options for every output (``{"COMPRESS": "ZSTD"}``), replacing
+        hsimap's own; those of the COG driver with ``cog``. Checked before anything is read.
+    mask, mask_layer
+        An area of interest (polygons, or a raster: non-zero = inside; see
+        :class:`hsimap.aoi.AreaMask`) and the layer of a multi-layer vector file: pixels
+        outside are nodata in every output. The model still sees them as context.
     """
     start = time.perf_counter()
     scene = gdal_path(scene)
+    options = tuple((str(k), str(v)) for k, v in (creation_options or {}).items())
     spec = OutputSpec(Path(out), None if probabilities is None else Path(probabilities),
                       None if confidence is None else Path(confidence), prob_dtype,
-                      confidence_kind, cog)
+                      confidence_kind, cog, options)
+    check_creation_options(options, cog=cog)
     inputs = input_files(scene, model)
     previous = read_record(spec.map) if resume else None
     check_outputs(spec, inputs=inputs, overwrite=overwrite,
@@ -643,16 +665,35 @@ def predict_scene(scene: str | Path, *, out: str | Path,
         return _predict_locked(scene, spec, model=model, tile=tile, device=device,
                                overwrite=overwrite, scheduler=scheduler, resume=resume,
                                inputs=tuple(inputs), checkpoint_seconds=checkpoint_seconds,
-                               progress=progress, start=start)
+                               progress=progress, start=start, mask=mask,
+                               mask_layer=mask_layer)
 
 
 def _predict_locked(scene: RasterPath, spec: OutputSpec, *, model: str | Path, tile: TileSize,
                     device: str, overwrite: bool, scheduler: str | None, resume: bool,
                     inputs: tuple[str | Path, ...], checkpoint_seconds: float,
-                    progress: ProgressCallback, start: float) -> PredictResult:
+                    progress: ProgressCallback, start: float, mask: str | Path | None = None,
+                    mask_layer: str | None = None) -> PredictResult:
     """:func:`predict_scene` once its outputs are checked and locked."""
     record = read_record(spec.map) if resume else None
     s = _setup(scene, model, tile, device, spec, record, scheduler)
+    aoi = None if mask is None else AreaMask.open(mask, s.cube.grid, layer=mask_layer)
+    try:
+        return _predict_with(s, scene, spec, model=model, device=device, overwrite=overwrite,
+                             scheduler=scheduler, resume=resume, inputs=inputs,
+                             checkpoint_seconds=checkpoint_seconds, progress=progress,
+                             start=start, aoi=aoi)
+    finally:
+        if aoi is not None:
+            aoi.close()
+
+
+def _predict_with(s: _Setup, scene: RasterPath, spec: OutputSpec, *, model: str | Path,
+                  device: str, overwrite: bool, scheduler: str | None, resume: bool,
+                  inputs: tuple[str | Path, ...], checkpoint_seconds: float,
+                  progress: ProgressCallback, start: float,
+                  aoi: AreaMask | None) -> PredictResult:
+    """:func:`predict_scene` once the scene, model and mask are open."""
     log.info("predicting %s: %d tiles of %d px, halo %d px, on %s", path_name(s.cube.path),
              len(s.grid), s.grid.tile, s.grid.halo,
              f"Dask cluster {scheduler}" if scheduler else s.device)
@@ -662,10 +703,14 @@ def _predict_locked(scene: RasterPath, spec: OutputSpec, *, model: str | Path, t
         precision = "bf16" if s.device.type == "cuda" else "fp32"
     fp = fingerprint(ckpt=s.ckpt, model=Path(model), scene=s.cube.path, cube=s.cube, grid=s.grid,
                      spec=spec, precision=precision)
+    if aoi is not None:
+        fp["mask"] = aoi.describe()
     sink = PartialOutputs.start(spec, grid=s.cube.grid, classes=s.ckpt.classes, fingerprint=fp,
                                 n_tiles=len(s.grid), tile=s.grid.tile, resume=resume,
                                 overwrite=overwrite, inputs=inputs,
                                 checkpoint_seconds=checkpoint_seconds)
+    if aoi is not None:
+        sink.tile_filter = functools.partial(mask_tile, aoi=aoi, work=s.work)
     resumed = len(sink.done)
     todo = [t for t in s.grid if t.index not in sink.done]
     total = len(s.grid)
@@ -694,6 +739,10 @@ def _predict_locked(scene: RasterPath, spec: OutputSpec, *, model: str | Path, t
         raise
     if not sink.counts.any():  # like train, refuse a scene with nothing to classify
         sink.close(keep=False)
+        if aoi is not None:
+            raise CubeError("no valid pixel of the scene lies inside the mask, so the map "
+                            "would be empty", path=aoi.path,
+                            fix="check that the mask covers valid pixels of the scene")
         raise _no_valid_pixel(s)
     try:
         paths = sink.finish(overwrite=overwrite)
@@ -704,7 +753,25 @@ def _predict_locked(scene: RasterPath, spec: OutputSpec, *, model: str | Path, t
     return PredictResult(spec.map, total, s.grid.halo, time.perf_counter() - start,
                          int(counts.sum()),
                          {c.name: int(n) for c, n in zip(s.ckpt.classes, counts, strict=True)},
-                         tile=s.grid.tile, outputs=tuple(paths), resumed_tiles=resumed)
+                         tile=s.grid.tile, outputs=tuple(paths), resumed_tiles=resumed,
+                         pixel_hectares=pixel_hectares(s.cube.grid.crs, s.cube.grid.transform))
+
+
+def mask_tile(result: TileResult, *, aoi: AreaMask, work: TileWork) -> TileResult:
+    """``result`` with every pixel outside ``aoi`` made nodata, and its counts redone."""
+    w = result.write
+    inside = aoi.window(RioWindow(w.col0, w.row0, w.width, w.height))
+    if inside.all():
+        return result
+    classes = np.where(inside, result.classes, MAP_NODATA).astype(result.classes.dtype)
+    counts = np.array([int((classes == v).sum()) for v in work.values_lut.tolist()],
+                      dtype=np.int64)
+    nodata = PROB_SCALE[work.prob_dtype][1]
+    probs = None if result.probabilities is None else \
+        np.where(inside[None], result.probabilities, nodata).astype(result.probabilities.dtype)
+    conf = None if result.confidence is None else \
+        np.where(inside, result.confidence, nodata).astype(result.confidence.dtype)
+    return TileResult(result.index, result.write, classes, counts, probs, conf)
 
 
 def _no_valid_pixel(s: _Setup) -> CubeError:

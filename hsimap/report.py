@@ -399,15 +399,10 @@ def _merge_classes(map_table: ClassTable | None, ref_table: ClassTable | None,
 
 def _pixel_area(src: Any) -> tuple[float, str]:
     """Area of one pixel in hectares for metric CRSs, else ``(1, "pixels")``."""
-    crs = src.crs
-    if crs is None or not crs.is_projected:
-        return 1.0, "pixels"
-    try:
-        unit, factor = crs.linear_units_factor
-    except Exception:  # noqa: BLE001  (CRSs without a linear unit)
-        return 1.0, "pixels"
-    t = src.transform
-    return abs(t.a * t.e - t.b * t.d) * factor * factor / 10_000.0, "ha"
+    from hsimap.geotiff import pixel_hectares
+
+    area = pixel_hectares(src.crs, src.transform)
+    return (1.0, "pixels") if area is None else (area, "ha")
 
 
 def _read_quicklook(src: Any) -> npt.NDArray[np.int64]:

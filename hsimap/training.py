@@ -26,6 +26,7 @@ import torch
 
 from hsimap._version import __version__
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, save_checkpoint
+from hsimap.classes import ClassTable
 from hsimap.classfile import read_class_file
 from hsimap.cube import Cube, band_validity, open_cube, validity
 from hsimap.device import resolve_device
@@ -66,6 +67,8 @@ class TrainOptions:
     color_field: str | None = None
     classes_file: str | None = None  # a str, so the options stay JSON in the log
     layer: str | None = None
+    mask: str | None = None  # area of interest: labels outside it are ignored
+    mask_layer: str | None = None
     all_touched: bool = False
     on_overlap: OnOverlap = "error"
     validation: str = "polygon"
@@ -145,6 +148,8 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
                          color_field=options.color_field, class_specs=class_specs,
                          layer=options.layer,
                          all_touched=options.all_touched, on_overlap=options.on_overlap)
+    if options.mask is not None:
+        labels = _labels_inside(labels, options.mask, options.mask_layer, cube.grid)
     _log_labels(labels, labels_path)
     cube, raw, valid = load_scene(cube)
     norm = _normalisation(raw, valid)
@@ -240,6 +245,34 @@ def check_scene_fits(cube: Cube, probe: HsiModel, config: Any, options: TrainOpt
             "scene.tif crop.tif, or QGIS Clip Raster by Extent), leave bands out with "
             "--bad-bands, or raise --max-memory (e.g. --max-memory 64G) if the machine has "
             "that much")
+
+
+def _labels_inside(labels: Labels, mask: str, layer: str | None, grid: Any) -> Labels:
+    """``labels`` without the pixels outside the area of interest ``mask``."""
+    from hsimap.aoi import AreaMask
+    from hsimap.errors import LabelError
+
+    aoi = AreaMask.open(mask, grid, layer=layer)
+    try:
+        inside = aoi.full()
+    finally:
+        aoi.close()
+    outside = (labels.values > 0) & ~inside
+    kept = int(((labels.values > 0) & inside).sum())
+    if kept == 0:
+        raise LabelError("no labelled pixel lies inside the mask", path=mask,
+                         fix="check that the mask covers the labels, or leave --mask out")
+    log.info("mask %s: %d labelled pixels outside it are ignored, %d kept", mask,
+             int(outside.sum()), kept)
+    values = np.where(outside, 0, labels.values).astype(labels.values.dtype)
+    groups = np.where(outside, -1, labels.groups).astype(labels.groups.dtype)
+    present = {int(v) for v in np.unique(values) if v > 0}
+    classes = ClassTable(tuple(c for c in labels.classes if c.value in present))
+    if len(classes) < len(labels.classes):
+        gone = [c.name for c in labels.classes if c.value not in present]
+        log.warning("class(es) %s have no labelled pixel inside the mask and are left out",
+                    ", ".join(gone))
+    return dataclasses.replace(labels, values=values, groups=groups, classes=classes)
 
 
 def split_distance(split: Split) -> int | None:

@@ -1,0 +1,176 @@
+"""Small pieces of a GIS workflow (issue 14, item 8): GDAL creation options (--co), hectares
+per class in predict's summary, and an area of interest (--mask) for predict and train."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from rasterio.transform import from_origin
+from shapely.geometry import box
+
+from hsimap.cli.main import cli
+from hsimap.cube import open_cube
+from hsimap.labels import read_labels
+
+from .fixtures import ORIGIN, UTM, write_cube, write_polygons
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A spectral-MLP trained for 3 epochs on the two-halves fixture cube (40 x 36 px)."""
+    d = tmp_path_factory.mktemp("opts")
+    cube = write_cube(d / "cube.tif")
+    labels = write_polygons(d / "gt.gpkg")
+    (d / "c.toml").write_text("[config]\nepochs = 3\n")
+    r = CliRunner().invoke(cli, ["train", "--cube", str(cube), "--labels", str(labels),
+                                 "--model-type", "spectral-mlp", "--config", str(d / "c.toml"),
+                                 "--guard", "1", "--model", str(d / "m.safetensors")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return {"dir": d, "cube": cube, "labels": labels, "model": d / "m.safetensors"}
+
+
+def _predict(trained: dict[str, Path], out: Path, *extra: str) -> str:
+    r = CliRunner().invoke(cli, ["predict", str(trained["cube"]), "-o", str(out), "--model",
+                                 str(trained["model"]), *extra], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_co_sets_gdal_creation_options_and_bad_ones_are_refused(trained, tmp_path: Path):
+    _predict(trained, tmp_path / "z.tif", "--co", "COMPRESS=ZSTD", "--co", "zstd_level=9",
+             "--confidence", str(tmp_path / "zc.tif"))
+    for name in ("z.tif", "zc.tif"):
+        with rasterio.open(tmp_path / name) as src:
+            assert src.profile["compress"] == "zstd"
+    _predict(trained, tmp_path / "c.tif", "--cog", "--co", "COMPRESS=LZW")
+    with rasterio.open(tmp_path / "c.tif") as src:
+        assert src.profile["compress"] == "lzw"
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert src.colormap(1)  # the legend survives the options
+    runner = CliRunner()
+    base = ["predict", str(trained["cube"]), "-o", str(tmp_path / "bad.tif"), "--model",
+            str(trained["model"])]
+    r = runner.invoke(cli, [*base, "--co", "COMPRES=ZSTD"])
+    assert r.exit_code == 1 and "does not support creation option COMPRES" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "bad.tif").exists()
+    r = runner.invoke(cli, [*base, "--co", "COMPRESS=NOPE"])
+    assert r.exit_code == 1 and "'NOPE' is an unexpected value for COMPRESS" in r.output
+    r = runner.invoke(cli, [*base, "--co", "nodata=5"])
+    assert r.exit_code == 1 and "not a creation option" in r.output
+    r = runner.invoke(cli, [*base, "--co", "COMPRESS"])
+    assert r.exit_code == 2 and "is not KEY=VALUE" in r.output
+
+
+def test_summary_gives_pixels_hectares_and_share_per_class(trained, tmp_path: Path):
+    output = _predict(trained, tmp_path / "m.tif")
+    with rasterio.open(tmp_path / "m.tif") as src:
+        data = src.read(1)
+    rows = {m.group(1): m.groups()[1:] for m in re.finditer(
+        r"^(meadow|roof|total)\s+([\d,]+)\s+([\d,.]+)\s+([\d.]+)%$", output, re.M)}
+    assert set(rows) == {"meadow", "roof", "total"}, output
+    for name, value in (("meadow", 3), ("roof", 7)):
+        n = int((data == value).sum())
+        pixels, hectares, share = rows[name]
+        assert int(pixels.replace(",", "")) == n
+        assert float(hectares.replace(",", "")) == pytest.approx(n * 0.09, abs=0.005)  # 30 m
+        assert float(share) == pytest.approx(100 * n / (data > 0).sum(), abs=0.05)
+    assert int(rows["total"][0].replace(",", "")) == int((data > 0).sum())
+
+
+def test_predict_mask_vector_and_raster(trained, tmp_path: Path):
+    _predict(trained, tmp_path / "full.tif", "--probabilities", str(tmp_path / "fp.tif"))
+    aoi = tmp_path / "aoi.gpkg"  # columns 5..19, rows 10..29
+    gpd.GeoDataFrame(geometry=[box(ORIGIN[0] + 5 * 30, ORIGIN[1] - 30 * 30, ORIGIN[0] + 20 * 30,
+                                   ORIGIN[1] - 10 * 30)], crs=UTM).to_file(aoi, layer="aoi")
+    gpd.GeoDataFrame(geometry=[box(*ORIGIN, ORIGIN[0] + 30, ORIGIN[1] - 30)],
+                     crs=UTM).to_file(aoi, layer="other")
+    r = CliRunner().invoke(cli, ["predict", str(trained["cube"]), "-o", str(tmp_path / "x.tif"),
+                                 "--model", str(trained["model"]), "--mask", str(aoi)])
+    assert r.exit_code == 1 and "--mask-layer" in r.output and "'aoi'" in r.output
+    _predict(trained, tmp_path / "v.tif", "--mask", str(aoi), "--mask-layer", "aoi",
+             "--probabilities", str(tmp_path / "vp.tif"))
+    with rasterio.open(tmp_path / "full.tif") as a, rasterio.open(tmp_path / "v.tif") as b:
+        full, masked = a.read(1), b.read(1)
+    inside = np.zeros(full.shape, bool)
+    inside[10:30, 5:20] = True
+    np.testing.assert_array_equal(masked[inside], full[inside])  # same classes inside
+    assert (masked[~inside] == 0).all() and (masked[inside] > 0).all()
+    with rasterio.open(tmp_path / "fp.tif") as a, rasterio.open(tmp_path / "vp.tif") as b:
+        fp, vp = a.read(), b.read()
+        nodata = b.nodata
+    assert (vp[:, ~inside] == nodata).all()
+    np.testing.assert_array_equal(vp[:, inside], fp[:, inside])
+    # a raster AOI on a coarser grid (60 m), resampled onto the scene's: the right 10 columns
+    coarse = np.zeros((20, 18), np.uint8)
+    coarse[:, 13:] = 1
+    with rasterio.open(tmp_path / "aoi.tif", "w", driver="GTiff", height=20, width=18, count=1,
+                       dtype="uint8", crs=UTM, transform=from_origin(*ORIGIN, 60, 60)) as dst:
+        dst.write(coarse, 1)
+    _predict(trained, tmp_path / "r.tif", "--mask", str(tmp_path / "aoi.tif"))
+    with rasterio.open(tmp_path / "r.tif") as src:
+        by_raster = src.read(1)
+    assert (by_raster[:, :26] == 0).all()
+    np.testing.assert_array_equal(by_raster[3:, 26:], full[3:, 26:])
+    # a mask elsewhere on Earth is refused before any tile is computed
+    far = tmp_path / "far.geojson"
+    gpd.GeoDataFrame(geometry=[box(0, 0, 100, 100)], crs=UTM).to_file(far)
+    r = CliRunner().invoke(cli, ["predict", str(trained["cube"]), "-o", str(tmp_path / "f.tif"),
+                                 "--model", str(trained["model"]), "--mask", str(far)])
+    assert r.exit_code == 1 and "the mask covers no pixel of the scene" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_train_mask_ignores_labels_outside(trained, tmp_path: Path):
+    # the AOI keeps the whole left polygon and the upper half of the right one
+    aoi = tmp_path / "aoi.shp"
+    gpd.GeoDataFrame(geometry=[box(ORIGIN[0], ORIGIN[1] - 22 * 30, ORIGIN[0] + 36 * 30,
+                                   ORIGIN[1]), box(ORIGIN[0], ORIGIN[1] - 40 * 30,
+                                                   ORIGIN[0] + 18 * 30, ORIGIN[1])],
+                     crs=UTM).to_file(aoi)
+    model = tmp_path / "masked.safetensors"
+    r = CliRunner().invoke(cli, [
+        "train", "--cube", str(trained["cube"]), "--labels", str(trained["labels"]),
+        "--model-type", "spectral-mlp", "--config", str(trained["dir"] / "c.toml"),
+        "--guard", "1", "--mask", str(aoi), "--model", str(model)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    labels = read_labels(trained["labels"], grid=open_cube(trained["cube"]).grid)
+    counts = labels.pixel_counts()
+    rows = np.arange(labels.values.shape[0])[:, None]
+    roof_inside = int(((labels.values == 7) & (rows < 22)).sum())
+    log = json.loads(model.with_name("masked.log.json").read_text())
+    assert log["meta"]["training"]["pixel_counts"] == {"meadow": counts[3], "roof": roof_inside}
+    assert 0 < roof_inside < counts[7]
+    assert log["meta"]["training"]["options"]["mask"] == str(aoi)
+
+
+@pytest.mark.parametrize("args", [
+    ["predict", "missing.tif", "-o", "x.tif"],
+    ["train", "--cube", "missing.tif", "--labels", "gone.shp"],
+    ["evaluate", "missing.tif", "--labels", "gone.gpkg"],
+])
+def test_missing_paths_fail_fast_before_torch_is_imported(tmp_path: Path, args: list[str]):
+    """A wrong path is reported (all of them at once) before any heavy import (issue 14,
+    item 5): torch is never imported, and the command ends well within a second or two."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys\nfrom hsimap.cli.main import cli\n"
+            f"rc = cli({args!r}, obj={{}}, standalone_mode=False)\n"
+            "print('RC', rc, 'TORCH', 'torch' in sys.modules)\n")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    seconds = time.perf_counter() - start
+    assert "RC 1 TORCH False" in done.stdout, done.stdout + done.stderr
+    assert "input files are not found" in done.stderr and "missing.tif" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert seconds < 3, seconds  # loose for CI; about 0.2 s on a quiet machine
