@@ -384,16 +384,15 @@ def check_config_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
                 except ValueError:
                     number = None
                 if number is not None:
-                    hint = f"; write {name} = {value.strip()} without quotes"
-            raise ConfigError(f"config field {name} = {value!r} is not {_type_words(tp)}",
-                              fix=f"give {name} {_type_words(tp)}{hint}") from None
+                    hint = f" (a text in quotes: write {name} = {value.strip()} without quotes)"
+            raise ConfigError(f"config field {name} must be {_type_words(tp)}, got "
+                              f"{value!r}{hint}") from None
         limit = limits.get(name)
         bad = [v for v in _numbers(fixed) if limit is not None and not limit.contains(v)]
         if limit is not None and bad:
             raise ConfigError(
-                f"config field {name} = {value!r} is out of range: "
-                f"{'each value ' if isinstance(fixed, tuple) else ''}must be {limit.describe()}",
-                fix=f"give {name} a value {limit.describe()}")
+                f"config field {name} must be {limit.describe()}"
+                f"{' (each value)' if isinstance(fixed, tuple) else ''}, got {value!r}")
         out[name] = fixed
     return out
 
