@@ -256,7 +256,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "beta_end": 0.02, "loss": "l1", "denoiser_iterations": 3000, "crop": 16, "batch": 8,
         "lr": 1e-3, "t_sampling": "features", "denoiser_check_every": 500,
         "denoiser_min_gain": 0.01, "timesteps": (50, 100), "layers": (1,),
-        "reducer": "scale", "reduced_dims": 16, "reducer_fit": "train", "window": 7,
+        "reducer": "pca", "reduced_dims": 32, "reducer_fit": "train", "window": 7,
         "token_dim": 32, "depth": 2, "heads": 2, "head_dim": 16, "mlp_dim": 64,
         "head_hidden": 64, "clf_epochs": 40, "clf_batch": 64, "clf_lr": 1e-3,
         "clf_weight_decay": 1e-4, "clf_grad_clip": 15.0, "patience": 0,
