@@ -57,11 +57,21 @@ def model_description(path: Path) -> dict[str, Any]:
         "accuracy": meta.get("accuracy"),
         "config": meta.get("model_config"),
         "trained_on": {"cube": training.get("cube"), "labels": training.get("labels"),
-                       "class_field": training.get("class_field")},
+                       "class_field": training.get("class_field"),
+                       "scenes": _scenes(training)},
         "created": meta.get("created"),
         "software": meta.get("software"),
         "format_version": meta.get("format_version"),
     }
+
+
+def _scenes(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every training scene's cube and labels (one for a single-scene model)."""
+    listed = training.get("scenes")
+    if isinstance(listed, list):
+        return [{"cube": s.get("cube"), "labels": s.get("labels")} for s in listed
+                if isinstance(s, dict)]
+    return [{"cube": training.get("cube"), "labels": training.get("labels")}]
 
 
 def cube_description(path: Path) -> dict[str, Any]:

@@ -47,9 +47,11 @@ class CreationOptionType(click.ParamType):
 
 
 @click.command(short_help="Map a scene with a trained model.")
-@click.argument("scene", type=click.Path())  # a str: pathlib would mangle /vsicurl/http://
+@click.argument("scenes", nargs=-1, required=True,
+                type=click.Path())  # strs: pathlib would mangle /vsicurl/http://
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
-              help="Class map GeoTIFF to write.")
+              help="Class map GeoTIFF to write; with several scenes (or a glob pattern) the "
+                   "folder for their maps, OUT_DIR/<scene>_map.tif.")
 @model_opt
 @click.option("--tile-size", "tile", type=TileSizeType(), default="auto", show_default=True,
               metavar="auto|PIXELS",
@@ -86,16 +88,17 @@ class CreationOptionType(click.ParamType):
               default=10.0, show_default=True, metavar="SECONDS",
               help="How often finished tiles are made durable for --resume.")
 @click.pass_context
-def predict(ctx: click.Context, scene: str, output: Path, model_path: Path, tile: int | str,
-            device: str, overwrite: bool, probabilities: Path | None, confidence: Path | None,
-            confidence_kind: str, prob_dtype: str, cog: bool,
+def predict(ctx: click.Context, scenes: tuple[str, ...], output: Path, model_path: Path,
+            tile: int | str, device: str, overwrite: bool, probabilities: Path | None,
+            confidence: Path | None, confidence_kind: str, prob_dtype: str, cog: bool,
             creation_options: tuple[tuple[str, str], ...], mask: str | None,
             mask_layer: str | None, scheduler: str | None,
             resume: bool, dry_run: bool, checkpoint_seconds: float) -> None:
     """Classify SCENE with the model and write a georeferenced class map.
 
     SCENE may also be a GDAL virtual path (/vsizip/scenes.zip/scene.tif, /vsis3/bucket/scene.tif,
-    /vsicurl/https://host/scene.tif).
+    /vsicurl/https://host/scene.tif). Several scenes, or a quoted glob pattern ('tiles/*.tif'),
+    are mapped one after the other into the folder -o, one <scene>_map.tif each.
 
     \b
     Examples:
@@ -103,9 +106,21 @@ def predict(ctx: click.Context, scene: str, output: Path, model_path: Path, tile
       hsimap predict scene.tif -o map.tif --probabilities probs.tif --confidence conf.tif --cog
       hsimap predict big.tif -o map.tif --resume          # after an interrupted run
       hsimap predict big.tif -o map.tif --scheduler tcp://10.0.0.5:8786
+      hsimap predict a.tif b.tif -o maps/                 # maps/a_map.tif, maps/b_map.tif
+      hsimap predict 'tiles/*.tif' -o maps/
     """
+    from hsimap.batch import expand_scenes
     from hsimap.cli.options import require_files
 
+    names, pattern = expand_scenes(scenes)
+    if len(names) > 1 or pattern or output.is_dir():
+        _predict_batch(ctx, names, output, model_path=model_path, tile=tile, device=device,
+                       overwrite=overwrite, probabilities=probabilities, confidence=confidence,
+                       cog=cog, creation_options=creation_options, mask=mask,
+                       mask_layer=mask_layer, scheduler=scheduler, resume=resume,
+                       dry_run=dry_run, checkpoint_seconds=checkpoint_seconds)
+        return
+    scene = names[0]
     require_files((scene, "file", "check the path (relative paths start from the current "
                                   "folder)"),
                   (model_path, "model file", "train one with `hsimap train` or pass --model "
@@ -147,6 +162,69 @@ def predict(ctx: click.Context, scene: str, output: Path, model_path: Path, tile
     for path in result.outputs:
         if path != result.map_path:
             click.echo(f"also: {path}")
+
+
+def _predict_batch(ctx: click.Context, scenes: list[str], out_dir: Path, *, model_path: Path,
+                   tile: int | str, device: str, overwrite: bool, probabilities: Path | None,
+                   confidence: Path | None, cog: bool,
+                   creation_options: tuple[tuple[str, str], ...], mask: str | None,
+                   mask_layer: str | None, scheduler: str | None, resume: bool,
+                   dry_run: bool, checkpoint_seconds: float) -> None:
+    """``predict`` for several scenes: one ``<scene>_map.tif`` each in the folder ``out_dir``."""
+    from hsimap.batch import map_paths, predict_scenes
+    from hsimap.cli.options import require_files
+    from hsimap.errors import ConfigError
+
+    require_files(*[(s, "file", "check the path (relative paths start from the current "
+                                "folder)") for s in scenes],
+                  (model_path, "model file", "train one with `hsimap train` or pass --model "
+                                             "PATH"),
+                  (mask, "mask file", "check the --mask path"))
+    if probabilities is not None or confidence is not None:
+        raise ConfigError("--probabilities and --confidence name one file each, so they "
+                          "cannot be used with several scenes",
+                          fix="map the scenes whose probabilities you need one at a time "
+                              "(hsimap predict scene.tif -o map.tif --probabilities p.tif)")
+    paths = map_paths(scenes, out_dir)
+    if dry_run:
+        from hsimap.predict import plan_prediction
+
+        for scene, path in zip(scenes, paths, strict=True):
+            plan = plan_prediction(scene, model=model_path, tile=tile,  # type: ignore[arg-type]
+                                   device=device, probabilities=False)
+            click.echo(f"{scene} -> {path}")
+            click.echo(plan.describe())
+        click.echo("dry run: nothing was written")
+        return
+    from hsimap.cli.options import progress_bars
+
+    def done(scene: str, result: Any) -> None:
+        click.echo(f"{scene}:")
+        if result is None:
+            click.echo("  already mapped by the interrupted run")
+            return
+        click.echo(f"  {result.n_valid} pixels classified in {result.seconds:.1f} s "
+                   f"({result.n_tiles} tiles of {result.tile} px, halo {result.halo} px)")
+        for line in class_area_table(result):
+            click.echo(f"  {line}")
+        click.echo(f"  map: {result.map_path}")
+
+    callback, close = progress_bars(ctx.obj.get("verbosity", 0) < 0)
+    try:
+        predict_scenes(scenes, out_dir=out_dir, model=model_path, tile=tile, device=device,
+                       overwrite=overwrite, cog=cog, creation_options=dict(creation_options),
+                       mask=mask, mask_layer=mask_layer, scheduler=scheduler, resume=resume,
+                       checkpoint_seconds=checkpoint_seconds, progress=callback,
+                       on_done=done)
+    except KeyboardInterrupt:
+        close()
+        _interrupted(next((p for p in paths if not p.exists()), paths[-1]))
+        click.secho("rerun the same command with --resume to finish the batch (finished "
+                    "maps are kept)", err=True, fg="yellow")
+        ctx.exit(130)
+    finally:
+        close()
+    click.echo(f"{len(scenes)} maps in {out_dir}")
 
 
 def class_area_table(result: Any) -> list[str]:

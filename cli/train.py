@@ -21,10 +21,16 @@ from hsimap.cli.options import (
 
 
 @click.command(short_help="Train a model on a cube and ground-truth labels.")
-@click.option("--cube", "cube", required=True, type=click.Path(path_type=Path),
-              help="Hyperspectral raster (GeoTIFF, ENVI, VRT, ...).")
-@click.option("--labels", "labels", required=True, type=click.Path(path_type=Path),
-              help="Ground truth: vector file (Shapefile, GPKG, GeoJSON) or label raster.")
+@click.option("--cube", "cube", multiple=True, type=click.Path(path_type=Path),
+              help="Hyperspectral raster (GeoTIFF, ENVI, VRT, ...). Repeat --cube A --labels "
+                   "A.shp --cube B --labels B.shp to train on several scenes (pairs in order).")
+@click.option("--labels", "labels", multiple=True, type=click.Path(path_type=Path),
+              help="Ground truth: vector file (Shapefile, GPKG, GeoJSON) or label raster; one "
+                   "per --cube.")
+@click.option("--scenes", "scenes_file", default=None, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV (header cube,labels[,layer]) or TOML ([[scene]] tables) listing "
+                   "training scenes; paths relative to the file. Added after any --cube pairs.")
 @model_opt
 @click.option("--model-type", "model_kind", default=None, metavar="NAME",
               help="Model kind: diffspectralnet (default), spectral-mlp (baseline), svm or "
@@ -75,7 +81,8 @@ from hsimap.cli.options import (
 @device_opt
 @overwrite_opt
 @click.pass_context
-def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
+def train(ctx: click.Context, cube: tuple[Path, ...], labels: tuple[Path, ...],
+          scenes_file: Path | None, model_path: Path,
           model_kind: str | None, preset: str | None, config_file: Path | None,
           layer: str | None, class_field: str | None, classes_file: Path | None,
           color_field: str | None, mask: str | None, mask_layer: str | None,
@@ -87,18 +94,23 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     """Train a model on CUBE with ground truth from LABELS and save it to --model.
 
     \b
-    Example:
+    Examples:
       hsimap train --cube scene.tif --labels gt.shp
+      hsimap train --cube a.tif --labels a.shp --cube b.tif --labels b.gpkg
+      hsimap train --scenes scenes.csv
     """
     from hsimap.cli.options import progress_bars, require_files
 
-    require_files((cube, "file", "check the path (relative paths start from the current "
-                                 "folder)"),
-                  (labels, "labels file", "check the --labels path"),
+    pairs = _scene_pairs(cube, labels, scenes_file)
+    require_files(*[item for c, lab, _ in pairs for item in (
+                      (c, "file", "check the path (relative paths start from the current "
+                                  "folder)"),
+                      (lab, "labels file", "check the --labels path"))],
                   (classes_file, "class file", "check the --classes path"),
                   (mask, "mask file", "check the --mask path"))
     from hsimap.models import DEFAULT_MODEL
     from hsimap.resources import parse_size
+    from hsimap.scenes import ScenePair
     from hsimap.training import TrainOptions, train_model
 
     overrides, file_kind, file_preset = _read_config(config_file)
@@ -109,7 +121,8 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     options = TrainOptions(
         model=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
         overrides=overrides, class_field=class_field, color_field=color_field,
-        classes_file=None if classes_file is None else str(classes_file), layer=layer,
+        classes_file=None if classes_file is None else str(classes_file),
+        layer=pairs[0][2] or layer,
         mask=mask, mask_layer=mask_layer,
         all_touched=all_touched,
         on_overlap=on_overlap,  # type: ignore[arg-type]
@@ -119,8 +132,10 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
     quiet = ctx.obj.get("verbosity", 0) < 0
     callback, close = progress_bars(quiet)
     try:
-        result = train_model(cube, labels, out=model_path, options=options, overwrite=overwrite,
-                             progress=callback, export_split=export_split)
+        result = train_model(pairs[0][0], pairs[0][1], out=model_path, options=options,
+                             overwrite=overwrite, progress=callback, export_split=export_split,
+                             more_scenes=[ScenePair(c, lab, own or layer)
+                                          for c, lab, own in pairs[1:]])
     finally:
         close()
     val = "n/a (no validation pixels)" if result.val_accuracy is None else \
@@ -138,9 +153,12 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
         click.echo(f"saved model: refitted on all {result.fitted_pixels} labelled pixels "
                    "(training + validation) with the same schedule; the validation figure "
                    "is that of the model fitted without the validation pixels")
+    if len(pairs) > 1:
+        click.echo(f"trained on {len(pairs)} scenes: "
+                   + ", ".join(str(c) for c, _, _ in pairs))
     if result.split_path is not None:
-        click.echo(f"split: {result.split_path} ({s['n_train']} training, {s['n_val']} "
-                   "validation pixels)")
+        click.echo(f"split: {', '.join(map(str, result.split_paths or (result.split_path,)))} "
+                   f"({s['n_train']} training, {s['n_val']} validation pixels)")
         if result.refitted:
             click.echo("note: the saved model has seen the validation pixels; to evaluate it "
                        "on them, train with --no-refit")
@@ -154,6 +172,29 @@ def train(ctx: click.Context, cube: Path, labels: Path, model_path: Path,
                    f"{cells}")
     click.echo(f"model: {result.model_path}  (log: {result.log_path}"
                + (f", curves: {result.curves_path})" if result.curves_path else ")"))
+
+
+def _scene_pairs(cubes: tuple[Path, ...], labels: tuple[Path, ...], scenes_file: Path | None
+                 ) -> list[tuple[str | Path, str | Path, str | None]]:
+    """The training scenes: the --cube/--labels pairs in order, then the --scenes file's."""
+    from hsimap.errors import ConfigError
+
+    if len(cubes) != len(labels):
+        raise ConfigError(
+            f"{len(cubes)} --cube but {len(labels)} --labels given",
+            fix="give one --labels after each --cube: --cube A.tif --labels A.shp --cube B.tif "
+                "--labels B.shp (or list the pairs in a file with --scenes)")
+    pairs: list[tuple[str | Path, str | Path, str | None]] = [
+        (c, lab, None) for c, lab in zip(cubes, labels, strict=True)]
+    if scenes_file is not None:
+        from hsimap.scenes import read_scenes_file
+
+        pairs += [(s.cube, s.labels, s.layer) for s in read_scenes_file(scenes_file)]
+    if not pairs:
+        raise ConfigError("no training scene given",
+                          fix="pass --cube scene.tif --labels gt.shp (repeat the pair for "
+                              "several scenes), or --scenes scenes.csv")
+    return pairs
 
 
 def _read_config(path: Path | None) -> tuple[dict[str, Any], str | None, str | None]:

@@ -230,14 +230,17 @@ def _independence_notes(training_log: str | Path | None, reference_path: Path,
     except (OSError, ValueError):
         return []
     record = doc.get("training_data") if isinstance(doc, dict) else None
-    if not isinstance(record, dict):
+    records = [r for r in record if isinstance(r, dict)] if isinstance(record, list) else \
+        [record] if isinstance(record, dict) else []  # a list: one per training scene
+    if not records:
         meta = doc.get("meta", {}) if isinstance(doc, dict) else {}
         labels = meta.get("training", {}).get("labels") if isinstance(meta, dict) else None
         if not labels:
             return []
-        record = {"labels": labels}  # an older log: the file check only
+        records = [{"labels": labels}]  # an older log: the file check only
     grid = Grid(src.height, src.width, src.transform, src.crs)
-    notes = training_overlap(record, reference_path, reference > 0, grid)
+    notes = [note for r in records
+             for note in training_overlap(r, reference_path, reference > 0, grid)]
     for note in notes:
         warnings.warn(note, HsimapWarning, stacklevel=3)
     return notes

@@ -51,7 +51,7 @@ def export_split(path: Path, *, split: Split, index: np.ndarray, labels: Labels,
     field = labels.class_field or "class_id"
     names = [c.name for c in classes]
     data: dict[str, Any] = {"split": sides}
-    if _integer_field(labels_path, field):
+    if integer_field(labels_path, field):
         data[field] = [c.value for c in classes]
         if field != "class_name":
             data["class_name"] = names
@@ -67,8 +67,9 @@ def export_split(path: Path, *, split: Split, index: np.ndarray, labels: Labels,
     return path
 
 
-def _integer_field(labels_path: str | Path, field: str) -> bool:
-    """Whether the labels' ``field`` holds integers (True for label rasters)."""
+def integer_field(labels_path: str | Path, field: str) -> bool:
+    """Whether the labels' ``field`` holds integers (True for label rasters): class codes
+    the user gave, not numbers hsimap gave text classes."""
     try:
         import pyogrio
 

@@ -16,7 +16,7 @@ import logging
 import platform
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from hsimap._version import __version__
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, save_checkpoint
 from hsimap.classes import ClassTable
 from hsimap.classfile import read_class_file
-from hsimap.cube import Cube, band_validity, open_cube, validity
+from hsimap.cube import Cube, band_validity, open_cube, path_name, validity
 from hsimap.device import resolve_device
 from hsimap.errors import ConfigError, CubeError, HsimapWarning, OutputError, TrainingError
 from hsimap.geotiff import check_output
@@ -45,6 +45,7 @@ from hsimap.models.base import (
 )
 from hsimap.predict import classify_array
 from hsimap.resources import check_budget, default_budget
+from hsimap.scenes import ScenePair
 from hsimap.split import Split, make_split
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class TrainResult:
     split_path: Path | None = None
     fitted_pixels: int | None = None
     refitted: bool = False
+    split_paths: tuple[Path, ...] = ()  # one per scene (split_path is the first)
 
 
 def log_path_for(model_path: Path) -> Path:
@@ -109,8 +111,15 @@ def log_path_for(model_path: Path) -> Path:
 def train_model(cube_path: str | Path, labels_path: str | Path, *,
                 out: str | Path = DEFAULT_MODEL_PATH, options: TrainOptions = TrainOptions(),
                 overwrite: bool = False, progress: ProgressCallback = no_progress,
-                export_split: str | Path | None = None) -> TrainResult:
+                export_split: str | Path | None = None,
+                more_scenes: Sequence[ScenePair] = ()) -> TrainResult:
     """Train a model and save it (with its training log and curves) to ``out``.
+
+    ``more_scenes``: further ``(cube, labels, layer)`` scenes with the same band set (the
+    first scene's layer is ``options.layer``); training pools
+    their labelled pixels with those of the first (see :mod:`hsimap.scenes`: the scenes are
+    laid side by side in one mosaic with a nodata gap no model window crosses), each scene
+    split on its own, the normalisation drawn from every scene's valid pixels.
 
     The validation figures are those of a model fitted on the training part of the split;
     with ``options.refit`` (the default) the saved model is then fitted again on every
@@ -121,18 +130,21 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     as ``<model stem>_split.gpkg`` (see :func:`hsimap.split_export.export_split`).
     """
     start = time.perf_counter()
-    out = check_output(out, inputs=(cube_path, labels_path), overwrite=overwrite)
+    pairs = [ScenePair(cube_path, labels_path, options.layer), *more_scenes]
+    inputs = tuple(p for pair in pairs for p in (pair.cube, pair.labels))
+    out = check_output(out, inputs=inputs, overwrite=overwrite)
     companions = [log_path_for(out), out.with_name(out.stem + ".curves.png"),
                   out.with_name(out.stem + ".inside.png")]
+    split_files = split_paths(out, pairs, export_split)
     if export_split is not None:
         try:
             Path(export_split).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the folder for --export-split ({exc})",
                               path=export_split, fix="choose a folder you can write to") from exc
-        companions.append(Path(export_split) / f"{out.stem}_split.gpkg")
+        companions.extend(split_files)
     for companion in companions:
-        check_output(companion, inputs=(cube_path, labels_path), overwrite=overwrite)
+        check_output(companion, inputs=inputs, overwrite=overwrite)
     device = resolve_device(options.device)
     spec = get_spec(options.model)
     preset = options.preset or spec.preset_for(device.type)
@@ -141,22 +153,10 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     config = spec.make_config(preset, options.overrides)
     class_specs = None if options.classes_file is None else \
         read_class_file(options.classes_file)
-    cube = open_cube(cube_path, bad_bands=options.bad_bands)
-    check_scene_fits(cube, spec.build(config, n_bands=len(cube.good_bands), n_classes=2),
-                     config, options, device)
-    labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
-                         color_field=options.color_field, class_specs=class_specs,
-                         layer=options.layer,
-                         all_touched=options.all_touched, on_overlap=options.on_overlap)
-    if options.mask is not None:
-        labels = _labels_inside(labels, options.mask, options.mask_layer, cube.grid)
-    _log_labels(labels, labels_path)
-    cube, raw, valid = load_scene(cube)
+    scenes = _read_scenes(pairs, spec, config, options, device, class_specs)
+    cube, labels, raw, valid, index, split, probe = _pool_scenes(scenes, spec, config, options)
     norm = _normalisation(raw, valid)
     cube_std = norm.apply(raw.copy(), valid)
-    index = _labels_on_valid(labels, valid, Path(labels_path))
-    probe = spec.build(config, n_bands=raw.shape[0], n_classes=len(labels.classes))
-    split = dataset_split(index, labels.groups, options)
     if probe.window_radius() > split.guard:
         log.warning("the guard band (%d px) is narrower than this model's window radius (%d px): "
                     "windows centred on training pixels reach validation pixels; pass --guard "
@@ -167,12 +167,17 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     torch.manual_seed(options.seed)
     model, history = spec.fit(data, config, seed=options.seed, device=device, progress=progress)
     meta = _metadata(cube, labels, split, options, cube_path, labels_path)
+    if len(scenes) > 1:
+        meta["training"]["scenes"] = [scene.describe() for scene in scenes]
+        meta["training"]["mosaic"] = {"gap_px": scenes[1].col - scenes[0].cube.grid.width,
+                                      "columns": [s.col for s in scenes]}
     ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
     predicted = classify_array(ckpt, raw, valid, device=device)
     train_acc = float((predicted[split.train] == index[split.train]).mean())
     val_acc = float((predicted[split.val] == index[split.val]).mean()) if split.val.any() \
         else None
-    val_distance = split_distance(split)
+    distances = [d for d in (split_distance(s.split) for s in scenes) if d is not None]
+    val_distance = min(distances) if distances else None
     refitted = bool(options.refit and split.val.any() and spec.refit is not None)
     if refitted:
         assert spec.refit is not None
@@ -198,22 +203,201 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     from hsimap.split_export import export_split as write_split
     from hsimap.split_export import training_record
 
+    records = [training_record(s.pair.labels, s.split, s.cube.grid, refitted=refitted)
+               for s in scenes]
     doc = {"meta": meta, **({"denoiser_eval": den_eval} if den_eval else {}),
-           "training_data": training_record(labels_path, split, cube.grid,
-                                             refitted=refitted),
+           "training_data": records[0] if len(records) == 1 else records,
            "history": history, "seconds": seconds}
     log_path.write_text(json.dumps(json_safe(doc), indent=1, default=float))
     split_path = None
     if export_split is not None:
-        split_path = write_split(Path(export_split) / f"{out.stem}_split.gpkg", split=split,
-                                 index=index, labels=labels, labels_path=labels_path,
-                                 grid=cube.grid)
+        for s, path in zip(scenes, split_files, strict=True):
+            written = write_split(path, split=s.split, index=s.index, labels=s.labels,
+                                  labels_path=s.pair.labels, grid=s.cube.grid)
+            split_path = split_path or written
     curves = write_curves(history, out.with_name(out.stem + ".curves.png"))
     write_inspection(ckpt, raw, valid, index >= 0, _good_wavelengths(cube),
                      out.with_name(out.stem + ".inside.png"))
     return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds,
                        den_eval, val_distance, abs(cube.grid.transform.a), split_path,
-                       fitted, refitted)
+                       fitted, refitted, tuple(split_files) if split_path else ())
+
+
+def split_paths(out: Path, pairs: Sequence[ScenePair],
+                folder: str | Path | None) -> list[Path]:
+    """Where ``--export-split`` writes: ``<model>_split.gpkg`` for one scene, else
+    ``<model>_split_<cube stem>.gpkg`` per scene (``_2``, ... after a repeated stem)."""
+    if folder is None:
+        return []
+    if len(pairs) == 1:
+        return [Path(folder) / f"{out.stem}_split.gpkg"]
+    paths, seen = [], set()
+    for pair in pairs:
+        stem = Path(str(pair.cube)).stem
+        name, k = stem, 1
+        while name in seen:
+            k += 1
+            name = f"{stem}_{k}"
+        seen.add(name)
+        paths.append(Path(folder) / f"{out.stem}_split_{name}.gpkg")
+    return paths
+
+
+@dataclass
+class _Scene:
+    """One training scene once read: its arrays on its own grid, its split and its column
+    in the mosaic."""
+
+    pair: ScenePair
+    cube: Cube
+    labels: Labels
+    raw: np.ndarray
+    valid: np.ndarray
+    index: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    split: Any = None  # the scene's Split, once drawn
+    col: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        """The scene's entry in the model metadata and the training log."""
+        g = self.cube.grid
+        return {"cube": str(self.pair.cube), "labels": str(self.pair.labels),
+                "layer": self.pair.layer, "class_field": self.labels.class_field,
+                "size": {"width": g.width, "height": g.height},
+                "crs": None if g.crs is None else g.crs.to_string(),
+                "pixel_counts": {c.name: n for c, n in zip(
+                    self.labels.classes, self.labels.pixel_counts().values(), strict=True)},
+                "split": self.split.summary(), "mosaic_column": self.col}
+
+
+def _read_scenes(pairs: Sequence[ScenePair], spec: Any, config: Any, options: TrainOptions,
+                 device: torch.device, class_specs: Any) -> list[_Scene]:
+    """Open, check, label and read every scene (one band set, one class table)."""
+    from hsimap.scenes import check_band_sets, merge_labels
+    from hsimap.split_export import integer_field
+
+    cubes = [open_cube(p.cube, bad_bands=options.bad_bands) for p in pairs]
+    if len(cubes) > 1:
+        check_band_sets(cubes)
+        cubes = _common_bad_bands(cubes)
+    probe = spec.build(config, n_bands=len(cubes[0].good_bands), n_classes=2)
+    need = [check_scene_fits(c, probe, config, options, device) for c in cubes]
+    if len(cubes) > 1:
+        budget = options.max_memory if options.max_memory is not None else default_budget()
+        check_budget(f"training on these {len(cubes)} scenes together",
+                     [(f"scene {c.path}", n) for c, n in zip(cubes, need, strict=True)] +
+                     [("the scenes' mosaic (a second copy)", float(sum(need)))], budget,
+                     path=cubes[0].path,
+                     fix="train on fewer scenes, crop them to the labelled areas, or raise "
+                         "--max-memory if the machine has that much")
+    labels = []
+    for pair, cube in zip(pairs, cubes, strict=True):
+        lab = read_labels(pair.labels, grid=cube.grid, class_field=options.class_field,
+                          color_field=options.color_field, class_specs=class_specs,
+                          layer=pair.layer, all_touched=options.all_touched,
+                          on_overlap=options.on_overlap)
+        if options.mask is not None:
+            lab = _labels_inside(lab, options.mask, options.mask_layer, cube.grid)
+        labels.append(lab)
+    if len(labels) > 1:
+        labels = merge_labels(
+            labels, [p.labels for p in pairs],
+            [integer_field(p.labels, lab.class_field or "") for p, lab in
+             zip(pairs, labels, strict=True)],
+            recolor=options.color_field is None and class_specs is None,
+            class_specs=class_specs)
+    scenes = []
+    for pair, cube, lab in zip(pairs, cubes, labels, strict=True):
+        _log_labels(lab, pair.labels)
+        cube, raw, valid = load_scene(cube)
+        scenes.append(_Scene(pair, cube, lab, raw, valid))
+    if len(scenes) > 1:
+        _drop_empty_bands(scenes)
+    for scene in scenes:
+        scene.index = _index_on_valid(scene.labels, scene.valid, Path(str(scene.pair.labels)))
+        scene.split = dataset_split(scene.index, scene.labels.groups, options)
+        if len(scenes) > 1:
+            s = scene.split.summary()
+            log.info("scene %s: %d train / %d validation pixels (guard removed %d)",
+                     path_name(scene.cube.path), s["n_train"], s["n_val"], s["n_guard_removed"])
+    return scenes
+
+
+def _common_bad_bands(cubes: list[Cube]) -> list[Cube]:
+    """The cubes with one bad-band list: a band bad in one scene is left out of all."""
+    bad = tuple(sorted(set().union(*(c.bad_bands for c in cubes))))
+    for c in cubes:
+        extra = sorted(set(bad) - set(c.bad_bands))
+        if extra:
+            log.info("%s: band(s) %s are bad in another training scene and are left out here "
+                     "too", c.path, ",".join(str(b + 1) for b in extra))
+    return [c if c.bad_bands == bad else c.with_bad_bands(bad) for c in cubes]
+
+
+def _drop_empty_bands(scenes: list[_Scene]) -> None:
+    """After reading: a band with no valid value in one scene is left out of every scene."""
+    from hsimap.cube import validity
+
+    common = set.intersection(*(set(s.cube.good_bands) for s in scenes))
+    for s in scenes:
+        if set(s.cube.good_bands) == common:
+            continue
+        keep = [i for i, b in enumerate(s.cube.good_bands) if b in common]
+        gone = sorted(set(s.cube.good_bands) - common)
+        log.info("%s: band(s) %s are empty in another training scene and are left out here "
+                 "too", s.cube.path, ",".join(str(b + 1) for b in gone))
+        s.cube = s.cube.with_bad_bands(s.cube.bad_bands + tuple(gone))
+        s.raw = np.ascontiguousarray(s.raw[keep])
+        s.valid = validity(s.raw, s.cube.good_nodata)
+
+
+def _pool_scenes(scenes: list[_Scene], spec: Any, config: Any, options: TrainOptions
+                 ) -> tuple[Cube, Labels, np.ndarray, np.ndarray, np.ndarray, Split, HsiModel]:
+    """The scenes as one training scene: the first cube (its metadata and grid), the pooled
+    labels, raw values, validity, class index and split on the mosaic, and the model probe.
+
+    One scene is returned as it is. Several are laid left to right with a nodata gap of
+    :func:`hsimap.scenes.mosaic_gap` columns (more than twice the model's halo and window
+    radius), so no window centred in one scene reaches another.
+    """
+    from hsimap.scenes import mosaic_gap, mosaic_offsets, paste
+
+    first = scenes[0]
+    probe = spec.build(config, n_bands=first.raw.shape[0], n_classes=len(first.labels.classes))
+    if len(scenes) == 1:
+        _check_classes(first.index, first.labels, first.pair.labels)
+        return (first.cube, first.labels, first.raw, first.valid, first.index, first.split,
+                probe)
+    gap = mosaic_gap(probe.halo(), probe.window_radius())
+    offsets, width = mosaic_offsets([s.cube.grid.width for s in scenes], gap, probe.stride())
+    for s, col in zip(scenes, offsets, strict=True):
+        s.col = col
+    group_base, groups = 0, []
+    for s in scenes:
+        groups.append(np.where(s.labels.groups >= 0, s.labels.groups + group_base, -1))
+        group_base += int(s.labels.groups.max()) + 1
+    index = paste([s.index for s in scenes], offsets, width, -1)
+    labels = dataclasses.replace(
+        first.labels, values=paste([s.labels.values for s in scenes], offsets, width, 0),
+        groups=paste(groups, offsets, width, -1),
+        n_features=sum(s.labels.n_features for s in scenes),
+        n_outside=sum(s.labels.n_outside for s in scenes),
+        n_conflict_pixels=sum(s.labels.n_conflict_pixels for s in scenes),
+        reprojected_from=next((s.labels.reprojected_from for s in scenes
+                               if s.labels.reprojected_from), None))
+    _check_classes(index, labels, None, files=[s.pair.labels for s in scenes])
+    train = paste([s.split.train for s in scenes], offsets, width, False)
+    val = paste([s.split.val for s in scenes], offsets, width, False)
+    without = [c for c in range(len(labels.classes))
+               if (index == c).any() and not (val & (index == c)).any()]
+    s0 = first.split
+    split = Split(train, val, s0.method, s0.guard, s0.val_fraction, s0.seed,
+                  sum(s.split.n_guard_removed for s in scenes), without)
+    raw = paste([s.raw for s in scenes], offsets, width, 0.0)
+    valid = paste([s.valid for s in scenes], offsets, width, False)
+    log.info("%d scenes pooled side by side (%d x %d px mosaic, %d nodata columns between "
+             "scenes, more than twice the model's %d px halo)", len(scenes), width,
+             raw.shape[1], gap, probe.halo())
+    return first.cube, labels, raw, valid, index, split, probe
 
 
 def check_scene_fits(cube: Cube, probe: HsiModel, config: Any, options: TrainOptions,
@@ -339,17 +523,33 @@ def _normalisation(values: np.ndarray, valid: np.ndarray) -> Normalisation:
 
 
 def _labels_on_valid(labels: Labels, valid: np.ndarray, path: Path) -> np.ndarray:
+    index = _index_on_valid(labels, valid, path, stacklevel=4)
+    _check_classes(index, labels, path)
+    return index
+
+
+def _index_on_valid(labels: Labels, valid: np.ndarray, path: Path, *,
+                    stacklevel: int = 3) -> np.ndarray:
+    """The labels' class index with labelled pixels on nodata dropped (with a warning)."""
     index = labels.index()
     dropped = int(((index >= 0) & ~valid).sum())
     if dropped:
         warnings.warn(f"{path}: {dropped} labelled pixel(s) fall on nodata and are ignored",
-                      HsimapWarning, stacklevel=3)
+                      HsimapWarning, stacklevel=stacklevel)
     index[~valid] = -1
+    return index
+
+
+def _check_classes(index: np.ndarray, labels: Labels, path: str | Path | None, *,
+                   files: Sequence[str | Path] = ()) -> None:
+    """Refuse fewer than two classes, or a class with fewer than ``MIN_PIXELS_PER_CLASS``
+    labelled valid pixels (over every scene; ``files`` names them when there are several)."""
+    where = "" if not files else f" of all {len(files)} scenes ({', '.join(map(str, files))})"
     counts = np.bincount(index[index >= 0], minlength=len(labels.classes))
     present = [c for c, n in zip(labels.classes, counts, strict=True) if n > 0]
     if len(present) < 2:
         raise TrainingError(
-            f"the labels hold only {len(present)} class(es) on valid pixels "
+            f"the labels{where} hold only {len(present)} class(es) on valid pixels "
             f"({', '.join(c.name for c in present) or 'none'})", path=path,
             fix="a classifier needs at least two classes; add ground truth for other classes")
     small = [f"{c.name!r} ({n} px)" for c, n in zip(labels.classes, counts, strict=True)
@@ -358,9 +558,8 @@ def _labels_on_valid(labels: Labels, valid: np.ndarray, path: Path) -> np.ndarra
         listed = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
         raise TrainingError(
             f"class(es) {listed} have fewer than {MIN_PIXELS_PER_CLASS} labelled "
-            "valid pixels", path=path,
+            f"valid pixels{where}", path=path,
             fix="add ground truth for them, merge them into another class, or remove them")
-    return index
 
 
 def _log_labels(labels: Labels, path: str | Path) -> None:
