@@ -56,8 +56,8 @@ MAX_CURVES = 12
 # Keys whose series are the x axis of a training log, not something to plot.
 _X_KEYS = {"epoch", "epochs", "step", "steps", "iteration", "iterations", "iter", "time"}
 # Parts of a training log that are settings or one-off measurements, never training curves
-# (band indices, wavelengths, timesteps, the held-out denoiser check).
-_NOT_SERIES = {"meta", "config", "denoiser_eval", "eval", "timings"}
+# (band indices, wavelengths, timesteps, the held-out denoiser check, the training pixels).
+_NOT_SERIES = {"meta", "config", "denoiser_eval", "eval", "timings", "training_data"}
 
 
 @dataclass(frozen=True)
@@ -632,6 +632,67 @@ def _denoiser_table(training_log: str | None) -> str:
             f"{rows}</table>")
 
 
+def split_facts(training_log: str | None) -> list[tuple[str, str]]:
+    """How the model was validated and what it was fitted on, from the log's ``meta``:
+    ``(fact, value)`` rows (empty for a log without them)."""
+    try:
+        doc = json.loads(Path(training_log).read_text()) if training_log else {}
+    except (OSError, ValueError):
+        return []
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict):
+        return []
+    def table(key: str) -> dict[str, Any]:
+        value = meta.get(key)
+        return value if isinstance(value, dict) else {}
+
+    split, acc, training = table("split"), table("accuracy"), table("training")
+    res = meta.get("resolution")
+    pixel = float(res[0]) if isinstance(res, list) and res and _is_number(res[0]) else None
+    rows: list[tuple[str, str]] = []
+    scenes = training.get("scenes")
+    if isinstance(scenes, list) and scenes:
+        rows.append(("training scenes", "; ".join(
+            f"{s.get('cube')} + {s.get('labels')}" for s in scenes if isinstance(s, dict))))
+    elif training.get("cube"):
+        rows.append(("training scene", f"{training.get('cube')} + {training.get('labels')}"))
+    if split:
+        rows.append(("validation split", f"{split.get('method')}, {split.get('val_fraction')} "
+                                         f"of each class held out, seed {split.get('seed')}"))
+        rows.append(("training / validation pixels",
+                     f"{split.get('n_train')} / {split.get('n_val')}"))
+        rows.append(("guard band", f"{split.get('guard_px')} px; it removed "
+                                   f"{split.get('n_guard_removed')} validation pixels"))
+    distance = acc.get("val_distance_px")
+    if isinstance(distance, int | float) and _is_number(distance):
+        metres = f" ({distance * pixel:g} m)" if pixel else ""
+        rows.append(("closest validation pixel to a training pixel", f"{distance} px{metres}"))
+    if _is_number(acc.get("val_oa")):
+        rows.append(("validation accuracy at training",
+                     f"{float(acc['val_oa']):.4f} on {acc.get('val_pixels')} pixels"))
+    if "refitted_on_all" in acc:
+        rows.append(("saved model", (
+            f"refitted on all {acc.get('fitted_pixels')} labelled pixels (training + "
+            "validation): the validation pixels trained the saved model, so only reference "
+            "data outside the training labels is an independent test")
+            if acc.get("refitted_on_all") else
+            f"fitted on the {acc.get('fitted_pixels')} training pixels only (--no-refit): the "
+            "validation pixels are independent of it"))
+    return rows
+
+
+def _split_table(training_log: str | None) -> str:
+    rows = split_facts(training_log)
+    if not rows:
+        return ""
+    body = "".join(f"<tr><th class=name>{html.escape(k)}</th><td class=name>{html.escape(v)}"
+                   "</td></tr>" for k, v in rows)
+    return ("<h2>How the model was validated</h2><p class=note>From the training log: the "
+            "split of the labels into training and validation pixels, the guard band between "
+            "them, and whether the saved model was refitted on the validation pixels.</p>"
+            f"<table>{body}</table>")
+
+
 def _inside_figure(training_log: str | None) -> str | None:
     """Data URI of the ``<model>.inside.png`` written beside ``<model>.log.json``, if any."""
     if not training_log or not training_log.endswith(".log.json"):
@@ -644,7 +705,7 @@ def _inside_figure(training_log: str | None) -> str | None:
 
 def _png_data_uri(fig: Any, *, tight: bool = True) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight" if tight else None)
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight" if tight else None)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -678,29 +739,92 @@ def quicklook_png(data: npt.NDArray[np.int64], table: ClassTable) -> str:
     return _png_data_uri(fig)
 
 
+# The report's page is at most 1100 px wide (_CSS); a figure drawn narrower than this at
+# FIGURE_DPI is shown at its own size, never scaled down, in a 1400 px wide window.
+FIGURE_DPI = 100
+CONFUSION_MAX_PX = 1040
+MIN_TEXT_PX = 10.0  # smallest number height (px at 100 % zoom) the report draws
+MIN_CELL_IN = 0.34  # holds a four-character count (1.2M) at MIN_TEXT_PX
+
+
+@dataclass(frozen=True)
+class ConfusionLayout:
+    """Size of the confusion-matrix figure and of its numbers, from the class count."""
+
+    cell_in: float  # side of one matrix cell, inches
+    width_in: float
+    height_in: float
+    number_pt: float  # font size of the counts in the cells
+    label_pt: float  # font size of the class names
+    compact: bool  # counts written as 12k / 1.2M to fit the cells
+    numbers: bool  # whether counts are written at all (else: confusion_matrix.csv)
+
+    def px(self, points: float) -> float:
+        """Pixels of ``points`` at the figure's resolution."""
+        return points * FIGURE_DPI / 72.0
+
+
+def confusion_layout(k: int, largest: int) -> ConfusionLayout:
+    """Cells as large as the page allows (1.1 in at most; at least ``MIN_CELL_IN``, so that
+    many classes make a figure wider than the page, which the report scrolls instead of
+    shrinking), numbers as large as a cell holds (never under ``MIN_TEXT_PX``; counts of
+    four digits or more become 12k / 1.2M when that is what fits), class names with them."""
+    margin_in = 3.4  # class names, axis labels and the colour bar
+    cell = float(np.clip((CONFUSION_MAX_PX / FIGURE_DPI - margin_in) / max(k, 1),
+                         MIN_CELL_IN, 1.1))
+    digits = len(str(max(int(largest), 1)))
+    compact = False
+
+    def fitting(n_chars: int) -> float:
+        return min(16.0, 0.8 * cell * 72.0 / (0.62 * n_chars), cell * 72.0 * 0.45)
+
+    number = fitting(digits)
+    if number * FIGURE_DPI / 72.0 < MIN_TEXT_PX and digits > 3:
+        compact, number = True, fitting(4)  # 12k, 1.2M
+    numbers = number * FIGURE_DPI / 72.0 >= MIN_TEXT_PX
+    label = float(np.clip(cell * 72.0 * 0.32, 8.0, 12.0))
+    side = cell * k
+    return ConfusionLayout(cell, side + margin_in, side + margin_in - 0.8, number, label,
+                           compact, numbers)
+
+
+def _count_text(n: int, compact: bool) -> str:
+    if not compact or n < 1000:
+        return str(n)
+    for div, unit in ((1_000_000, "M"), (1_000, "k")):
+        if n >= div:
+            v = n / div
+            return f"{v:.1f}{unit}" if v < 10 else f"{v:.0f}{unit}"
+    return str(n)
+
+
 def confusion_png(accuracy: AccuracyMetrics, table: ClassTable) -> str:
-    """PNG data URI of the confusion matrix: colour = row share, text = counts."""
+    """PNG data URI of the confusion matrix: colour = row share, text = counts, sized by
+    :func:`confusion_layout` so the numbers read at 100 % zoom in a 1400 px wide window."""
     cm = accuracy.matrix.astype(np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     k = len(table)
-    size = min(14.0, 2.5 + 0.55 * k)
-    fig = _figure(size + 1.5, size)
+    lay = confusion_layout(k, int(cm.max()) if cm.size else 0)
+    fig = _figure(lay.width_in, lay.height_in, layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of reference row")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label("share of reference row", fontsize=lay.label_pt)
+    bar.ax.tick_params(labelsize=lay.label_pt)
     labels = [f"{c.value} {c.name}"[:28] for c in table]
-    ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(k), labels, fontsize=7)
-    ax.set_xlabel("map class")
-    ax.set_ylabel("reference class")
-    if k <= 25:
+    ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=lay.label_pt)
+    ax.set_yticks(range(k), labels, fontsize=lay.label_pt)
+    ax.set_xlabel("map class", fontsize=lay.label_pt + 1)
+    ax.set_ylabel("reference class", fontsize=lay.label_pt + 1)
+    if lay.numbers:
         for i in range(k):
             for j in range(k):
                 if cm[i, j]:
-                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=6,
+                    ax.text(j, i, _count_text(int(cm[i, j]), lay.compact), ha="center",
+                            va="center", fontsize=lay.number_pt,
                             color="white" if share[i, j] > 0.5 else "black")
-    return _png_data_uri(fig)
+    return _png_data_uri(fig, tight=False)
 
 
 def curves_png(series: dict[str, list[float]]) -> str:
@@ -737,6 +861,7 @@ margin-right:0.4em;vertical-align:middle}
 .kpi{display:inline-block;margin:0 2em 1em 0}.kpi b{font-size:1.6em;display:block}
 img{max-width:100%;height:auto}p.note{color:#555;font-size:0.9em;max-width:60em}
 code{background:#f4f4f4;padding:0 3px}
+.scroll{overflow-x:auto}img.natural{max-width:none}
 """
 
 
@@ -833,7 +958,8 @@ def _html_report(document: dict[str, Any], table: ClassTable, accuracy: Accuracy
         f'<img alt="quick-look of the class map" src="{quicklook_png(quicklook, table)}">',
         "<h2>Confusion matrix</h2><p class=note>Rows: reference class; columns: map class. "
         "Colour: share of the reference row; numbers: pixel counts.</p>",
-        f'<img alt="confusion matrix" src="{confusion_png(accuracy, table)}">',
+        '<div class="scroll"><img class="natural" alt="confusion matrix" '
+        f'src="{confusion_png(accuracy, table)}"></div>',
         f"<h2>Per-class accuracy</h2>{_per_class_table(table, accuracy)}",
         "<h2>Area-adjusted accuracy and class areas</h2>",
         _area_table(table, area),
@@ -844,6 +970,7 @@ def _html_report(document: dict[str, Any], table: ClassTable, accuracy: Accuracy
             parts.append(f'<img alt="training curves" src="{curves_png(log_series)}">')
         else:
             parts.append("<p class=note>The training log holds no numeric series.</p>")
+        parts.append(_split_table(document["inputs"].get("training_log")))
         parts.append(_denoiser_table(document["inputs"].get("training_log")))
         inside = _inside_figure(document["inputs"].get("training_log"))
         if inside:
