@@ -261,7 +261,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "head_hidden": 64, "clf_epochs": 40, "clf_batch": 64, "clf_lr": 1e-3,
         "clf_weight_decay": 1e-4, "clf_grad_clip": 15.0, "patience": 0,
         "clf_min_batches": 32, "clf_ensemble": 1, "class_weighting": False, "noise_seed": 0,
-        "with_spectra": True, "spectrum_path": True,
+        "with_spectra": True, "spectrum_path": True, "clf_augment": True,
     },
     "tiny": {
         "proj_bands": 8, "unet": "2d", "widths": (8, 8, 16), "time_dim": 16,
