@@ -294,3 +294,34 @@ def test_noise_draws_average_the_feature_maps_of_fixed_noise_fields():
     for k in range(1, len(maps)):
         assert torch.allclose(maps[k], (singles[0][k] + singles[1][k]) / 2, atol=1e-6)
         assert not torch.allclose(singles[0][k], singles[1][k])
+
+
+def test_inside_the_model_shows_the_denoisers_error_per_timestep():
+    """The panels per timestep give the window's noise-prediction error (against the noise
+    prediction actually added, recomputed here from the position-keyed noise) beside
+    predicting zero, and the amplified change denoising makes."""
+    import re
+
+    from hsimap.models.diffspectralnet.inspect import inspection_panels
+    from hsimap.models.diffspectralnet.noise import position_noise
+
+    model = randomized(PIXEL, 12, seed=2)
+    x = torch.randn(1, 12, 10, 9)
+    panels = inspection_panels(model, x, origin=(3, 4))
+    fx = model.features
+    xp = fx.projection(x)
+    for t in PIXEL.timesteps:
+        titles = [k for k in panels if k.startswith(f"t={t}: noise error")]
+        assert len(titles) == 1
+        shown, zero = map(float, re.findall(r"\d+\.\d+", titles[0]))
+        eps = position_noise((3, 4), tuple(xp.shape[1:]), t, PIXEL.noise_seed)[None]
+        a = float(fx.abar[t])
+        xt = a ** 0.5 * xp + (1 - a) ** 0.5 * eps
+        with torch.no_grad():
+            pred = fx.unet(xt, torch.full((1,), t))
+        assert shown == pytest.approx(float((pred - eps).abs().mean()), abs=0.006)
+        assert zero == pytest.approx(float(eps.abs().mean()), abs=0.006)
+        diff = panels[f"t={t}: denoised - input, amplified"]
+        assert diff.shape == (10, 9, 3) and 0 <= diff.min() and diff.max() <= 1
+        assert diff.std() > 0.01  # a random denoiser changes the input
+        assert panels[titles[0]].shape == (10, 9, 3)

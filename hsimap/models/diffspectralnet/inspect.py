@@ -1,10 +1,13 @@
 """Look inside a trained DiffSpectralNet: what each diffusion timestep sees and contributes.
 
-For a window of the scene: the clean input, its position-keyed noised versions at the
-feature timesteps, the denoiser's reconstruction of the clean input from each noised
-version, and the first three principal components of the reduced features of each
-timestep. Everything is shown in the space of the stored spectral projection (the first
-three projected components as RGB), so the images are comparable across panels.
+For a window of the scene: the clean input; then per feature timestep the position-keyed
+noised input, the denoiser's noise-prediction error per pixel (its window mean beside the
+error of predicting zero, on one colour scale for every timestep: dark = the denoiser
+knows the noise there), what denoising changes (the reconstruction minus the clean input,
+amplified to its own range around grey: structure there is what the denoiser does not
+reproduce) and the first three principal components of that timestep's reduced features.
+Spectral images are shown in the space of the stored spectral projection (the first three
+projected components as RGB), so they are comparable across panels.
 """
 
 from __future__ import annotations
@@ -51,12 +54,36 @@ def inspection_panels(model: DiffSpectralNet, x: torch.Tensor, *, origin: tuple[
         assert eps is not None  # no taps: the net runs to its output
         x0 = (xt - (1 - a) ** 0.5 * eps) / a ** 0.5
         ref = xp[0, :3]
+        true_eps = (xt - a ** 0.5 * xp) / (1 - a) ** 0.5  # the noise that was added
+        err = (eps - true_eps).abs().mean(1)[0]  # (h, w) mean over projected bands
+        zero = float(true_eps.abs().mean())
         panels[f"t={t}: noised"] = _rgb(xt[0, :3], like=ref)
-        panels[f"t={t}: denoised"] = _rgb(x0[0, :3], like=ref)
+        panels[f"t={t}: noise error {float(err.mean()):.2f} (zero: {zero:.2f})"] = \
+            _heat(err, vmax=2 * ZERO_L1)
+        panels[f"t={t}: denoised - input, amplified"] = _diverging(x0[0, :3] - ref)
         reduced = torch.cat([fx.reducers[k](maps[k]) for k in
                              range(first + n * per_t, first + (n + 1) * per_t)], dim=1)
         panels[f"t={t}: features PC 1-3"] = _pca_rgb(reduced[0])
     return panels
+
+
+ZERO_L1 = 0.7979  # E|eps| of standard normal noise: predicting zero scores this
+
+
+def _heat(values: torch.Tensor, *, vmax: float) -> np.ndarray:
+    """``(h, w)`` values in ``[0, vmax]`` -> ``(h, w, 3)`` magma colours (fixed scale)."""
+    from matplotlib import colormaps
+
+    unit = (values.float() / vmax).clamp(0, 1).cpu().numpy()
+    return np.ascontiguousarray(colormaps["magma"](unit)[..., :3])
+
+
+def _diverging(diff: torch.Tensor) -> np.ndarray:
+    """``(3, h, w)`` signed differences -> ``(h, w, 3)`` around mid-grey, the 98th
+    percentile of their magnitude at full scale (amplified to their own range)."""
+    scale = torch.quantile(diff.float().abs().flatten(), 0.98).clamp(min=1e-6)
+    out = (0.5 + 0.5 * diff.float() / scale).clamp(0, 1)
+    return np.ascontiguousarray(out.permute(1, 2, 0).cpu().numpy())
 
 
 def _rgb(img: torch.Tensor, *, like: torch.Tensor | None = None) -> np.ndarray:
