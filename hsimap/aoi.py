@@ -9,7 +9,6 @@ window by window, so a mask never costs more memory than the tile it is asked ab
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from hsimap.cube import Grid, gdal_path, path_suffix
+from hsimap.cube import Grid, check_readable, gdal_path, path_suffix
 from hsimap.errors import InputFileError, LabelError
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,7 @@ class AreaMask:
             It covers no pixel of the grid, or is in another CRS than a CRS-less grid.
         """
         where = gdal_path(path)
-        if isinstance(where, Path) and not where.exists():
-            raise InputFileError("mask file not found", path=where, fix="check the --mask path")
-        if isinstance(where, Path) and not os.access(where, os.R_OK):
-            raise InputFileError("cannot be read: permission denied", path=where,
-                                 fix="make it readable (chmod u+r)")
+        check_readable(where, missing="mask file not found", fix="check the --mask path")
         if path_suffix(where) in RASTER_SUFFIXES:
             mask = cls._open_raster(where, grid)
         else:

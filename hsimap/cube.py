@@ -290,6 +290,18 @@ def open_cube(path: str | Path, *, chunks: int = DEFAULT_CHUNK,
     return cube
 
 
+def check_readable(path: RasterPath, *, missing: str, fix: str) -> None:
+    """A local input path (not a GDAL virtual path) must exist and be readable: else an
+    :class:`InputFileError` with ``missing`` (and ``fix``) or the permission problem."""
+    if not isinstance(path, Path):
+        return
+    if not path.exists():
+        raise InputFileError(missing, path=path, fix=fix)
+    if not os.access(path, os.R_OK):
+        raise InputFileError("cannot be read: permission denied", path=path,
+                             fix="make it readable (chmod u+r) or copy it to a folder you own")
+
+
 def _check_local_file(path: Path) -> None:
     """A local cube path must be an existing, readable file (or a .zarr folder)."""
     if not path.exists():

@@ -12,7 +12,6 @@ silently.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +23,15 @@ from rasterio.features import rasterize
 
 from hsimap.classes import MAX_CLASS_VALUE, ClassTable
 from hsimap.classfile import ClassSpec, codes_for_names, table_from_specs
-from hsimap.cube import Grid, RasterPath, gdal_not_found, gdal_path, is_virtual, path_suffix
+from hsimap.cube import (
+    Grid,
+    RasterPath,
+    check_readable,
+    gdal_not_found,
+    gdal_path,
+    is_virtual,
+    path_suffix,
+)
 from hsimap.errors import CRSMismatchError, InputFileError, LabelError, LabelWarning
 
 log = logging.getLogger(__name__)
@@ -113,11 +120,7 @@ def read_labels(path: str | Path, *, grid: Grid, class_field: str | None = None,
         several.
     """
     path = gdal_path(path)  # a GDAL virtual path (/vsizip/...) stays a string; GDAL checks it
-    if isinstance(path, Path) and not path.exists():
-        raise InputFileError("labels file not found", path=path, fix="check the --labels path")
-    if isinstance(path, Path) and not os.access(path, os.R_OK):
-        raise InputFileError("cannot be read: permission denied", path=path,
-                             fix="make it readable (chmod u+r) or copy it to a folder you own")
+    check_readable(path, missing="labels file not found", fix="check the --labels path")
     if path_suffix(path) in RASTER_SUFFIXES:
         return _read_label_raster(path, grid=grid, classes=classes, class_specs=class_specs)
     frame = _read_vector(path, layer=layer)
