@@ -651,17 +651,16 @@ def _plot_panels(rows: list[tuple[tuple[int, int], dict[str, np.ndarray]]],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    titles = list(rows[0][1])
-    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False,
-                             figsize=(1.9 * len(titles), 2.0 * len(rows)))
+    n_cols = max(len(panels) for _, panels in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
+                             figsize=(1.9 * n_cols, 2.1 * len(rows)))
     for i, ((r0, c0), panels) in enumerate(rows):
-        for j, title in enumerate(titles):
-            ax = axes[i][j]
-            ax.imshow(panels[title], interpolation="nearest")
+        for j, (title, image) in enumerate(panels.items()):  # titles may carry the window's
+            ax = axes[i][j]  # own numbers (the denoiser's error there), so every row has them
+            ax.imshow(image, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=7)
+            ax.set_title(title, fontsize=6)
         axes[i][0].set_ylabel(f"row {r0}, col {c0}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
