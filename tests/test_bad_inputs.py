@@ -417,7 +417,7 @@ def test_invalid_tile_size(env: Env, value: str) -> None:
 
 def test_invalid_batch_size(env: Env) -> None:
     config = bad.quick_config(env.inp, "[config]\nepochs = 2\nbatch_size = 0\n", "batch.toml")
-    env.fails(env.train(config=config), words=("batch_size", "must be positive", "[config]"),
+    env.fails(env.train(config=config), words=("batch_size", "must be >= 1", "got 0", "[config]"),
               path=config)
 
 
@@ -584,15 +584,21 @@ SPECIAL_KINDS = ["chardev", "fifo", "socket", "folder", "link-to-device"]
 
 @pytest.mark.parametrize("kind", SPECIAL_KINDS)
 def test_special_file_output_is_never_replaced(env: Env, kind: str) -> None:
-    """-o a device node, FIFO, socket, folder or a link to a device: refused, --overwrite or not."""
+    """-o a device node, FIFO, socket or a link to a device: refused, --overwrite or not; -o
+    an existing folder is an output folder (the map goes inside as <scene>_map.tif, the
+    folder stays); --model a folder is refused."""
     if kind == "chardev" and not ROOT_USER:
         pytest.skip("mknod needs root")
     target = bad.special_file(env.inp, kind)
-    words = ("is a folder",) if kind == "folder" else ("not a regular file", "never replaces",
-                                                       "even with --overwrite")
+    words = ("not a regular file", "never replaces", "even with --overwrite")
     with _Deadline(60):
-        for extra in ((), ("--overwrite",)):
-            env.fails(env.predict(*extra, out=target), words=words, path=target)
+        if kind == "folder":
+            result = run_cli(env.predict(out=target))
+            assert result.exit_code == 0, result.output
+            assert target.is_dir() and (target / "cube_map.tif").is_file()
+        else:
+            for extra in ((), ("--overwrite",)):
+                env.fails(env.predict(*extra, out=target), words=words, path=target)
         train_words = ("is a directory",) if kind == "folder" else words  # click says so
         env.fails(env.train("--overwrite", model=target), words=train_words, path=target)
     assert os.path.lexists(target)
