@@ -64,6 +64,10 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--train-best", default=None, metavar="MODEL_PATH",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Also fit the best model on all labels to this model file (as train).")
+@click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
+              help="Memory a fit may use (the scene is read whole), e.g. 8G, 512M or 50% "
+                   "[default: half the memory available now]; checked for every model "
+                   "before the scene is read.")
 @device_opt
 @overwrite_opt
 @click.pass_context
@@ -71,7 +75,8 @@ def compare(ctx: click.Context, cube: Path, labels: Path, models: str, folds: in
             guard: int | None, block_size: int | None, presets: tuple[str, ...],
             configs: tuple[str, ...], class_field: str | None, all_touched: bool,
             on_overlap: str, val_fraction: float, bad_bands: tuple[int, ...], seed: int,
-            out_dir: Path, train_best: Path | None, device: str, overwrite: bool) -> None:
+            out_dir: Path, train_best: Path | None, max_memory: str | None, device: str,
+            overwrite: bool) -> None:
     """Cross-validate model kinds on the same spatial folds of LABELS and rank them.
 
     \b
@@ -82,6 +87,7 @@ def compare(ctx: click.Context, cube: Path, labels: Path, models: str, folds: in
     from hsimap.cli.options import progress_bars
     from hsimap.cli.train import _check_config, _read_config
     from hsimap.compare import CompareOptions, ModelChoice, compare_models
+    from hsimap.resources import parse_size
 
     kinds = [k.strip() for k in models.split(",") if k.strip()]
     preset_of = _pairs(presets, "--preset")
@@ -107,7 +113,7 @@ def compare(ctx: click.Context, cube: Path, labels: Path, models: str, folds: in
         folds=folds, guard=guard, block_size=block_size, val_fraction=val_fraction,
         class_field=class_field, all_touched=all_touched,
         on_overlap="drop" if on_overlap == "drop" else "error", seed=seed, device=device,
-        bad_bands=bad_bands)
+        bad_bands=bad_bands, max_memory=None if max_memory is None else parse_size(max_memory))
     callback, close = progress_bars(ctx.obj.get("verbosity", 0) < 0)
     try:
         result = compare_models(cube, labels, models=choices, options=options, out_dir=out_dir,

@@ -70,6 +70,7 @@ class CompareOptions:
     seed: int = 0
     device: str = "auto"
     bad_bands: tuple[int, ...] = ()
+    max_memory: int | None = None  # bytes; None: half the memory available now
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,10 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     from hsimap.models.base import TrainData, get_spec
     from hsimap.predict import classify_array
     from hsimap.training import (
+        TrainOptions,
         _labels_on_valid,
         _normalisation,
+        check_scene_fits,
         default_guard,
         load_scene,
         log_path_for,
@@ -208,6 +211,11 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
                      overwrite=overwrite)
     guard = default_guard() if options.guard is None else options.guard
     cube = open_cube(cube_path, bad_bands=options.bad_bands)
+    for m in models:  # every model's memory and scene bounds, before anything is read
+        probe = specs[m.kind].build(configs[m.kind], n_bands=len(cube.good_bands), n_classes=2)
+        check_scene_fits(cube, probe, configs[m.kind],
+                         TrainOptions(model=m.kind, overrides=m.overrides,
+                                      max_memory=options.max_memory), device)
     labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
                          all_touched=options.all_touched, on_overlap=options.on_overlap)
     cube, raw, valid = load_scene(cube)

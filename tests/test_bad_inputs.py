@@ -1054,3 +1054,18 @@ def test_model_with_edited_metadata(env: Env, edit: str) -> None:
         assert run_cli(["info", model]).exit_code == 0
     else:
         env.fails(["info", model], words=(*words, *fix), path=model)
+
+
+def test_compare_checks_memory_and_a_huge_grid_before_reading(env: Env) -> None:
+    """compare reads the scene whole as train does: the same budget, for every model, before
+    the labels or the scene are read."""
+    vrt = bad.huge_vrt(env.cube, env.inp)
+    start = time.monotonic()
+    for cube, extra, words in (
+            (vrt, (), ("training on this scene would need about", "70000 x 70000 px")),
+            (env.cube, ("--max-memory", "100K"), ("more than the 100.0 kiB budget",
+                                                   "--max-memory"))):
+        env.fails(["compare", "--cube", cube, "--labels", env.labels, "--models",
+                   "random-forest,spectral-mlp", "-o", env.out / "cmp", *extra],
+                  words=words, path=cube)
+    assert time.monotonic() - start < 60, "the refusal came too late"
