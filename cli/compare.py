@@ -12,6 +12,7 @@ from hsimap.cli.options import (
     all_touched_opt,
     class_field_opt,
     device_opt,
+    max_memory_opt,
     overwrite_opt,
 )
 
@@ -64,10 +65,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--train-best", default=None, metavar="MODEL_PATH",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Also fit the best model on all labels to this model file (as train).")
-@click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
-              help="Memory a fit may use (the scene is read whole), e.g. 8G, 512M or 50% "
-                   "[default: half the memory available now]; checked for every model "
-                   "before the scene is read.")
+@max_memory_opt
 @device_opt
 @overwrite_opt
 @click.pass_context

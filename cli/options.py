@@ -75,6 +75,11 @@ mask_opt = click.option(
 mask_layer_opt = click.option(
     "--mask-layer", default=None, metavar="NAME",
     help="Layer of a multi-layer --mask vector file.")
+max_memory_opt = click.option(
+    "--max-memory", "max_memory", default=None, metavar="SIZE",
+    help="Memory a fit may use (the scene is read whole), e.g. 8G, 512M or 50% [default: "
+         "half the memory available now]; a larger need is refused before the scene is read, "
+         "with what to do.")
 all_touched_opt = click.option(
     "--all-touched", is_flag=True,
     help="Label every pixel a polygon touches (default: pixels whose centre is inside).")

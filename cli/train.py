@@ -15,6 +15,7 @@ from hsimap.cli.options import (
     layer_opt,
     mask_layer_opt,
     mask_opt,
+    max_memory_opt,
     model_opt,
     overwrite_opt,
 )
@@ -74,10 +75,7 @@ from hsimap.cli.options import (
               help="After validating, fit the saved model again on every labelled pixel "
                    "(training + validation). --no-refit saves the validated model, e.g. to "
                    "evaluate it on the --export-split validation pixels.")
-@click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
-              help="Memory training may use (the scene is read whole), e.g. 8G, 512M or 50% "
-                   "[default: half the memory available now]; a larger scene is refused "
-                   "before it is read, with what to do.")
+@max_memory_opt
 @device_opt
 @overwrite_opt
 @click.pass_context
