@@ -179,19 +179,20 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     distances = [d for d in (split_distance(s.split) for s in scenes) if d is not None]
     val_distance = min(distances) if distances else None
     refitted = bool(options.refit and split.val.any() and spec.refit is not None)
+    fitted_mask = split.train | split.val if refitted else split.train
+    fitted = int(fitted_mask.sum())
     if refitted:
         assert spec.refit is not None
-        everything = TrainData(cube_std, valid, index, split.train | split.val,
-                               np.zeros_like(split.val), len(labels.classes))
+        everything = TrainData(cube_std, valid, index, fitted_mask, np.zeros_like(split.val),
+                               len(labels.classes))
         log.info("refitting on all %d labelled pixels (training + validation) for the saved "
                  "model; the validation figure is that of the model fitted without them",
-                 int(everything.train_mask.sum()))
+                 fitted)
         torch.manual_seed(options.seed)
         model, history["refit"] = spec.refit(
             model, everything, config, history, seed=options.seed, device=device,
             progress=lambda e: progress(dataclasses.replace(e, stage=f"refit {e.stage}")))
         ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
-    fitted = int((split.train | split.val).sum() if refitted else split.train.sum())
     meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc,
                         "val_pixels": int(split.val.sum()), "val_distance_px": val_distance,
                         "refitted_on_all": refitted, "fitted_pixels": fitted}
