@@ -217,6 +217,8 @@ def cnn_runner(components: int = 30, size: int = 9, epochs: int = 100) -> Runner
         import torch
         from torch import nn
 
+        from hsimap.models.diffspectralnet.classifier import gather_patches
+
         torch.manual_seed(seed)
         z, _, _ = standardise(scene)
         pix = z[:, scene.valid].T.astype(np.float64)
@@ -237,9 +239,8 @@ def cnn_runner(components: int = 30, size: int = 9, epochs: int = 100) -> Runner
             nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * (size - 6) ** 2, k))
 
         def patches(idx: np.ndarray) -> torch.Tensor:
-            rows, cols = np.divmod(idx, w)
-            win = padded.unfold(1, size, 1).unfold(2, size, 1)  # (C, H, W, s, s)
-            return win[:, rows, cols].permute(1, 0, 2, 3).contiguous()
+            rows, cols = (torch.from_numpy(a) for a in np.divmod(idx, w))
+            return gather_patches(padded, rows, cols, size)  # (n, C, s, s)
 
         idx = np.flatnonzero(train.reshape(-1))
         y = torch.from_numpy(scene.labels.reshape(-1)[idx])
