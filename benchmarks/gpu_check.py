@@ -173,6 +173,8 @@ def _jsonable(v: Any) -> Any:
 
 def env_info(device: torch.device) -> dict[str, Any]:
     """Versions, device and machine."""
+    from bench_predict import _cpu
+
     import hsimap
 
     info: dict[str, Any] = {
@@ -194,15 +196,6 @@ def env_info(device: torch.device) -> dict[str, Any]:
         info["driver"] = smi.strip() or None
     return info
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _run(cmd: list[str]) -> str:
