@@ -91,12 +91,15 @@ class StageProgress:
     """Turn hsimap's per-stage tqdm percentages into one 0-100 value.
 
     ``stages`` lists the stage names hsimap reports, in order (e.g. ``denoiser``,
-    ``features``, ``classifier``); each gets an equal share. A stage not listed is appended.
+    ``features``, ``classifier``); each gets an equal share. A stage not listed is appended,
+    which shrinks every share: the value never goes back (a bar that jumps back reads as a
+    restarted job), it waits until the new shares catch up.
     """
 
     def __init__(self, stages: Sequence[str]) -> None:
         self.stages = list(stages)
         self.last_line: dict[str, str] = {}
+        self.reached = 0.0
 
     def update(self, line: str) -> tuple[str, float] | None:
         """``(stage, overall percent)`` if ``line`` is a progress-bar line, else None."""
@@ -113,7 +116,8 @@ class StageProgress:
             fraction = min(1.0, int(count.group("done")) / int(count.group("total")))
         else:
             fraction = min(100, int(match.group("pct"))) / 100.0
-        return stage, share * self.stages.index(stage) + share * fraction
+        self.reached = max(self.reached, share * self.stages.index(stage) + share * fraction)
+        return stage, self.reached
 
 
 def _pump(stream: object, name: str, out: queue.Queue[tuple[str, str | None]]) -> None:

@@ -50,10 +50,15 @@ PRESETS = ("(default of the model type)", "fast", "tiny", "paper", "thorough")
 DEVICES = ("auto", "cpu", "cuda")
 VALIDATIONS = ("polygon", "block", "random")
 ON_OVERLAP = ("error", "drop")
-# Progress stages hsimap reports per model type, in order.
+# Progress stages hsimap reports per model type, in order, and those of the refit on every
+# labelled pixel that follows validation (DiffSpectralNet reuses its denoiser there).
 STAGES = {"diffspectralnet": ("denoiser", "features", "classifier"),
           "spectral-mlp": ("classifier",), "svm": ("cross-validation", "svm"),
           "random-forest": ("forest",)}
+REFIT_STAGES = {"diffspectralnet": ("refit features", "refit classifier"),
+                "spectral-mlp": ("refit classifier",),
+                "svm": ("refit cross-validation", "refit svm"),
+                "random-forest": ("refit forest",)}
 
 
 class HsimapTrainAlgorithm(QgsProcessingAlgorithm):
@@ -62,6 +67,7 @@ class HsimapTrainAlgorithm(QgsProcessingAlgorithm):
     CUBE, LABELS, CLASS_FIELD = "CUBE", "LABELS", "CLASS_FIELD"
     MODEL_TYPE, PRESET, ALL_TOUCHED = "MODEL_TYPE", "PRESET", "ALL_TOUCHED"
     VALIDATION, VAL_FRACTION, SEED, CONFIG = "VALIDATION", "VAL_FRACTION", "SEED", "CONFIG"
+    REFIT = "REFIT"
     ON_OVERLAP = "ON_OVERLAP"
     DEVICE, OVERWRITE, MODEL = "DEVICE", "OVERWRITE", "MODEL"
 
@@ -111,6 +117,10 @@ class HsimapTrainAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(self.VAL_FRACTION, "Validation share of each class",
                                          QgsProcessingParameterNumber.Double, 0.2,
                                          minValue=0.0, maxValue=0.9),
+            QgsProcessingParameterBoolean(
+                self.REFIT, "Refit the saved model on every labelled pixel after validating "
+                "(the validation figure stays that of the model fitted without them)",
+                defaultValue=True),
             QgsProcessingParameterNumber(self.SEED, "Random seed",
                                          QgsProcessingParameterNumber.Integer, 0),
             QgsProcessingParameterFile(self.CONFIG, "Config overrides (TOML)",
@@ -160,5 +170,10 @@ class HsimapTrainAlgorithm(QgsProcessingAlgorithm):
             args.append("--all-touched")
         if self.parameterAsBoolean(parameters, self.OVERWRITE, context):
             args.append("--overwrite")
-        common.run_hsimap(args, feedback, stages=STAGES.get(kind, ()), outputs=[model])
+        refit = self.parameterAsBoolean(parameters, self.REFIT, context)
+        args.append("--refit" if refit else "--no-refit")
+        stages = STAGES.get(kind, ())
+        if refit and self.parameterAsDouble(parameters, self.VAL_FRACTION, context) > 0:
+            stages += REFIT_STAGES.get(kind, ())
+        common.run_hsimap(args, feedback, stages=stages, outputs=[model])
         return {self.MODEL: model}

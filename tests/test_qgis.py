@@ -347,12 +347,35 @@ def inprocess_model(qgis_app: Any, tmp_path_factory: pytest.TempPathFactory,
     # tqdm percentages reached the progress bar, rising to 100
     assert rec.progress and rec.progress[-1] == 100 and rec.progress == sorted(rec.progress)
     assert len(set(rec.progress)) > 2
+    # the refit on every labelled pixel has its own share: the bar does not sit at 100 while
+    # the refit runs (it reached 100 at the end of the first classifier run before)
+    assert rec.progress.count(100) <= 2 and 50 in rec.progress
     assert f"--labels {LABELS}" not in rec.commands[0] and ".gpkg" in rec.commands[0]
+    assert "--refit" in rec.commands[0].split()
     return model
 
 
 def test_processing_train_reports_progress(inprocess_model: Path) -> None:
     assert inprocess_model.stat().st_size > 0
+
+
+def test_processing_train_refit_off_saves_the_validated_model(
+        qgis_app: Any, hsimap_env: None, tmp_path: Path, cube: Path) -> None:
+    import json
+
+    import processing
+
+    model = tmp_path / "kept.safetensors"
+    rec = _Recorder()
+    processing.run("script:hsimap_train", {
+        "CUBE": str(cube), "LABELS": str(LABELS), "CLASS_FIELD": "class_id",
+        "MODEL_TYPE": SPECTRAL_MLP, "CONFIG": str(_write_config(tmp_path, FAST_CONFIG)),
+        "REFIT": False, "DEVICE": CPU, "MODEL": str(model)}, feedback=rec.feedback)
+    assert "--no-refit" in rec.commands[0]
+    log = json.loads(model.with_suffix(".log.json").read_text())
+    assert log["meta"]["accuracy"]["refitted_on_all"] is False
+    # one classifier stage only: the bar's single share is the whole bar
+    assert rec.progress[-1] == 100 and rec.progress == sorted(rec.progress)
 
 
 def test_processing_predict_adds_styled_layer_to_project(
