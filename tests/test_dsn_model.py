@@ -277,6 +277,18 @@ def test_dihedral_augmentation_gives_the_8_symmetries_and_keeps_the_centre():
         assert torch.equal(mixed[i:i + 1], dihedral(batch[i:i + 1], which[i:i + 1]))
 
 
+def test_patch_sampler_gives_the_patches_of_gather_and_dihedral():
+    from hsimap.models.diffspectralnet.clf_training import PatchSampler, dihedral
+
+    padded = torch.randn(5, 14, 17)  # (D, H + 2p, W + 2p) for 7 x 7 patches, p = 3
+    rows, cols = torch.randint(0, 8, (40,)), torch.randint(0, 11, (40,))
+    which = torch.randint(0, 8, (40,))
+    sampler = PatchSampler(padded, 7)
+    plain = gather_patches(padded, rows, cols, 7)
+    assert torch.equal(sampler(rows, cols), plain)
+    assert torch.equal(sampler(rows, cols, which), dihedral(plain, which))
+
+
 def test_noise_draws_average_the_feature_maps_of_fixed_noise_fields():
     from hsimap.models.diffspectralnet.features import NOISE_DRAW_STRIDE
 
