@@ -214,10 +214,14 @@ def test_denoiser_eval_is_logged_and_a_trained_denoiser_beats_predicting_zero():
 def test_denoiser_stops_when_the_held_out_error_plateaus():
     over = {"unet": "pixel", "denoiser_iterations": 40, "denoiser_check_every": 5,
             "denoiser_min_gain": 0.9, "crop": 8}
-    _, history, _ = run_fit(low_rank_scene(), over)
+    _, history, events = run_fit(low_rank_scene(), over)
     den = history["denoiser"]
     assert "plateau" in den["stopped"]
     assert den["iterations"] == 10 and len(den["checks"]) == 2
+    # the progress display is told the stage ended (it printed "10/40 ... not finished")
+    last = [e for e in events if e.stage == "denoiser"][-1]
+    assert (last.done, last.total) == (10, 40)
+    assert last.note and last.note.startswith("stopped early at iteration 10 of 40")
 
 
 def test_feature_timestep_sampling_puts_half_the_draws_on_feature_timesteps():

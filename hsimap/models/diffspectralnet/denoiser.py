@@ -225,6 +225,10 @@ def train_denoiser(unet: DenoisingUNet, xp: torch.Tensor, valid: torch.Tensor,
                     1.0 - config.denoiser_min_gain):
                 stopped = (f"held-out error plateaued at iteration {it + 1} (mean ratio "
                            f"{ratio:.3f}, previous {checks[-2]['mean_ratio']:.3f})")
+                progress(ProgressEvent(  # the stage ends here, not "unfinished"
+                    "denoiser", it + 1, config.denoiser_iterations,
+                    note=f"stopped early at iteration {it + 1} of "
+                         f"{config.denoiser_iterations}: {stopped}"))
                 break
     unet.eval()
     unet.requires_grad_(False)
