@@ -21,7 +21,9 @@ Protocols:
              (indian_pines: 16 x 16 blocks.)
 
 Rows: svm-rbf / random-forest on standardised spectra; cnn-pca (a 3-layer CNN on 9 x 9
-patches of 30 PCA components: the simplest spatial baseline, issue 12's floor);
+patches of 30 PCA components: the simplest spatial baseline, issue 12's floor) and
+cnn-pca-11aug (the same CNN on 11 x 11 patches with rotation/mirror augmentation, the best of
+the CNN variants tried);
 spectral-mlp (hsimap's baseline); hsimap-svm / hsimap-rf: hsimap's own `svm` (C and gamma
 by grouped spatial CV on the training pixels) and `random-forest` kinds, default presets;
 dsn-fast (DiffSpectralNet, fast preset), dsn-fast-1t (one feature timestep), dsn-paper;
@@ -208,16 +210,20 @@ def sklearn_runner(kind: str) -> Runner:
     return run
 
 
-def cnn_runner(components: int = 30, size: int = 9, epochs: int = 100) -> Runner:
+def cnn_runner(components: int = 30, size: int = 9, epochs: int = 100,
+               augment: bool = False) -> Runner:
     """The simplest spatial baseline (issue 12's floor): a 3-layer CNN on ``size`` x ``size``
     patches of ``components`` PCA components (PCA fitted on every valid pixel, no labels:
-    transductive like the denoiser), Adam, a fixed schedule, no validation."""
+    transductive like the denoiser), Adam, a fixed schedule, no validation; ``augment``: each
+    training patch turned by a random one of the 8 symmetries of the square, as
+    DiffSpectralNet's ``clf_augment`` does."""
 
     def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
         import torch
         from torch import nn
 
         from hsimap.models.diffspectralnet.classifier import gather_patches
+        from hsimap.models.diffspectralnet.clf_training import dihedral
 
         torch.manual_seed(seed)
         z, _, _ = standardise(scene)
@@ -253,8 +259,10 @@ def cnn_runner(components: int = 30, size: int = 9, epochs: int = 100) -> Runner
             for b in torch.randperm(len(idx), generator=g).split(64):
                 if len(b) < 2:
                     continue
+                xb = dihedral(xs[b], torch.randint(0, 8, (len(b),), generator=g)) \
+                    if augment else xs[b]
                 opt.zero_grad()
-                nn.functional.cross_entropy(net(xs[b]), y[b]).backward()
+                nn.functional.cross_entropy(net(xb), y[b]).backward()
                 opt.step()
         t1 = time.perf_counter()
         net.eval()
@@ -363,6 +371,7 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
         "svm-rbf": sklearn_runner("svm"),
         "random-forest": sklearn_runner("rf"),
         "cnn-pca": cnn_runner(),
+        "cnn-pca-11aug": cnn_runner(size=11, augment=True),
         "spectral-mlp": hsimap_runner("spectral-mlp", None, {}),
         "hsimap-svm": hsimap_runner("svm", None, {}),
         "hsimap-rf": hsimap_runner("random-forest", None, {}),
