@@ -73,7 +73,7 @@ def test_empty_val_mask_trains_all_epochs():
 
 def test_small_training_sets_get_at_least_clf_min_batches_steps_per_epoch():
     from hsimap.models.diffspectralnet.classifier import WindowClassifier
-    from hsimap.models.diffspectralnet.clf_training import _epoch
+    from hsimap.models.diffspectralnet.clf_training import PatchSampler, _epoch
 
     spec = get_spec("diffspectralnet")
     config = spec.make_config("tiny", {"clf_batch": 4, "clf_min_batches": 5})
@@ -81,7 +81,7 @@ def test_small_training_sets_get_at_least_clf_min_batches_steps_per_epoch():
     opt = torch.optim.SGD(clf.parameters(), lr=0.0)
     steps = []
     opt.step = lambda *a, **k: steps.append(1)  # type: ignore[method-assign]
-    padded = torch.randn(3, 20, 20)
+    padded = PatchSampler(torch.randn(3, 20, 20), clf.k + 2)
     rows, cols = torch.tensor([5, 6, 7, 8, 9, 10]), torch.tensor([5, 6, 7, 8, 9, 10])
     y = torch.tensor([0, 1, 0, 1, 0, 1])
     _epoch(clf, opt, padded, rows, cols, y, None, config, torch.Generator().manual_seed(0))
