@@ -178,6 +178,7 @@ def compare(ctx: click.Context, cube_arg: Path | None, cube_opt: tuple[Path, ...
         result = compare_models(cube, labels, options=options, out_dir=out_dir,
                                 models=[ModelChoice(k, p, o) for k, p, o, _ in choices],
                                 overwrite=overwrite, train_best=train_best, progress=callback)
+        close(completed=True)  # a stage the model ended before its total is no failure
     finally:
         close()
 

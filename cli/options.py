@@ -106,7 +106,7 @@ def require_files(*items: tuple[str | Path | None, str, str]) -> None:
                              fix="; ".join(fix for _, _, fix in missing))
 
 
-def progress_bars(quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
+def progress_bars(quiet: bool) -> tuple[Callable[[Any], None], Callable[..., None]]:
     """A library progress callback and its closer: a tqdm bar per stage in a terminal, one
     plain line per stage otherwise (:mod:`hsimap.cli.progress`)."""
     from hsimap.cli.progress import ProgressDisplay

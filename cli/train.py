@@ -154,6 +154,7 @@ def train(ctx: click.Context, cube_args: tuple[Path, ...], cube_opt: tuple[Path,
                              overwrite=overwrite, progress=callback, export_split=export_split,
                              more_scenes=[ScenePair(c, lab, own or layer)
                                           for c, lab, own in pairs[1:]])
+        close(completed=True)  # a stage the model ended before its total is no failure
     finally:
         close()
     val = "n/a (no validation pixels)" if result.val_accuracy is None else \
