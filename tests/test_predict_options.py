@@ -155,6 +155,8 @@ def test_train_mask_ignores_labels_outside(trained, tmp_path: Path):
     ["predict", "missing.tif", "-o", "x.tif"],
     ["train", "--cube", "missing.tif", "--labels", "gone.shp"],
     ["evaluate", "missing.tif", "--labels", "gone.gpkg"],
+    ["train", "missing.tif", "--labels", "gone.shp"],  # the argument style
+    ["datasets", "convert", "missing.tif", "gone.mat", "-o", "out"],
 ])
 def test_missing_paths_fail_fast_before_torch_is_imported(tmp_path: Path, args: list[str]):
     """A wrong path is reported (all of them at once) before any heavy import (issue 14,
@@ -286,3 +288,10 @@ def test_evaluate_refuses_an_existing_output_folder_before_reading(tmp_path: Pat
     assert "2 problems" in r.output and "already holds an evaluation" in r.output
     assert "'water' is not an old=new pair" in r.output
     assert "cannot open the map" not in r.output
+
+
+def test_info_of_a_missing_file_fails_before_any_heavy_import(tmp_path: Path):
+    out, err, seconds = _run_isolated(["info", "missing.tif"], tmp_path)
+    assert "RC 1 TORCH False XARRAY False" in out, out + err
+    assert "missing.tif: file not found" in err and "Traceback" not in err
+    assert seconds < 3, seconds  # loose for CI
