@@ -295,3 +295,31 @@ def test_info_of_a_missing_file_fails_before_any_heavy_import(tmp_path: Path):
     assert "RC 1 TORCH False XARRAY False" in out, out + err
     assert "missing.tif: file not found" in err and "Traceback" not in err
     assert seconds < 3, seconds  # loose for CI
+
+
+def test_train_takes_the_cube_as_argument_or_with_cube(tmp_path: Path):
+    """Issue 14 item 8: `train CUBE --labels` (the style of predict/evaluate/info) and the
+    older `train --cube CUBE` train the same model; mixing both spellings for several cubes
+    is refused, since it would make their pairing with --labels unclear."""
+    from hsimap.checkpoint import load_checkpoint
+
+    cube = write_cube(tmp_path / "cube.tif")
+    labels = write_polygons(tmp_path / "gt.shp")
+    config = tmp_path / "quick.toml"
+    config.write_text("[config]\nepochs = 2\n")
+    common = ["--labels", str(labels), "--model-type", "spectral-mlp", "--config", str(config),
+              "--device", "cpu"]
+    weights = []
+    for style in ([str(cube)], ["--cube", str(cube)]):
+        model = tmp_path / f"m{len(weights)}.safetensors"
+        r = CliRunner().invoke(cli, ["train", *style, *common, "--model", str(model)],
+                               catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        weights.append(load_checkpoint(model).model.state_dict())
+    for key, value in weights[0].items():
+        np.testing.assert_array_equal(value.numpy(), weights[1][key].numpy())
+    r = CliRunner().invoke(cli, ["train", str(cube), "--cube", str(cube), "--labels",
+                                 str(labels), "--labels", str(labels), "--model",
+                                 str(tmp_path / "mixed.safetensors")])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert "both as arguments and with --cube" in r.output
