@@ -23,7 +23,7 @@ def sample_data(dest: Path, overwrite: bool) -> None:
     \b
     Example:
       hsimap sample-data hsimap_sample
-      hsimap train --cube hsimap_sample/potsdam_enmap.tif \\
+      hsimap train hsimap_sample/potsdam_enmap.tif \\
           --labels hsimap_sample/potsdam_landcover.shp
     """
     _copy("sample-data", dest, overwrite)

@@ -12,6 +12,10 @@ from hsimap.cli.options import (
     all_touched_opt,
     class_field_opt,
     device_opt,
+    input_alias_opt,
+    layer_opt,
+    mask_layer_opt,
+    mask_opt,
     max_memory_opt,
     overwrite_opt,
 )
@@ -31,11 +35,42 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
+def _not_compared(kind: str, kinds: list[str]) -> None:
+    from hsimap.errors import ConfigError
+
+    raise ConfigError(f"--preset/--config name {kind!r}, which is not among --models "
+                      f"{','.join(kinds)}", fix=f"add {kind} to --models, or leave its "
+                                                "--preset/--config out")
+
+
+def _check_compare_outputs(out_dir: Path, train_best: Path | None, *,
+                           inputs: tuple[Path, ...], overwrite: bool) -> None:
+    """The comparison folder and the --train-best model (with its log), checked together."""
+    from hsimap.compare import check_out_dir
+    from hsimap.preflight import Problems, log_path_for
+
+    problems = Problems()
+    problems.check(check_out_dir, out_dir, overwrite=overwrite)
+    if train_best is not None:
+        from hsimap.geotiff import check_output
+
+        for path in (train_best, log_path_for(train_best)):
+            problems.check(check_output, path, inputs=inputs, overwrite=overwrite)
+    problems.raise_all()
+
+
 @click.command(short_help="Spatial cross-validation of several model kinds.")
-@click.option("--cube", "cube", required=True, type=click.Path(path_type=Path),
-              help="Hyperspectral raster (GeoTIFF, ENVI, VRT, ...).")
+@click.argument("cube_arg", metavar="CUBE", required=False, type=click.Path(path_type=Path))
+@input_alias_opt("cube", "CUBE", "Hyperspectral raster (GeoTIFF, ENVI, VRT, ...)")
 @click.option("--labels", "labels", required=True, type=click.Path(path_type=Path),
               help="Ground truth: vector file (Shapefile, GPKG, GeoJSON) or label raster.")
+@layer_opt
+@click.option("--classes", "classes_file", default=None, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Class file giving each class's code, name and colour, in order: JSON "
+                   "list, QGIS .qml style or .clr colour map (as for train).")
+@mask_opt
+@mask_layer_opt
 @click.option("--models", default=DEFAULT_MODELS, show_default=True, metavar="K1,K2,...",
               help="Comma-separated model kinds to compare.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
@@ -69,7 +104,9 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @device_opt
 @overwrite_opt
 @click.pass_context
-def compare(ctx: click.Context, cube: Path, labels: Path, models: str, folds: int,
+def compare(ctx: click.Context, cube_arg: Path | None, cube_opt: tuple[Path, ...],
+            labels: Path, layer: str | None, classes_file: Path | None, mask: str | None,
+            mask_layer: str | None, models: str, folds: int,
             guard: int | None, block_size: int | None, presets: tuple[str, ...],
             configs: tuple[str, ...], class_field: str | None, all_touched: bool,
             on_overlap: str, val_fraction: float, bad_bands: tuple[int, ...], seed: int,
@@ -77,45 +114,71 @@ def compare(ctx: click.Context, cube: Path, labels: Path, models: str, folds: in
             overwrite: bool) -> None:
     """Cross-validate model kinds on the same spatial folds of LABELS and rank them.
 
+    `--cube CUBE` is the same as the CUBE argument (the older spelling).
+
     \b
     Example:
-      hsimap compare --cube scene.tif --labels gt.shp --models svm,random-forest \\
+      hsimap compare scene.tif --labels gt.shp --models svm,random-forest \\
           --train-best best.safetensors
     """
-    from hsimap.cli.options import progress_bars
+    from hsimap.cli.options import one_input, progress_bars
     from hsimap.cli.train import _check_config, _read_config
-    from hsimap.compare import CompareOptions, ModelChoice, compare_models
+    from hsimap.preflight import Problems
     from hsimap.resources import parse_size
 
+    # every path, option and config before anything is read (and, unless a preset or
+    # config needs checking, before torch is imported)
+    problems = Problems()
+    cube = problems.check(one_input, cube_arg, cube_opt, metavar="CUBE", option="--cube",
+                          example="hsimap compare scene.tif --labels gt.shp")
     kinds = [k.strip() for k in models.split(",") if k.strip()]
-    preset_of = _pairs(presets, "--preset")
-    config_of = _pairs(configs, "--config")
+    preset_of = problems.check(_pairs, presets, "--preset") or {}
+    config_of = problems.check(_pairs, configs, "--config") or {}
     for kind in [*preset_of, *config_of]:
         if kind not in kinds:
-            raise click.BadParameter(f"{kind!r} is not among --models {','.join(kinds)}",
-                                     param_hint="--preset/--config")
+            problems.check(_not_compared, kind, kinds)
+    problems.files((cube, "file", "check the path (relative paths start from the current "
+                                  "folder)"),
+                   (labels, "labels file", "check the --labels path"),
+                   (classes_file, "class file", "check the --classes path"),
+                   (mask, "mask file", "check the --mask path"),
+                   *[(Path(f), "config file", "check the --config path")
+                     for f in config_of.values()])
+    problems.check(_check_compare_outputs, out_dir, train_best,
+                   inputs=(cube, labels) if cube is not None else (labels,),
+                   overwrite=overwrite)
+    budget = None if max_memory is None else problems.check(parse_size, max_memory)
     choices = []
     for kind in kinds:
         overrides: dict[str, Any] = {}
         preset = preset_of.get(kind)
-        if kind in config_of:
-            path = Path(config_of[kind])
-            if not path.is_file():
-                raise click.BadParameter(f"{path} is not a file", param_hint="--config")
-            overrides, _, file_preset = _read_config(path)
-            preset = preset or file_preset
-            _check_config(path, kind, preset, overrides, kind_from_file=False,
-                          preset_from_file=preset_of.get(kind) is None)
-        choices.append(ModelChoice(kind, preset, overrides))
+        path = Path(config_of[kind]) if kind in config_of else None
+        if path is not None and problems.exists(path):
+            read = problems.check(_read_config, path)
+            if read is not None:
+                overrides, _, file_preset = read
+                preset = preset or file_preset
+        choices.append((kind, preset, overrides, path))
+    for kind, preset, overrides, path in choices:  # names and values need the model code
+        problems.check(_check_config, path, kind, preset, overrides, kind_from_file=False,
+                       preset_from_file=preset_of.get(kind) is None)
+    problems.raise_all()
+    assert cube is not None
+    from hsimap.compare import CompareOptions, ModelChoice, compare_models
+
     options = CompareOptions(
         folds=folds, guard=guard, block_size=block_size, val_fraction=val_fraction,
         class_field=class_field, all_touched=all_touched,
         on_overlap="drop" if on_overlap == "drop" else "error", seed=seed, device=device,
-        bad_bands=bad_bands, max_memory=None if max_memory is None else parse_size(max_memory))
+        bad_bands=bad_bands, max_memory=budget, layer=layer,
+        classes_file=None if classes_file is None else str(classes_file), mask=mask,
+        mask_layer=mask_layer)
     callback, close = progress_bars(ctx.obj.get("verbosity", 0) < 0)
     try:
-        result = compare_models(cube, labels, models=choices, options=options, out_dir=out_dir,
+        result = compare_models(cube, labels, options=options, out_dir=out_dir,
+                                models=[ModelChoice(k, p, o) for k, p, o, _ in choices],
                                 overwrite=overwrite, train_best=train_best, progress=callback)
+        close(completed=True)  # a stage the model ended before its total is no failure
     finally:
         close()
 

@@ -71,6 +71,12 @@ def convert(cube: Path, gt: Path, out_dir: Path, cube_key: str | None, gt_key: s
       hsimap datasets convert SalinasA_corrected.mat SalinasA_gt.mat -o salinas_a/
       hsimap datasets convert IP_200_M.mat Label_M_IP_16.mat -o indian_pines_8bit/
     """
+    from hsimap.preflight import Problems
+
+    problems = Problems()  # both files at once, before scipy/h5py are imported
+    problems.files((cube, ".mat file", "check the CUBE path"), (gt, ".mat file",
+                                                                  "check the GT path"))
+    problems.raise_all()
     from hsimap.datasets import convert_mat
 
     result = convert_mat(cube, gt, out_dir, cube_key=cube_key, gt_key=gt_key, name=name,

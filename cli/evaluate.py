@@ -6,9 +6,13 @@ from pathlib import Path
 
 import click
 
+from hsimap.cli.options import input_alias_opt
+
 
 @click.command("evaluate")
-@click.argument("map_path", metavar="MAP", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("map_arg", metavar="MAP", required=False,
+                type=click.Path(dir_okay=False, path_type=Path))
+@input_alias_opt("map", "MAP", "Class map to evaluate")
 @click.option("--labels", "reference", required=True, metavar="REFERENCE",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Reference data: polygons/points (any OGR vector) or a label raster on the "
@@ -32,11 +36,14 @@ import click
 @click.option("-o", "--out-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder [default: <map stem>_evaluation beside the map].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing evaluation in the folder.")
-def evaluate(map_path: Path, reference: Path, layer: str | None, class_map: str | None,
+def evaluate(map_arg: Path | None, map_opt: tuple[Path, ...], reference: Path,
+             layer: str | None, class_map: str | None,
              class_field: str | None, all_touched: bool,
              on_overlap: str, training_log: Path | None, out_dir: Path | None,
              overwrite: bool) -> None:
     """Compare MAP with reference data; write metrics.json, CSV tables and report.html.
+
+    `--map MAP` is the same as the MAP argument.
 
     \b
     Example:
@@ -44,15 +51,22 @@ def evaluate(map_path: Path, reference: Path, layer: str | None, class_map: str 
     """
     import sys
 
-    from hsimap.cli.options import require_files
+    from hsimap.cli.options import one_input
 
-    require_files((map_path, "map file", "check the MAP path"),
-                  (reference, "reference file", "check the --labels path"),
-                  (training_log, "training log", "check the --log path"))
+    map_path = one_input(map_arg, map_opt, metavar="MAP", option="--map",
+                         example="hsimap evaluate map.tif --labels reference.gpkg")
     from hsimap.classmap import parse_class_map
-    from hsimap.report import evaluate_map
+    from hsimap.preflight import Problems
+    from hsimap.report import check_out_dir, evaluate_map
 
-    pairs = None if class_map is None else parse_class_map(class_map)
+    # every path and option before anything is read
+    problems = Problems()
+    problems.files((map_path, "map file", "check the MAP path"),
+                   (reference, "reference file", "check the --labels path"),
+                   (training_log, "training log", "check the --log path"))
+    problems.check(check_out_dir, map_path, out_dir, overwrite=overwrite)
+    pairs = None if class_map is None else problems.check(parse_class_map, class_map)
+    problems.raise_all()
     with click.progressbar(length=1, label="Reading the map", file=sys.stderr,
                            show_eta=False) as bar:
         def progress(done: int, total: int) -> None:

@@ -25,6 +25,12 @@ def info(path: Path, as_json: bool) -> None:
       hsimap info scene.tif
       hsimap info --json hsimap_model.safetensors
     """
+    from hsimap.preflight import Problems
+
+    problems = Problems()  # before the raster reader (rioxarray, about a second) is imported
+    problems.files((path, "file", "check the path (relative paths start from the current "
+                                  "folder)"))
+    problems.raise_all()
     if path.suffix.lower() == ".safetensors":
         description = model_description(path)
     else:
@@ -37,7 +43,7 @@ def info(path: Path, as_json: bool) -> None:
 
 def model_description(path: Path) -> dict[str, Any]:
     """The facts stored in a model file, as JSON-ready values."""
-    from hsimap.checkpoint import read_metadata
+    from hsimap.model_file import read_metadata  # torch-free
 
     meta = read_metadata(path)  # checks the entries used here (classes, bands, wavelengths)
     training = meta.get("training")

@@ -119,7 +119,7 @@ def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
 
     \b
     Typical use:
-      hsimap train --cube scene.tif --labels gt.shp
+      hsimap train scene.tif --labels gt.shp
       hsimap predict scene.tif -o map.tif
       hsimap evaluate map.tif --labels reference.gpkg
     """

@@ -106,10 +106,52 @@ def require_files(*items: tuple[str | Path | None, str, str]) -> None:
                              fix="; ".join(fix for _, _, fix in missing))
 
 
-def progress_bars(quiet: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
+def progress_bars(quiet: bool) -> tuple[Callable[[Any], None], Callable[..., None]]:
     """A library progress callback and its closer: a tqdm bar per stage in a terminal, one
     plain line per stage otherwise (:mod:`hsimap.cli.progress`)."""
     from hsimap.cli.progress import ProgressDisplay
 
     display = ProgressDisplay(quiet=quiet)
     return display, display.close
+
+
+def input_alias_opt(name: str, metavar: str, what: str, *,
+                    as_path: bool = True) -> Callable[[Any], Any]:
+    """``--cube``/``--map``: the option spelling of a command's positional input, kept so
+    that both styles work everywhere (``hsimap train scene.tif`` = ``hsimap train --cube
+    scene.tif``)."""
+    return click.option(f"--{name}", f"{name}_opt", multiple=True, metavar=metavar,
+                        type=click.Path(path_type=Path) if as_path else click.Path(),
+                        help=f"{what} (the same as giving it as the {metavar} argument; "
+                             "repeatable where several are taken).")
+
+
+def merge_inputs(args: tuple[Any, ...], opts: tuple[Any, ...], *, metavar: str,
+                 option: str, ordered: bool = False) -> list[Any]:
+    """The positional inputs and those given with their ``--option`` alias.
+
+    ``ordered``: the order matters (train pairs each cube with a ``--labels``), so the two
+    spellings may not be mixed in one command.
+    """
+    from hsimap.errors import ConfigError
+
+    if args and opts and ordered:
+        raise ConfigError(
+            f"the {metavar}s are given both as arguments and with {option}, so their order "
+            "(which pairs each with its --labels) is unclear",
+            fix=f"give all of them one way: `hsimap train A.tif B.tif --labels A.shp --labels "
+                f"B.shp` or `{option} A.tif --labels A.shp {option} B.tif --labels B.shp`")
+    return [*args, *opts]
+
+
+def one_input(arg: Any, opts: tuple[Any, ...], *, metavar: str, option: str,
+              example: str) -> Any:
+    """The one positional input of a command, or its ``--option`` alias (not both)."""
+    from hsimap.errors import ConfigError
+
+    given = [*([] if arg is None else [arg]), *opts]
+    if len(given) != 1:
+        raise ConfigError(f"{'no' if not given else len(given)} {metavar} given "
+                          f"({metavar} as the argument or with {option})",
+                          fix=f"give exactly one: {example}")
+    return given[0]

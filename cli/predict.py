@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from hsimap.cli.options import device_opt, mask_layer_opt, mask_opt, model_opt, overwrite_opt
+from hsimap.cli.options import (
+    device_opt,
+    input_alias_opt,
+    mask_layer_opt,
+    mask_opt,
+    model_opt,
+    overwrite_opt,
+)
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -47,8 +54,9 @@ class CreationOptionType(click.ParamType):
 
 
 @click.command(short_help="Map a scene with a trained model.")
-@click.argument("scenes", nargs=-1, required=True,
+@click.argument("scenes", metavar="SCENE...", nargs=-1,
                 type=click.Path())  # strs: pathlib would mangle /vsicurl/http://
+@input_alias_opt("cube", "SCENE", "Scene to map, as train's --cube", as_path=False)
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="Class map GeoTIFF to write; with several scenes (or a glob pattern) the "
                    "folder for their maps, OUT_DIR/<scene>_map.tif.")
@@ -88,13 +96,16 @@ class CreationOptionType(click.ParamType):
               default=10.0, show_default=True, metavar="SECONDS",
               help="How often finished tiles are made durable for --resume.")
 @click.pass_context
-def predict(ctx: click.Context, scenes: tuple[str, ...], output: Path, model_path: Path,
+def predict(ctx: click.Context, scenes: tuple[str, ...], cube_opt: tuple[str, ...],
+            output: Path, model_path: Path,
             tile: int | str, device: str, overwrite: bool, probabilities: Path | None,
             confidence: Path | None, confidence_kind: str, prob_dtype: str, cog: bool,
             creation_options: tuple[tuple[str, str], ...], mask: str | None,
             mask_layer: str | None, scheduler: str | None,
             resume: bool, dry_run: bool, checkpoint_seconds: float) -> None:
     """Classify SCENE with the model and write a georeferenced class map.
+
+    `--cube SCENE` is the same as the SCENE argument (train's spelling).
 
     SCENE may also be a GDAL virtual path (/vsizip/scenes.zip/scene.tif, /vsis3/bucket/scene.tif,
     /vsicurl/https://host/scene.tif). Several scenes, or a quoted glob pattern ('tiles/*.tif'),
@@ -110,9 +121,12 @@ def predict(ctx: click.Context, scenes: tuple[str, ...], output: Path, model_pat
       hsimap predict 'tiles/*.tif' -o maps/
     """
     from hsimap.batch import expand_scenes
-    from hsimap.cli.options import require_files
+    from hsimap.errors import ConfigError
 
-    names, pattern = expand_scenes(scenes)
+    if not scenes and not cube_opt:
+        raise ConfigError("no scene given", fix="name the scene to map: hsimap predict "
+                                                "scene.tif -o map.tif")
+    names, pattern = expand_scenes((*scenes, *cube_opt))
     if len(names) > 1 or pattern or output.is_dir():
         _predict_batch(ctx, names, output, model_path=model_path, tile=tile, device=device,
                        overwrite=overwrite, probabilities=probabilities, confidence=confidence,
@@ -121,17 +135,19 @@ def predict(ctx: click.Context, scenes: tuple[str, ...], output: Path, model_pat
                        dry_run=dry_run, checkpoint_seconds=checkpoint_seconds)
         return
     scene = names[0]
-    require_files((scene, "file", "check the path (relative paths start from the current "
-                                  "folder)"),
-                  (model_path, "model file", "train one with `hsimap train` or pass --model "
-                                             "PATH"),
-                  (mask, "mask file", "check the --mask path"))
-    if dry_run:
-        from hsimap.predict import plan_prediction
+    # every path and option before torch is imported and before any pixel is read
+    from hsimap.preflight import Problems, check_predict_outputs
 
-        plan = plan_prediction(scene, model=model_path, tile=tile,  # type: ignore[arg-type]
-                               device=device, probabilities=probabilities is not None)
-        click.echo(plan.describe())
+    problems = Problems()
+    problems.files(_scene_item(scene), _model_item(model_path),
+                   (mask, "mask file", "check the --mask path"))
+    problems.check(check_predict_outputs, scene, out=output, model=model_path,
+                   probabilities=probabilities, confidence=confidence, prob_dtype=prob_dtype,
+                   confidence_kind=confidence_kind, cog=cog,
+                   creation_options=creation_options, overwrite=overwrite, resume=resume)
+    problems.raise_all()
+    if dry_run:
+        click.echo(_plan(scene, model_path, tile, device, probabilities is not None))
         click.echo("dry run: nothing was written")
         return
     from hsimap.cli.options import progress_bars
@@ -172,28 +188,34 @@ def _predict_batch(ctx: click.Context, scenes: list[str], out_dir: Path, *, mode
                    dry_run: bool, checkpoint_seconds: float) -> None:
     """``predict`` for several scenes: one ``<scene>_map.tif`` each in the folder ``out_dir``."""
     from hsimap.batch import map_paths, predict_scenes
-    from hsimap.cli.options import require_files
     from hsimap.errors import ConfigError
+    from hsimap.preflight import Problems, check_predict_outputs
 
-    require_files(*[(s, "file", "check the path (relative paths start from the current "
-                                "folder)") for s in scenes],
-                  (model_path, "model file", "train one with `hsimap train` or pass --model "
-                                             "PATH"),
-                  (mask, "mask file", "check the --mask path"))
+    problems = Problems()
+    problems.files(*[_scene_item(s) for s in scenes], _model_item(model_path),
+                   (mask, "mask file", "check the --mask path"))
     if probabilities is not None or confidence is not None:
-        raise ConfigError("--probabilities and --confidence name one file each, so they "
-                          "cannot be used with several scenes",
-                          fix="map the scenes whose probabilities you need one at a time "
-                              "(hsimap predict scene.tif -o map.tif --probabilities p.tif)")
-    paths = map_paths(scenes, out_dir)
-    if dry_run:
-        from hsimap.predict import plan_prediction
+        problems.errors.append(ConfigError(
+            "--probabilities and --confidence name one file each, so they cannot be used "
+            "with several scenes", fix="map the scenes whose probabilities you need one at a "
+                                       "time (hsimap predict scene.tif -o map.tif "
+                                       "--probabilities p.tif)"))
+    paths = problems.check(map_paths, scenes, out_dir)
+    if paths is None or not out_dir.is_dir():  # the batch creates it: only the options
+        from hsimap.outputs import check_creation_options
 
+        problems.check(check_creation_options, tuple(creation_options), cog=cog)
+    for scene, path in zip(scenes, paths or [], strict=bool(paths)):
+        if out_dir.is_dir() and problems.exists(scene) and problems.exists(model_path):
+            problems.check(check_predict_outputs, scene, out=path, model=model_path, cog=cog,
+                           creation_options=creation_options, overwrite=overwrite,
+                           resume=resume)
+    problems.raise_all()
+    assert paths is not None
+    if dry_run:
         for scene, path in zip(scenes, paths, strict=True):
-            plan = plan_prediction(scene, model=model_path, tile=tile,  # type: ignore[arg-type]
-                                   device=device, probabilities=False)
             click.echo(f"{scene} -> {path}")
-            click.echo(plan.describe())
+            click.echo(_plan(scene, model_path, tile, device, False))
         click.echo("dry run: nothing was written")
         return
     from hsimap.cli.options import progress_bars
@@ -225,6 +247,30 @@ def _predict_batch(ctx: click.Context, scenes: list[str], out_dir: Path, *, mode
     finally:
         close()
     click.echo(f"{len(scenes)} maps in {out_dir}")
+
+
+def _scene_item(scene: str) -> tuple[str, str, str]:
+    return (scene, "file", "check the path (relative paths start from the current folder)")
+
+
+def _model_item(model_path: Path) -> tuple[Path, str, str]:
+    return (model_path, "model file", "train one with `hsimap train` or pass --model PATH")
+
+
+def _plan(scene: str, model_path: Path, tile: int | str, device: str,
+          probabilities: bool) -> str:
+    """The dry-run plan: from the model file's stored speed without torch when it can
+    (:mod:`hsimap.plan`), else measured on a sample tile."""
+    from hsimap.plan import plan_from_metadata
+
+    plan = plan_from_metadata(scene, model=model_path, tile=tile, device=device,
+                              probabilities=probabilities)
+    if plan is None:
+        from hsimap.predict import plan_prediction
+
+        plan = plan_prediction(scene, model=model_path, tile=tile,  # type: ignore[arg-type]
+                               device=device, probabilities=probabilities)
+    return plan.describe()
 
 
 def class_area_table(result: Any) -> list[str]:

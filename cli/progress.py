@@ -64,6 +64,7 @@ class _Stage:
     member: Any = None
     done: int = 0
     start: float = field(default_factory=time.perf_counter)
+    last: float = field(default_factory=time.perf_counter)  # time of the latest event
     metrics: dict[str, float] = field(default_factory=dict)
     finished: bool = False
     bar: Any = None
@@ -121,11 +122,18 @@ class ProgressDisplay:
         if note is not None or (event.total > 0 and event.done >= event.total):
             self._end(stage, note=note)
 
-    def close(self) -> None:
-        """End every stage still open (reported as unfinished)."""
+    def close(self, completed: bool = False) -> None:
+        """End every stage still open: reported as unfinished, or with ``completed`` (the
+        command succeeded) as ended by the library before its planned total (a denoiser
+        that stopped on a plateau), with the time up to its last event."""
         for stage in list(self.stages.values()):
             if not stage.finished:
-                self._end(stage, unfinished=True)
+                if completed:
+                    self._end(stage, note=f"ended at {stage.done} of at most {stage.total} "
+                                          f"{stage_unit(stage.name, stage.total)}",
+                              ended_early=True)
+                else:
+                    self._end(stage, unfinished=True)
         self.stages.clear()
 
     # ------------------------------------------------------------------------- internals
@@ -133,6 +141,7 @@ class ProgressDisplay:
     def _update(self, stage: _Stage, event: Any, metrics: dict[str, Any],
                 note: str | None) -> None:
         stage.done, stage.total = event.done, event.total
+        stage.last = time.perf_counter()
         shown = {k: float(v) for k, v in metrics.items()
                  if k not in HIDDEN_METRICS and v is not None and float(v) == float(v)}
         if shown or note is None:  # a closing note keeps the last metrics
@@ -152,7 +161,8 @@ class ProgressDisplay:
         return tqdm(total=stage.total, desc=stage.label, unit=stage_unit(stage.name, 1),
                     leave=True, dynamic_ncols=True, file=self.stream)
 
-    def _end(self, stage: _Stage, *, note: str | None = None, unfinished: bool = False) -> None:
+    def _end(self, stage: _Stage, *, note: str | None = None, unfinished: bool = False,
+             ended_early: bool = False) -> None:
         stage.finished = True
         if stage.bar is not None:
             stage.bar.close()
@@ -163,12 +173,13 @@ class ProgressDisplay:
                 self._write(f"{stage.label}: stopped at {stage.done}/{stage.total} "
                             f"{stage_unit(stage.name, stage.total)}")
             return
-        self._write(self.summary(stage, note=note, unfinished=unfinished))
+        self._write(self.summary(stage, note=note, unfinished=unfinished,
+                                 until_last=unfinished or ended_early))
 
     def summary(self, stage: _Stage, *, note: str | None = None,
-                unfinished: bool = False) -> str:
+                unfinished: bool = False, until_last: bool = False) -> str:
         """The one line of a stage: counts, time, rate, last metrics, note."""
-        seconds = time.perf_counter() - stage.start
+        seconds = (stage.last if until_last else time.perf_counter()) - stage.start
         unit = stage_unit(stage.name, stage.total)
         text = f"{stage.label}: {stage.done}/{stage.total} {unit}, {format_duration(seconds)}"
         if stage.done > 1 and seconds > 0:

@@ -12,6 +12,7 @@ from hsimap.cli.options import (
     all_touched_opt,
     class_field_opt,
     device_opt,
+    input_alias_opt,
     layer_opt,
     mask_layer_opt,
     mask_opt,
@@ -22,12 +23,12 @@ from hsimap.cli.options import (
 
 
 @click.command(short_help="Train a model on a cube and ground-truth labels.")
-@click.option("--cube", "cube", multiple=True, type=click.Path(path_type=Path),
-              help="Hyperspectral raster (GeoTIFF, ENVI, VRT, ...). Repeat --cube A --labels "
-                   "A.shp --cube B --labels B.shp to train on several scenes (pairs in order).")
+@click.argument("cube_args", metavar="[CUBE]...", nargs=-1, type=click.Path(path_type=Path))
+@input_alias_opt("cube", "CUBE", "Hyperspectral raster (GeoTIFF, ENVI, VRT, ...); --cube A "
+                 "--labels A.shp --cube B --labels B.shp trains on several scenes")
 @click.option("--labels", "labels", multiple=True, type=click.Path(path_type=Path),
               help="Ground truth: vector file (Shapefile, GPKG, GeoJSON) or label raster; one "
-                   "per --cube.")
+                   "per CUBE, in the same order.")
 @click.option("--scenes", "scenes_file", default=None, metavar="FILE",
               type=click.Path(dir_okay=False, path_type=Path),
               help="CSV (header cube,labels[,layer]) or TOML ([[scene]] tables) listing "
@@ -37,8 +38,8 @@ from hsimap.cli.options import (
               help="Model kind: diffspectralnet (default), spectral-mlp (baseline), svm or "
                    "random-forest.")
 @click.option("--preset", default=None, help="Named configuration of the model kind.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), default=None, help="TOML file overriding config fields.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="TOML file overriding config fields.")
 @layer_opt
 @class_field_opt
 @click.option("--classes", "classes_file", default=None, metavar="FILE",
@@ -79,7 +80,8 @@ from hsimap.cli.options import (
 @device_opt
 @overwrite_opt
 @click.pass_context
-def train(ctx: click.Context, cube: tuple[Path, ...], labels: tuple[Path, ...],
+def train(ctx: click.Context, cube_args: tuple[Path, ...], cube_opt: tuple[Path, ...],
+          labels: tuple[Path, ...],
           scenes_file: Path | None, model_path: Path,
           model_kind: str | None, preset: str | None, config_file: Path | None,
           layer: str | None, class_field: str | None, classes_file: Path | None,
@@ -89,33 +91,51 @@ def train(ctx: click.Context, cube: tuple[Path, ...], labels: tuple[Path, ...],
           val_fraction: float, guard: int | None, block_size: int | None,
           bad_bands: tuple[int, ...], seed: int, export_split: Path | None, refit: bool,
           max_memory: str | None, device: str, overwrite: bool) -> None:
-    """Train a model on CUBE with ground truth from LABELS and save it to --model.
+    """Train a model on CUBE with ground truth from --labels and save it to --model.
+
+    Several CUBEs train one model on several scenes, each with its --labels (in the same
+    order). `--cube CUBE` is the same as the CUBE argument (the older spelling).
 
     \b
     Examples:
-      hsimap train --cube scene.tif --labels gt.shp
+      hsimap train scene.tif --labels gt.shp
+      hsimap train a.tif b.tif --labels a.shp --labels b.gpkg
       hsimap train --cube a.tif --labels a.shp --cube b.tif --labels b.gpkg
       hsimap train --scenes scenes.csv
     """
-    from hsimap.cli.options import progress_bars, require_files
-
-    pairs = _scene_pairs(cube, labels, scenes_file)
-    require_files(*[item for c, lab, _ in pairs for item in (
-                      (c, "file", "check the path (relative paths start from the current "
-                                  "folder)"),
-                      (lab, "labels file", "check the --labels path"))],
-                  (classes_file, "class file", "check the --classes path"),
-                  (mask, "mask file", "check the --mask path"))
-    from hsimap.models import DEFAULT_MODEL
+    from hsimap.cli.options import merge_inputs, progress_bars
+    from hsimap.preflight import Problems, check_train_outputs
     from hsimap.resources import parse_size
+
+    # every path, option and config before torch is imported and before anything is read
+    problems = Problems()
+    cube = problems.check(merge_inputs, cube_args, cube_opt, metavar="CUBE",
+                          option="--cube", ordered=True) or []
+    pairs = problems.check(_scene_pairs, tuple(cube), labels, scenes_file) or []
+    problems.files(*[item for c, lab, _ in pairs for item in (
+                       (c, "file", "check the path (relative paths start from the current "
+                                   "folder)"),
+                       (lab, "labels file", "check the --labels path"))],
+                   (classes_file, "class file", "check the --classes path"),
+                   (mask, "mask file", "check the --mask path"),
+                   (config_file, "config file", "check the --config path"))
+    problems.check(check_train_outputs, model_path,
+                   inputs=[p for c, lab, _ in pairs for p in (c, lab)],
+                   cubes=[c for c, _, _ in pairs], export_split=export_split,
+                   overwrite=overwrite)
+    budget = None if max_memory is None else problems.check(parse_size, max_memory)
+    read = problems.check(_read_config, config_file) if problems.exists(config_file) else None
+    overrides, file_kind, file_preset = read or ({}, None, None)
+    if model_kind or preset or read:  # names and values need the model code (torch)
+        problems.check(_check_config, config_file if read else None,
+                       model_kind or file_kind or _default_kind(), preset or file_preset,
+                       overrides, kind_from_file=not model_kind,
+                       preset_from_file=not preset)
+    problems.raise_all()
+    from hsimap.models import DEFAULT_MODEL
     from hsimap.scenes import ScenePair
     from hsimap.training import TrainOptions, train_model
 
-    overrides, file_kind, file_preset = _read_config(config_file)
-    if config_file is not None:
-        _check_config(config_file, model_kind or file_kind or DEFAULT_MODEL,
-                      preset or file_preset, overrides, kind_from_file=not model_kind,
-                      preset_from_file=not preset)
     options = TrainOptions(
         model=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
         overrides=overrides, class_field=class_field, color_field=color_field,
@@ -126,7 +146,7 @@ def train(ctx: click.Context, cube: tuple[Path, ...], labels: tuple[Path, ...],
         on_overlap=on_overlap,  # type: ignore[arg-type]
         validation=validation, val_fraction=val_fraction, guard=guard, block_size=block_size,
         seed=seed, device=device, bad_bands=bad_bands, refit=refit,
-        max_memory=None if max_memory is None else parse_size(max_memory))
+        max_memory=budget)
     quiet = ctx.obj.get("verbosity", 0) < 0
     callback, close = progress_bars(quiet)
     try:
@@ -134,6 +154,7 @@ def train(ctx: click.Context, cube: tuple[Path, ...], labels: tuple[Path, ...],
                              overwrite=overwrite, progress=callback, export_split=export_split,
                              more_scenes=[ScenePair(c, lab, own or layer)
                                           for c, lab, own in pairs[1:]])
+        close(completed=True)  # a stage the model ended before its total is no failure
     finally:
         close()
     val = "n/a (no validation pixels)" if result.val_accuracy is None else \
@@ -179,9 +200,9 @@ def _scene_pairs(cubes: tuple[Path, ...], labels: tuple[Path, ...], scenes_file:
 
     if len(cubes) != len(labels):
         raise ConfigError(
-            f"{len(cubes)} --cube but {len(labels)} --labels given",
-            fix="give one --labels after each --cube: --cube A.tif --labels A.shp --cube B.tif "
-                "--labels B.shp (or list the pairs in a file with --scenes)")
+            f"{len(cubes)} cube(s) but {len(labels)} --labels given",
+            fix="give one --labels per cube, in the same order: hsimap train A.tif B.tif "
+                "--labels A.shp --labels B.shp (or list the pairs in a file with --scenes)")
     pairs: list[tuple[str | Path, str | Path, str | None]] = [
         (c, lab, None) for c, lab in zip(cubes, labels, strict=True)]
     if scenes_file is not None:
@@ -190,8 +211,8 @@ def _scene_pairs(cubes: tuple[Path, ...], labels: tuple[Path, ...], scenes_file:
         pairs += [(s.cube, s.labels, s.layer) for s in read_scenes_file(scenes_file)]
     if not pairs:
         raise ConfigError("no training scene given",
-                          fix="pass --cube scene.tif --labels gt.shp (repeat the pair for "
-                              "several scenes), or --scenes scenes.csv")
+                          fix="pass scene.tif --labels gt.shp (several cubes, each with its "
+                              "--labels, for several scenes), or --scenes scenes.csv")
     return pairs
 
 
@@ -229,9 +250,16 @@ def _read_config(path: Path | None) -> tuple[dict[str, Any], str | None, str | N
     return dict(fields), kind, preset
 
 
-def _check_config(path: Path, kind: str, preset: str | None, overrides: dict[str, Any], *,
-                  kind_from_file: bool, preset_from_file: bool) -> None:
-    """Build the config once so that a bad field is reported against the TOML file."""
+def _default_kind() -> str:
+    from hsimap.models import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def _check_config(path: Path | None, kind: str, preset: str | None, overrides: dict[str, Any],
+                  *, kind_from_file: bool, preset_from_file: bool) -> None:
+    """Build the config once so that a bad kind, preset or field is reported before any
+    reading, against the TOML file when it comes from there."""
     from hsimap.errors import ConfigError
     from hsimap.models.base import get_spec
 
@@ -241,16 +269,18 @@ def _check_config(path: Path, kind: str, preset: str | None, overrides: dict[str
     try:
         spec = get_spec(kind)
     except ConfigError as exc:
-        if kind_from_file:
+        if kind_from_file and path is not None:
             raise named(exc) from exc
         raise
     try:
         spec.make_config(preset, {})
     except ConfigError as exc:
-        if preset_from_file:
+        if preset_from_file and path is not None:
             raise named(exc) from exc
         raise
     try:
         spec.make_config(preset, overrides)
     except ConfigError as exc:
+        if path is None:
+            raise
         raise named(exc, "correct that field in the [config] table") from exc

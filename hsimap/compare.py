@@ -71,6 +71,10 @@ class CompareOptions:
     device: str = "auto"
     bad_bands: tuple[int, ...] = ()
     max_memory: int | None = None  # bytes; None: half the memory available now
+    layer: str | None = None  # of a multi-layer labels file (as train --layer)
+    classes_file: str | None = None  # codes, names, colours and order (as train --classes)
+    mask: str | None = None  # area of interest: labels outside it are ignored (as train)
+    mask_layer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     import torch
 
     from hsimap.checkpoint import Checkpoint
+    from hsimap.classfile import read_class_file
     from hsimap.cube import open_cube
     from hsimap.device import resolve_device
     from hsimap.geotiff import check_output
@@ -185,6 +190,7 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     from hsimap.predict import classify_array
     from hsimap.training import (
         TrainOptions,
+        _labels_inside,
         _labels_on_valid,
         _normalisation,
         check_scene_fits,
@@ -203,7 +209,7 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     specs = {m.kind: get_spec(m.kind) for m in models}  # unknown names fail here
     presets = {m.kind: m.preset or specs[m.kind].preset_for(device.type) for m in models}
     configs = {m.kind: specs[m.kind].make_config(presets[m.kind], m.overrides) for m in models}
-    out = _check_out_dir(Path(out_dir), overwrite=overwrite)
+    out = check_out_dir(out_dir, overwrite=overwrite)
     if train_best is not None:
         train_best = check_output(train_best, inputs=(cube_path, labels_path),
                                   overwrite=overwrite)
@@ -216,8 +222,13 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
         check_scene_fits(cube, probe, configs[m.kind],
                          TrainOptions(model=m.kind, overrides=m.overrides,
                                       max_memory=options.max_memory), device)
+    class_specs = None if options.classes_file is None else \
+        read_class_file(options.classes_file)
     labels = read_labels(labels_path, grid=cube.grid, class_field=options.class_field,
+                         class_specs=class_specs, layer=options.layer,
                          all_touched=options.all_touched, on_overlap=options.on_overlap)
+    if options.mask is not None:
+        labels = _labels_inside(labels, options.mask, options.mask_layer, cube.grid)
     cube, raw, valid = load_scene(cube)
     norm = _normalisation(raw, valid)
     cube_std = norm.apply(raw.copy(), valid)
@@ -264,7 +275,8 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     document = {
         "hsimap_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {"cube": str(cube_path), "labels": str(labels_path),
+        "inputs": {"cube": str(cube_path), "labels": str(labels_path), "layer": options.layer,
+                   "mask": options.mask, "classes_file": options.classes_file,
                    "class_field": labels.class_field,
                    "classes": [c.name for c in labels.classes]},
         "folds": {"k": folds.k, "guard_px": guard, "method": folds.method,
@@ -292,6 +304,8 @@ def _train_best(cube_path: str | Path, labels_path: str | Path, choice: ModelCho
                          options=TrainOptions(
                              model=choice.kind, preset=choice.preset, overrides=choice.overrides,
                              class_field=options.class_field, all_touched=options.all_touched,
+                             layer=options.layer, classes_file=options.classes_file,
+                             mask=options.mask, mask_layer=options.mask_layer,
                              on_overlap=options.on_overlap, val_fraction=options.val_fraction,
                              guard=options.guard, block_size=options.block_size,
                              seed=options.seed, device=options.device,
@@ -369,7 +383,10 @@ def _protocol(folds: Folds) -> str:
 # ----------------------------------------------------------------------------- outputs
 
 
-def _check_out_dir(out: Path, *, overwrite: bool) -> Path:
+def check_out_dir(out: str | Path, *, overwrite: bool) -> Path:
+    """The comparison folder, refused when it is a file or already holds a comparison and
+    ``overwrite`` is not given; nothing is created."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError("output path exists and is not a folder", path=out,
                           fix="give a folder name with -o")

@@ -259,20 +259,8 @@ def open_cube(path: str | Path, *, chunks: int = DEFAULT_CHUNK,
     """
     import rioxarray as rxr  # registers .rio; slow import, so done here
 
-    path = gdal_path(path)
-    if isinstance(path, Path):
-        _check_local_file(path)
-    if path_suffix(path) == ".mat":
-        raise InputFileError(
-            "is a MATLAB .mat file, which has no georeferencing", path=path,
-            fix="convert it to a GeoTIFF first with `hsimap datasets convert CUBE.mat GT.mat "
-                "-o FOLDER` (see `hsimap datasets list`)")
-    meta, grid, band_nodata, dtypes = _read_header(path)
+    path, meta, grid, band_nodata, dtypes = _checked_header(path)
     count = len(dtypes)
-    _check_values(path, count, dtypes)
-    if grid.crs is None:
-        warnings.warn(f"{path}: the cube has no CRS; labels must then be in its pixel/map "
-                      "coordinates too", NoCRSWarning, stacklevel=2)
     data = rxr.open_rasterio(path, chunks={"band": -1, "y": chunks, "x": chunks},
                              masked=False, cache=False, lock=False)
     bad = {i for i, b in enumerate(meta["bbl"] or []) if b == 0} | set(bad_bands)
@@ -288,6 +276,42 @@ def open_cube(path: str | Path, *, chunks: int = DEFAULT_CHUNK,
                         "metadata), so none is left as model input", path=path,
                         fix="shorten --bad-bands, or correct the bbl list in the file's metadata")
     return cube
+
+
+@dataclass(frozen=True)
+class CubeHeader:
+    """What :func:`read_cube_header` reads: no pixels, no xarray."""
+
+    path: RasterPath
+    grid: Grid
+    count: int
+    wavelengths: tuple[float, ...] | None
+
+
+def read_cube_header(path: str | Path) -> CubeHeader:
+    """The checks of :func:`open_cube` and the facts a plan needs, from the header only and
+    without importing rioxarray (``predict --dry-run``)."""
+    path, meta, grid, _, dtypes = _checked_header(path)
+    return CubeHeader(path, grid, len(dtypes), meta["wavelength"])
+
+
+def _checked_header(path: str | Path) -> tuple[RasterPath, dict[str, tuple[float, ...] | None],
+                                               Grid, tuple[float | None, ...],
+                                               tuple[str, ...]]:
+    path = gdal_path(path)
+    if isinstance(path, Path):
+        _check_local_file(path)
+    if path_suffix(path) == ".mat":
+        raise InputFileError(
+            "is a MATLAB .mat file, which has no georeferencing", path=path,
+            fix="convert it to a GeoTIFF first with `hsimap datasets convert CUBE.mat GT.mat "
+                "-o FOLDER` (see `hsimap datasets list`)")
+    meta, grid, band_nodata, dtypes = _read_header(path)
+    _check_values(path, len(dtypes), dtypes)
+    if grid.crs is None:
+        warnings.warn(f"{path}: the cube has no CRS; labels must then be in its pixel/map "
+                      "coordinates too", NoCRSWarning, stacklevel=3)
+    return path, meta, grid, band_nodata, dtypes
 
 
 def check_readable(path: RasterPath, *, missing: str, fix: str) -> None:

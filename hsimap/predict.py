@@ -32,6 +32,7 @@ import rasterio
 import torch
 from rasterio.windows import Window as RioWindow
 
+from hsimap import plan
 from hsimap.aoi import AreaMask
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, load_checkpoint
 from hsimap.cube import (
@@ -46,7 +47,7 @@ from hsimap.cube import (
     validity,
 )
 from hsimap.device import resolve_device
-from hsimap.errors import ConfigError, CubeError, DeviceError, SceneMismatchError
+from hsimap.errors import ConfigError, CubeError, DeviceError
 from hsimap.fingerprint import file_sha256, scene_fingerprint
 from hsimap.geotiff import MAP_NODATA, pixel_hectares
 from hsimap.models.base import ProgressCallback, ProgressEvent, no_progress
@@ -59,30 +60,23 @@ from hsimap.outputs import (
     PartialOutputs,
     ProbDtype,
     TileResult,
-    check_creation_options,
-    check_outputs,
-    input_files,
     read_record,
 )
+from hsimap.plan import (  # shared with the torch-free plan (hsimap.plan)
+    GDAL_CACHE_RANGE,
+    MAX_WRITES_IN_FLIGHT,
+    PREFETCH,
+    PredictPlan,
+    check_bands,
+    io_bytes_per_pixel,
+)
+from hsimap.preflight import check_predict_outputs
 from hsimap.tiling import Tile, TileGrid, Window
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TILE = 256
-WAVELENGTH_TOLERANCE_NM = 2.0
-# Working-set budget of ``tile="auto"`` (activations + tile buffers), capped at a quarter of
-# the memory available; with the process's own ~0.6 GB and the GDAL read cache (<= 512 MiB)
-# this keeps the default peak near 2 GB.
-DEFAULT_MEMORY_BUDGET = 2**30
-AUTO_TILE_RANGE = (32, 512)
-PREFETCH = 2  # tiles read ahead of the one being computed
-MAX_WRITES_IN_FLIGHT = 2
 MAX_OOM_SPLITS = 6
-# GDAL block cache while reading the scene: the input blocks of READ_CACHE_TILES read windows
-# (so a neighbouring tile's halo is not decoded again), within this range. GDAL's default
-# (5 % of RAM) would otherwise fill up on a large scene.
-GDAL_CACHE_RANGE = (64 * 2**20, 512 * 2**20)
-READ_CACHE_TILES = 2
 
 TileSize = int | Literal["auto"]
 
@@ -109,70 +103,12 @@ class PredictResult:
         return {name: n * self.pixel_hectares for name, n in self.class_counts.items()}
 
 
-@dataclass(frozen=True)
-class PredictPlan:
-    """What a prediction would do (``--dry-run``): sizes, memory and time estimates."""
-
-    n_tiles: int
-    tile: int
-    halo: int
-    stride: int
-    height: int
-    width: int
-    device: str
-    peak_memory_bytes: int
-    activation_bytes_per_pixel: float
-    seconds_per_tile: float | None = None
-    estimated_seconds: float | None = None
-    sample_tiles: int = 0
-    threads: int = 1
-
-    def describe(self) -> str:
-        """Human-readable summary, one fact per line."""
-        lines = [
-            f"scene: {self.width} x {self.height} px (width x height)",
-            f"tiles: {self.n_tiles} of {self.tile} px (+ halo {self.halo} px, stride "
-            f"{self.stride})",
-            f"device: {self.device} ({self.threads} torch threads)",
-            f"peak memory (estimate): {self.peak_memory_bytes / 2**20:.0f} MiB "
-            f"(activations ~{self.activation_bytes_per_pixel:.0f} B per tile pixel)",
-        ]
-        if self.estimated_seconds is not None and self.seconds_per_tile is not None:
-            lines.append(f"run time (estimate from {self.sample_tiles} sample tile(s), "
-                         f"{self.seconds_per_tile:.2f} s each): "
-                         f"{_duration(self.estimated_seconds)}")
-        return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def check_scene(cube: Cube, ckpt: Checkpoint) -> None:
     """Refuse a scene whose bands differ from the training scene's, saying what differs."""
-    if cube.count != ckpt.n_bands:
-        raise SceneMismatchError(
-            f"has {cube.count} bands but the model was trained on {ckpt.n_bands}",
-            path=cube.path, fix="give a scene from the same sensor and band set, or retrain")
-    trained = ckpt.wavelengths
-    if trained is None or cube.wavelengths is None:
-        if trained is not None:
-            log.warning("%s has no wavelength metadata; assuming its bands match the model's",
-                        cube.path)
-        return
-    diff = np.abs(np.asarray(cube.wavelengths) - np.asarray(trained))
-    worst = int(diff.argmax())
-    n_off = int((diff > WAVELENGTH_TOLERANCE_NM).sum())
-    if diff[worst] > WAVELENGTH_TOLERANCE_NM:
-        raise SceneMismatchError(
-            f"band {worst + 1} is at {cube.wavelengths[worst]:.2f} nm but the model's band "
-            f"{worst + 1} is at {trained[worst]:.2f} nm ({n_off}"
-            f" bands differ by more than {WAVELENGTH_TOLERANCE_NM} nm)",
-            path=cube.path, fix="resample the scene to the model's wavelengths or retrain")
+    if not check_bands(cube.path, count=cube.count, wavelengths=cube.wavelengths,
+                       n_bands=ckpt.n_bands, trained=ckpt.wavelengths):
+        log.warning("%s has no wavelength metadata; assuming its bands match the model's",
+                    cube.path)
 
 
 def _autocast(device: torch.device) -> torch.autocast:
@@ -416,21 +352,9 @@ def activation_bytes_per_pixel(ckpt: Checkpoint, device: torch.device, *,
     return mem.peak / (side * side)
 
 
-def io_bytes_per_pixel(n_bands: int, n_classes: int, work: TileWork | None = None) -> float:
-    """Bytes per read-window pixel of the pipeline's own buffers (inputs read ahead, outputs)."""
-    per_input = 4.0 * n_bands + 1  # float32 values + validity
-    per_output = 8.0 + 8.0 * n_classes  # index + logits/softmax (float32)
-    if work is not None and work.probabilities:
-        per_output += 2.0 * n_classes
-    return per_input * (PREFETCH + 1) + per_output * (MAX_WRITES_IN_FLIGHT + 1)
-
-
 def memory_budget(device: torch.device) -> int:
-    """Working-set bytes ``tile="auto"`` aims for: the default, or less when memory is short."""
-    import psutil
-
-    budget = min(DEFAULT_MEMORY_BUDGET, psutil.virtual_memory().available // 4)
-    return max(budget, 32 * 2**20)
+    """Working-set bytes ``tile="auto"`` aims for (see :func:`hsimap.plan.memory_budget`)."""
+    return plan.memory_budget()
 
 
 def auto_tile_size(ckpt: Checkpoint, device: torch.device, *, budget: int | None = None,
@@ -443,7 +367,8 @@ def auto_tile_size(ckpt: Checkpoint, device: torch.device, *, budget: int | None
     """
     act = activation_bytes_per_pixel(ckpt, device)
     halo, stride = ckpt.model.halo(), ckpt.model.stride()
-    io = io_bytes_per_pixel(len(ckpt.band_indices), len(ckpt.classes), work)
+    io = plan.io_bytes_per_pixel(len(ckpt.band_indices), len(ckpt.classes),
+                                 work is not None and work.probabilities)
     budget = budget or memory_budget(device)
     if device.type == "cuda":  # activations live on the GPU, buffers in host memory
         free, _ = torch.cuda.mem_get_info(device)
@@ -452,13 +377,7 @@ def auto_tile_size(ckpt: Checkpoint, device: torch.device, *, budget: int | None
         side = min(side_dev, side_host)
     else:
         side = math.sqrt(budget / (act + io))
-    lo, hi = AUTO_TILE_RANGE
-    tile = int(side) - 2 * halo
-    quantum = 64 if tile >= 256 else 32 if tile >= 128 else 16
-    tile = max(lo, min(hi, tile // quantum * quantum))
-    if input_block and tile >= input_block:
-        tile = tile // input_block * input_block
-    tile = -(-tile // stride) * stride
+    tile = plan.tile_for_side(side, halo=halo, stride=stride, input_block=input_block)
     return tile, act
 
 
@@ -530,32 +449,32 @@ def _setup(scene: str | Path, model: str | Path, tile: TileSize, device: str,
     with rasterio.open(cube.path) as src:
         block_h, block_w = src.block_shapes[0]
         itemsize = np.dtype(src.dtypes[0]).itemsize
-    tiled_block = block_w if block_h > 1 and block_w < cube.grid.width else None
-    size, act = _resolve_tile(tile, ckpt, torch_device, work, record, tiled_block)
+    size, act = _resolve_tile(tile, ckpt, torch_device, work, record,
+                              plan.tiled_block(block_h, block_w, cube.grid.width))
     grid = TileGrid(cube.grid.height, cube.grid.width, size, halo, stride)
-    blocks = max(_blocks_touched(t.read, block_h, block_w) for t in grid)
-    cache = READ_CACHE_TILES * blocks * block_h * block_w * itemsize * cube.count
-    cache = int(min(max(cache, GDAL_CACHE_RANGE[0]), GDAL_CACHE_RANGE[1]))
+    blocks = max(plan.blocks_touched(t.read.rows, t.read.cols, block_h, block_w) for t in grid)
+    cache = plan.read_cache_bytes(blocks, block_h, block_w, itemsize, cube.count)
     reader = SceneReader(cube.path, bands=cube.good_bands, nodata=cube.good_nodata,
                          cache_bytes=cache)
     return _Setup(ckpt, cube, torch_device, grid, work, reader, act)
 
 
-def _blocks_touched(window: Window, block_h: int, block_w: int) -> int:
-    """Input blocks a read window overlaps."""
-    rows = (window.row1 - 1) // block_h - window.row0 // block_h + 1
-    cols = (window.col1 - 1) // block_w - window.col0 // block_w + 1
-    return rows * cols
-
-
 def plan_prediction(scene: str | Path, *, model: str | Path = DEFAULT_MODEL_PATH,
                     tile: TileSize = "auto", device: str = "auto",
-                    probabilities: bool = False, sample_tiles: int = 2) -> PredictPlan:
+                    probabilities: bool = False, sample_tiles: int = 2,
+                    sample_tile: int = 64) -> PredictPlan:
     """Tile count, tile size, halo, peak-memory and run-time estimates; writes nothing.
 
-    The run time is extrapolated from ``sample_tiles`` full-size tiles read and computed
-    here (the fastest counts; the first includes warm-up), scaled by read-window pixels.
+    From the scene's header and the speed stored in the model file when it has one for this
+    device (:func:`hsimap.plan.plan_from_metadata`: no torch, no model run, no pixel read).
+    Otherwise the model is loaded and the run time extrapolated from ``sample_tiles`` runs
+    of one tile of at most ``sample_tile`` px (+ halo) read and computed here (the fastest
+    counts; the first includes warm-up), scaled by read-window pixels.
     """
+    quick = plan.plan_from_metadata(scene, model=model, tile=tile, device=device,
+                                    probabilities=probabilities)
+    if quick is not None:
+        return quick
     import psutil
 
     spec = OutputSpec(Path("unused.tif"), probabilities=Path("unused_p.tif")) \
@@ -566,20 +485,36 @@ def plan_prediction(scene: str | Path, *, model: str | Path = DEFAULT_MODEL_PATH
     tiles = list(s.grid)
     read_px = sum(t.read.height * t.read.width for t in tiles)
     largest = max(tiles, key=lambda t: t.read.height * t.read.width)
+    sample = max(TileGrid(s.grid.height, s.grid.width, min(s.grid.tile, sample_tile),
+                          s.grid.halo, s.grid.stride),
+                 key=lambda t: t.read.height * t.read.width)
     with s.reader.env():
-        times = _time_tiles(s, largest, sample_tiles)
+        times = _time_tiles(s, sample, sample_tiles)
     side = largest.read.height * largest.read.width
-    io = io_bytes_per_pixel(len(s.ckpt.band_indices), len(s.ckpt.classes), s.work)
+    io = io_bytes_per_pixel(len(s.ckpt.band_indices), len(s.ckpt.classes),
+                            s.work.probabilities)
     peak = psutil.Process().memory_info().rss + s.reader.cache_bytes + int(side * (io + (
         act if s.device.type == "cpu" else 0)))
-    per_px = min(times) / side if times else None
+    per_px = min(times) / (sample.read.height * sample.read.width) if times else None
     return PredictPlan(
         n_tiles=len(s.grid), tile=s.grid.tile, halo=s.grid.halo, stride=s.grid.stride,
         height=s.grid.height, width=s.grid.width, device=str(s.device),
         peak_memory_bytes=peak, activation_bytes_per_pixel=act,
-        seconds_per_tile=min(times) if times else None,
+        seconds_per_tile=None if per_px is None else per_px * side,
         estimated_seconds=per_px * read_px if per_px is not None else None,
         sample_tiles=len(times), threads=torch.get_num_threads())
+
+
+def inference_record(ckpt: Checkpoint, device: torch.device, *, shape: tuple[int, ...],
+                     seconds: float, tile: int = DEFAULT_TILE) -> dict[str, Any]:
+    """What ``train`` stores (metadata ``"inference"``) for a torch-free ``--dry-run``, after
+    :func:`classify_array` of a ``shape`` (H, W) scene took ``seconds``: the device, torch
+    threads, read-window pixels per second and activation bytes per pixel."""
+    grid = TileGrid(int(shape[0]), int(shape[1]), tile, ckpt.model.halo(), ckpt.model.stride())
+    read_px = sum(t.read.height * t.read.width for t in grid)
+    return {"device": device.type, "threads": torch.get_num_threads(),
+            "read_px_per_second": read_px / max(seconds, 1e-9),
+            "activation_bytes_per_pixel": activation_bytes_per_pixel(ckpt, device)}
 
 
 def _time_tiles(s: _Setup, tile: Tile, n: int) -> list[float]:
@@ -648,15 +583,10 @@ def predict_scene(scene: str | Path, *, out: str | Path,
     """
     start = time.perf_counter()
     scene = gdal_path(scene)
-    options = tuple((str(k), str(v)) for k, v in (creation_options or {}).items())
-    spec = OutputSpec(Path(out), None if probabilities is None else Path(probabilities),
-                      None if confidence is None else Path(confidence), prob_dtype,
-                      confidence_kind, cog, options)
-    check_creation_options(options, cog=cog)
-    inputs = input_files(scene, model)
-    previous = read_record(spec.map) if resume else None
-    check_outputs(spec, inputs=inputs, overwrite=overwrite,
-                  done=previous.get("finalized", []) if previous else ())
+    spec, inputs, _ = check_predict_outputs(
+        scene, out=out, model=model, probabilities=probabilities, confidence=confidence,
+        prob_dtype=prob_dtype, confidence_kind=confidence_kind, cog=cog,
+        creation_options=creation_options, overwrite=overwrite, resume=resume)
     if scheduler:
         from hsimap.distributed import probe_scheduler
 

@@ -159,7 +159,7 @@ def evaluate_map(
 
     map_path = Path(map_path)
     reference_path = Path(reference_path)
-    out = _check_out_dir(map_path, out_dir, overwrite=overwrite)
+    out = check_out_dir(map_path, out_dir, overwrite=overwrite)
     log_series = _read_training_log(Path(training_log)) if training_log is not None else None
     if not map_path.exists():
         raise InputFileError("map file not found", path=map_path, fix="check the MAP path")
@@ -249,7 +249,11 @@ def _independence_notes(training_log: str | Path | None, reference_path: Path,
 # ----------------------------------------------------------------------------- inputs
 
 
-def _check_out_dir(map_path: Path, out_dir: str | Path | None, *, overwrite: bool) -> Path:
+def check_out_dir(map_path: str | Path, out_dir: str | Path | None, *,
+                  overwrite: bool) -> Path:
+    """The evaluation folder (default ``<map stem>_evaluation``), refused when it is a file or
+    already holds an evaluation and ``overwrite`` is not given; nothing is created."""
+    map_path = Path(map_path)
     out = Path(out_dir) if out_dir is not None else map_path.with_name(
         f"{map_path.stem}_evaluation")
     if out.exists() and not out.is_dir():

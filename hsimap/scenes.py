@@ -25,10 +25,9 @@ from hsimap.classfile import ClassSpec
 from hsimap.cube import Cube
 from hsimap.errors import ConfigError, InputFileError, LabelError, SceneMismatchError
 from hsimap.labels import Labels
+from hsimap.plan import WAVELENGTH_TOLERANCE_NM  # the tolerance of predict's band check
 
 log = logging.getLogger(__name__)
-
-WAVELENGTH_TOLERANCE_NM = 2.0  # as predict's check of a scene against the model
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,13 @@ from hsimap.models.base import (
     json_safe,
     no_progress,
 )
-from hsimap.predict import classify_array
+from hsimap.plan import INFERENCE_KEY
+from hsimap.predict import classify_array, inference_record
+from hsimap.preflight import (  # torch-free; log_path_for kept importable here
+    check_train_outputs,
+    log_path_for,
+    split_paths,
+)
 from hsimap.resources import check_budget, default_budget
 from hsimap.scenes import ScenePair
 from hsimap.split import Split, make_split
@@ -103,11 +109,6 @@ class TrainResult:
     split_paths: tuple[Path, ...] = ()  # one per scene (split_path is the first)
 
 
-def log_path_for(model_path: Path) -> Path:
-    """``model.safetensors`` -> ``model.log.json``."""
-    return model_path.with_name(model_path.stem + ".log.json")
-
-
 def train_model(cube_path: str | Path, labels_path: str | Path, *,
                 out: str | Path = DEFAULT_MODEL_PATH, options: TrainOptions = TrainOptions(),
                 overwrite: bool = False, progress: ProgressCallback = no_progress,
@@ -132,19 +133,18 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     start = time.perf_counter()
     pairs = [ScenePair(cube_path, labels_path, options.layer), *more_scenes]
     inputs = tuple(p for pair in pairs for p in (pair.cube, pair.labels))
-    out = check_output(out, inputs=inputs, overwrite=overwrite)
-    companions = [log_path_for(out), out.with_name(out.stem + ".curves.png"),
-                  out.with_name(out.stem + ".inside.png")]
-    split_files = split_paths(out, pairs, export_split)
+    cubes = [pair.cube for pair in pairs]
+    out = check_train_outputs(out, inputs=inputs, cubes=cubes, export_split=export_split,
+                              overwrite=overwrite)
+    split_files = split_paths(out, cubes, export_split)
     if export_split is not None:
         try:
             Path(export_split).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the folder for --export-split ({exc})",
                               path=export_split, fix="choose a folder you can write to") from exc
-        companions.extend(split_files)
-    for companion in companions:
-        check_output(companion, inputs=inputs, overwrite=overwrite)
+        for path in split_files:
+            check_output(path, inputs=inputs, overwrite=overwrite)
     device = resolve_device(options.device)
     spec = get_spec(options.model)
     preset = options.preset or spec.preset_for(device.type)
@@ -172,7 +172,9 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
         meta["training"]["mosaic"] = {"gap_px": scenes[1].col - scenes[0].cube.grid.width,
                                       "columns": [s.col for s in scenes]}
     ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
+    clock = time.perf_counter()
     predicted = classify_array(ckpt, raw, valid, device=device)
+    inference_seconds = time.perf_counter() - clock
     train_acc = float((predicted[split.train] == index[split.train]).mean())
     val_acc = float((predicted[split.val] == index[split.val]).mean()) if split.val.any() \
         else None
@@ -193,6 +195,9 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
             model, everything, config, history, seed=options.seed, device=device,
             progress=lambda e: progress(dataclasses.replace(e, stage=f"refit {e.stage}")))
         ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
+    # that pass's speed and the saved model's activations: `predict --dry-run` without torch
+    meta[INFERENCE_KEY] = inference_record(ckpt, device, shape=raw.shape[1:],
+                                           seconds=inference_seconds)
     meta["accuracy"] = {"train_oa": train_acc, "val_oa": val_acc,
                         "val_pixels": int(split.val.sum()), "val_distance_px": val_distance,
                         "refitted_on_all": refitted, "fitted_pixels": fitted}
@@ -222,26 +227,6 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     return TrainResult(out, log_path, curves, split.summary(), val_acc, train_acc, seconds,
                        den_eval, val_distance, abs(cube.grid.transform.a), split_path,
                        fitted, refitted, tuple(split_files) if split_path else ())
-
-
-def split_paths(out: Path, pairs: Sequence[ScenePair],
-                folder: str | Path | None) -> list[Path]:
-    """Where ``--export-split`` writes: ``<model>_split.gpkg`` for one scene, else
-    ``<model>_split_<cube stem>.gpkg`` per scene (``_2``, ... after a repeated stem)."""
-    if folder is None:
-        return []
-    if len(pairs) == 1:
-        return [Path(folder) / f"{out.stem}_split.gpkg"]
-    paths, seen = [], set()
-    for pair in pairs:
-        stem = Path(str(pair.cube)).stem
-        name, k = stem, 1
-        while name in seen:
-            k += 1
-            name = f"{stem}_{k}"
-        seen.add(name)
-        paths.append(Path(folder) / f"{out.stem}_split_{name}.gpkg")
-    return paths
 
 
 @dataclass

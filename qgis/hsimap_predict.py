@@ -47,7 +47,12 @@ PROB_DTYPES = ("uint8", "uint16")
 class HsimapPredictAlgorithm(QgsProcessingAlgorithm):
     """Classify a scene with a trained model into a styled land-cover map."""
 
-    SCENE, MODEL, TILE_SIZE, DEVICE = "SCENE", "MODEL", "TILE_SIZE", "DEVICE"
+    CUBE, MODEL, TILE_SIZE, DEVICE = "CUBE", "MODEL", "TILE_SIZE", "DEVICE"
+    # The hyperspectral raster is CUBE in every hsimap algorithm (train, compare, predict); the
+    # land-cover map is OUTPUT where written and MAP where read (evaluate). Before 0.2.0 this
+    # algorithm called it SCENE: that name stays as a hidden parameter, so saved models
+    # (.model3) and qgis_process scripts that pass SCENE=... keep working.
+    LEGACY_SCENE = "SCENE"
     CONFIDENCE_KIND, PROB_DTYPE, COG = "CONFIDENCE_KIND", "PROB_DTYPE", "COG"
     OVERWRITE, OUTPUT = "OVERWRITE", "OUTPUT"
     PROBABILITIES, CONFIDENCE = "PROBABILITIES", "CONFIDENCE"
@@ -75,7 +80,11 @@ class HsimapPredictAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.SCENE, "Hyperspectral raster"))
+            self.CUBE, "Hyperspectral raster"))
+        legacy = QgsProcessingParameterRasterLayer(
+            self.LEGACY_SCENE, "Hyperspectral raster (old name of CUBE)", optional=True)
+        legacy.setFlags(legacy.flags() | QgsProcessingParameterDefinition.FlagHidden)
+        self.addParameter(legacy)
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "Model file", extension="safetensors"))
         self.addParameter(QgsProcessingParameterEnum(
@@ -106,9 +115,21 @@ class HsimapPredictAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.CONFIDENCE, "Confidence", optional=True, createByDefault=False))
 
+    def _with_legacy_names(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """``SCENE=...`` (the name before 0.2.0) as ``CUBE=...`` when CUBE is not given."""
+        if parameters.get(self.CUBE) in (None, "") and \
+                parameters.get(self.LEGACY_SCENE) not in (None, ""):
+            parameters = {**parameters, self.CUBE: parameters[self.LEGACY_SCENE]}
+        return parameters
+
+    def checkParameterValues(self, parameters: dict[str, Any],
+                             context: QgsProcessingContext) -> tuple[bool, str]:
+        return super().checkParameterValues(self._with_legacy_names(parameters), context)
+
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        scene = common.file_source(self.parameterAsRasterLayer(parameters, self.SCENE, context),
+        parameters = self._with_legacy_names(parameters)
+        scene = common.file_source(self.parameterAsRasterLayer(parameters, self.CUBE, context),
                                    "Hyperspectral raster")
         model = self.parameterAsFile(parameters, self.MODEL, context)
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)

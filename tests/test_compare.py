@@ -233,3 +233,55 @@ def test_compare_with_diffspectralnet_tiny(tmp_path):
     for f in range(2):
         rows = [r for r in doc["per_fold"] if r["fold"] == f]
         assert len({r["n_test"] for r in rows}) == 1 and len({r["n_train"] for r in rows}) == 1
+
+
+def test_compare_takes_layer_classes_and_mask_like_train(tmp_path):
+    """Issue 14 item 8: `compare CUBE` (positional, as train) with `--layer` of a two-layer
+    GeoPackage, `--classes FILE` fixing the codes and order, and `--mask` keeping the left
+    half of the scene: the comparison reads that layer, uses the file's classes and only
+    the labels inside the mask, and --train-best trains with the same options."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from hsimap.checkpoint import read_metadata
+
+    cube, labels = write_patchwork(tmp_path)
+    gpkg = tmp_path / "two_layers.gpkg"
+    gt = gpd.read_file(labels)
+    gt.to_file(gpkg, layer="survey_2024")
+    gt.iloc[:3].to_file(gpkg, layer="draft")
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps([{"value": 7, "name": "water", "color": "#0064ff"},
+                                   {"value": 3, "name": "grass", "color": "#55aa00"},
+                                   {"value": 5, "name": "roof", "color": "#e31a1c"}]))
+    x0, y0 = ORIGIN
+    mask = tmp_path / "aoi.gpkg"
+    gpd.GeoDataFrame(geometry=[box(x0, y0 - SIDE * 30, x0 + SIDE // 2 * 30, y0)],
+                     crs=UTM).to_file(mask)
+    config = tmp_path / "svm.toml"
+    config.write_text("[config]\n" + SMALL["svm"])
+    out = tmp_path / "cmp"
+    base = ["compare", str(cube), "--labels", str(gpkg), "--models", "svm", "--config",
+            f"svm={config}", "--folds", "2", "--guard", "1", "--device", "cpu", "-o", str(out)]
+    r = CliRunner().invoke(cli, base)  # two layers, no --layer: refused with their names
+    assert r.exit_code == 1 and "survey_2024" in r.output and "draft" in r.output, r.output
+    r = CliRunner().invoke(cli, [*base, "--layer", "survey_2024", "--classes", str(classes),
+                                 "--mask", str(mask), "--train-best",
+                                 str(tmp_path / "best.safetensors")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["inputs"]["classes"] == ["water", "grass", "roof"]
+    assert doc["inputs"]["layer"] == "survey_2024" and doc["inputs"]["mask"] == str(mask)
+    inside = sum(f["n_test"] for f in doc["folds"]["per_fold"])
+    r = CliRunner().invoke(cli, ["compare", "--cube", str(cube), "--labels", str(gpkg),
+                                 "--layer", "survey_2024", "--models", "svm", "--config",
+                                 f"svm={config}", "--folds", "2", "--guard", "1", "--device",
+                                 "cpu", "-o", str(tmp_path / "all")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output  # --cube: the older spelling, the same
+    everywhere = sum(f["n_test"] for f in json.loads(
+        (tmp_path / "all" / "compare.json").read_text())["folds"]["per_fold"])
+    assert 0 < inside < everywhere
+    meta = read_metadata(tmp_path / "best.safetensors")
+    assert [(c["value"], c["name"]) for c in meta["classes"]] == [(7, "water"), (3, "grass"),
+                                                                  (5, "roof")]
+    assert meta["training"]["options"]["mask"] == str(mask)

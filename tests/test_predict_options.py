@@ -155,6 +155,8 @@ def test_train_mask_ignores_labels_outside(trained, tmp_path: Path):
     ["predict", "missing.tif", "-o", "x.tif"],
     ["train", "--cube", "missing.tif", "--labels", "gone.shp"],
     ["evaluate", "missing.tif", "--labels", "gone.gpkg"],
+    ["train", "missing.tif", "--labels", "gone.shp"],  # the argument style
+    ["datasets", "convert", "missing.tif", "gone.mat", "-o", "out"],
 ])
 def test_missing_paths_fail_fast_before_torch_is_imported(tmp_path: Path, args: list[str]):
     """A wrong path is reported (all of them at once) before any heavy import (issue 14,
@@ -174,3 +176,150 @@ def test_missing_paths_fail_fast_before_torch_is_imported(tmp_path: Path, args: 
     assert "input files are not found" in done.stderr and "missing.tif" in done.stderr
     assert "Traceback" not in done.stderr
     assert seconds < 3, seconds  # loose for CI; about 0.2 s on a quiet machine
+
+
+def _run_isolated(args: list[str], cwd: Path, before: str = "") -> tuple[str, str, float]:
+    """Run the CLI in a fresh interpreter; stdout ends with its return value and whether
+    torch (needed to run any model) and rioxarray (hsimap's pixel reader) were imported."""
+    import subprocess
+    import sys
+    import time
+
+    code = (f"import sys\n{before}\nfrom hsimap.cli.main import cli\n"
+            f"rc = cli({args!r}, obj={{}}, standalone_mode=False)\n"
+            "print('RC', rc, 'TORCH', 'torch' in sys.modules, "
+            "'XARRAY', 'rioxarray' in sys.modules)\n")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+    return done.stdout, done.stderr, time.perf_counter() - start
+
+
+def test_dry_run_neither_imports_torch_nor_reads_the_scene(tmp_path: Path, sample_cube: Path,
+                                                           mlp_model: Path):
+    """``predict --dry-run`` with a model that stores its speed (every model train writes
+    now): the plan comes from the scene's header and the model's metadata; torch and
+    rioxarray (the pixel reader) are never imported (issue 14, item 5: a dry run costs a
+    small part of a real run; the seconds are in benchmarks, not here)."""
+    out, err, _ = _run_isolated(["predict", str(sample_cube), "-o", "m.tif", "--model",
+                                 str(mlp_model), "--device", "cpu", "--dry-run"], tmp_path)
+    assert "RC None TORCH False XARRAY False" in out, out + err
+    assert "tiles: " in out and "peak memory (estimate)" in out
+    assert "run time (estimate from the model's speed measured when it was trained" in out
+    assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_of_a_model_without_a_stored_speed_measures_it(tmp_path: Path,
+                                                               sample_cube: Path,
+                                                               mlp_model: Path):
+    """A model written before hsimap stored its speed: the dry run loads it and times one
+    small sample tile instead, with the same tile grid."""
+    from safetensors.numpy import load_file, save_file
+
+    from hsimap.model_file import META_KEY, read_metadata
+    from hsimap.plan import INFERENCE_KEY
+
+    meta = read_metadata(mlp_model)
+    assert meta[INFERENCE_KEY]["device"] == "cpu" and meta[INFERENCE_KEY]["read_px_per_second"] > 0
+    del meta[INFERENCE_KEY]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(mlp_model)), str(old), metadata={META_KEY: json.dumps(meta)})
+    plans = {}
+    for model in (mlp_model, old):
+        r = CliRunner().invoke(cli, ["predict", str(sample_cube), "-o", str(tmp_path / "m.tif"),
+                                     "--model", str(model), "--tile-size", "64", "--device",
+                                     "cpu", "--dry-run"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        plans[model] = r.output
+    assert "run time (estimate from 2 sample tile(s)" in plans[old]
+    assert plans[old].splitlines()[:2] == plans[mlp_model].splitlines()[:2]  # scene, tiles
+
+
+def test_several_problems_are_reported_together_before_torch(tmp_path: Path,
+                                                             sample_labels: Path):
+    """A missing cube, an existing model without --overwrite and a bad --max-memory: one
+    message lists all three, without a traceback, before torch is imported, quickly."""
+    (tmp_path / "model.safetensors").write_bytes(b"an older model")
+    out, err, seconds = _run_isolated(
+        ["train", "nope.tif", "--labels", str(sample_labels), "--model", "model.safetensors",
+         "--max-memory", "12Q"], tmp_path)
+    assert "RC 1 TORCH False" in out, out + err
+    assert "3 problems, nothing was done" in err and "Traceback" not in err
+    assert "nope.tif: file not found" in err
+    assert "model.safetensors: output already exists" in err and "--overwrite" in err
+    assert "'12Q' is not a memory size" in err
+    assert seconds < 3, seconds  # loose for CI
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_unknown_preset_is_reported_with_the_other_problems(tmp_path: Path, command: str,
+                                                            sample_labels: Path):
+    """`--preset fsat` and an existing output: both in one message (it used to take two
+    runs: first "output already exists", then "unknown preset")."""
+    if command == "train":
+        existing = tmp_path / "model.safetensors"
+        args = ["train", "missing.tif", "--labels", str(sample_labels), "--preset", "fsat",
+                "--model", str(existing)]
+    else:
+        existing = tmp_path / "cmp" / "compare.json"
+        existing.parent.mkdir()
+        args = ["compare", "missing.tif", "--labels", str(sample_labels), "--models", "svm",
+                "--preset", "svm=fsat", "-o", str(existing.parent)]
+    existing.write_text("{}")
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert "3 problems, nothing was done" in r.output, r.output
+    assert "unknown preset 'fsat'" in r.output and "missing.tif: file not found" in r.output
+    assert "already" in r.output and "--overwrite" in r.output
+
+
+def test_evaluate_refuses_an_existing_output_folder_before_reading(tmp_path: Path):
+    """evaluate checks its output folder and --class-map before the map is opened: a map
+    that is not even a raster is never read when the folder already holds an evaluation."""
+    not_a_map = tmp_path / "map.tif"
+    not_a_map.write_text("not a raster")
+    reference = write_polygons(tmp_path / "ref.gpkg")
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    (folder / "metrics.json").write_text("{}")
+    r = CliRunner().invoke(cli, ["evaluate", str(not_a_map), "--labels", str(reference), "-o",
+                                 str(folder), "--class-map", "roof=impervious,water"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert "2 problems" in r.output and "already holds an evaluation" in r.output
+    assert "'water' is not an old=new pair" in r.output
+    assert "cannot open the map" not in r.output
+
+
+def test_info_of_a_missing_file_fails_before_any_heavy_import(tmp_path: Path):
+    out, err, seconds = _run_isolated(["info", "missing.tif"], tmp_path)
+    assert "RC 1 TORCH False XARRAY False" in out, out + err
+    assert "missing.tif: file not found" in err and "Traceback" not in err
+    assert seconds < 3, seconds  # loose for CI
+
+
+def test_train_takes_the_cube_as_argument_or_with_cube(tmp_path: Path):
+    """Issue 14 item 8: `train CUBE --labels` (the style of predict/evaluate/info) and the
+    older `train --cube CUBE` train the same model; mixing both spellings for several cubes
+    is refused, since it would make their pairing with --labels unclear."""
+    from hsimap.checkpoint import load_checkpoint
+
+    cube = write_cube(tmp_path / "cube.tif")
+    labels = write_polygons(tmp_path / "gt.shp")
+    config = tmp_path / "quick.toml"
+    config.write_text("[config]\nepochs = 2\n")
+    common = ["--labels", str(labels), "--model-type", "spectral-mlp", "--config", str(config),
+              "--device", "cpu"]
+    weights = []
+    for style in ([str(cube)], ["--cube", str(cube)]):
+        model = tmp_path / f"m{len(weights)}.safetensors"
+        r = CliRunner().invoke(cli, ["train", *style, *common, "--model", str(model)],
+                               catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        weights.append(load_checkpoint(model).model.state_dict())
+    for key, value in weights[0].items():
+        np.testing.assert_array_equal(value.numpy(), weights[1][key].numpy())
+    r = CliRunner().invoke(cli, ["train", str(cube), "--cube", str(cube), "--labels",
+                                 str(labels), "--labels", str(labels), "--model",
+                                 str(tmp_path / "mixed.safetensors")])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert "both as arguments and with --cube" in r.output

@@ -106,3 +106,27 @@ def test_train_log_has_plain_stage_lines_and_the_kept_epoch(tmp_path: Path) -> N
     assert int(m.group(2)) == stopped < 40 and kept == stopped - 3
     # the refit trains for the kept epochs, and its line shows its own (correct) total
     assert re.match(rf"refit classifier: {kept}/{kept} epochs?, ", stage_lines[1]), stage_lines
+
+
+def test_a_stage_the_model_ended_early_is_not_called_unfinished() -> None:
+    """A denoiser that stops on its plateau (2000 of at most 3000 iterations) in a command that
+    succeeded: its line says it ended there, with the time up to its last event, not "not
+    finished" with the whole run's time (seen in a real training log of the fast preset)."""
+    import time
+
+    out = io.StringIO()
+    display = ProgressDisplay(stream=out, bars=False)
+    for i in range(1, 21):
+        display(ProgressEvent("denoiser", i * 100, 3000, {"loss": 0.2}))
+    time.sleep(0.3)  # the classifier's time, not the denoiser's
+    for i in range(1, 4):
+        display(ProgressEvent("classifier", i, 3))
+    display.close(completed=True)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("classifier: 3/3 epochs")
+    denoiser = lines[1]
+    assert denoiser.startswith("denoiser: 2000/3000 iterations, 0.")
+    assert denoiser.endswith("; ended at 2000 of at most 3000 iterations")
+    assert "not finished" not in out.getvalue()
+    seconds = float(re.search(r"iterations, ([\d.]+)s", denoiser).group(1))
+    assert seconds < 0.3, denoiser

@@ -158,7 +158,7 @@ def headless_run(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> dict[s
     env_path = _qgis_env(tmp, path=f"{bindir}:/usr/bin:/bin", hsimap=None)
     out = tmp / "map.tif"
     rc, predict, err = _qgis_process("hsimap_predict", {
-        "SCENE": cube, "MODEL": model, "DEVICE": CPU, "OUTPUT": out,
+        "CUBE": cube, "MODEL": model, "DEVICE": CPU, "OUTPUT": out,
         "PROBABILITIES": tmp / "probabilities.tif", "CONFIDENCE": tmp / "confidence.tif"},
         env_path, tmp)
     assert rc == 0, err
@@ -394,7 +394,7 @@ def test_processing_predict_adds_styled_layer_to_project(
     context.setProject(project)
     out = tmp_path / "map.tif"
     result = processing.runAndLoadResults("script:hsimap_predict", {
-        "SCENE": str(cube), "MODEL": str(inprocess_model), "DEVICE": CPU, "OUTPUT": str(out)},
+        "CUBE": str(cube), "MODEL": str(inprocess_model), "DEVICE": CPU, "OUTPUT": str(out)},
         context=context)
     assert result["OUTPUT"] == str(out) and out.is_file()
     layers = [lyr for lyr in project.mapLayers().values()
@@ -432,7 +432,7 @@ def test_processing_evaluate_reads_metrics(inprocess_model: Path, hsimap_env: No
     import processing
 
     out = tmp_path / "map.tif"
-    processing.run("script:hsimap_predict", {
+    processing.run("script:hsimap_predict", {  # SCENE: the name before 0.2.0 still works
         "SCENE": str(cube), "MODEL": str(inprocess_model), "DEVICE": CPU, "OUTPUT": str(out)})
     log = inprocess_model.with_name(inprocess_model.stem + ".log.json")
     result = processing.run("script:hsimap_evaluate", {
@@ -491,7 +491,7 @@ def test_processing_hsimap_error_becomes_processing_exception(
     fake.write_text("this is not a model", encoding="utf-8")
     with pytest.raises(QgsProcessingException) as info:
         processing.run("script:hsimap_predict", {
-            "SCENE": str(cube), "MODEL": str(fake), "OUTPUT": str(tmp_path / "map.tif")})
+            "CUBE": str(cube), "MODEL": str(fake), "OUTPUT": str(tmp_path / "map.tif")})
     message = str(info.value)
     assert message.startswith("hsimap predict failed: Error: "), message
     assert "Traceback" not in message

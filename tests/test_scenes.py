@@ -171,7 +171,7 @@ def test_conflicting_codes_and_unpaired_options_are_refused(scenes, tmp_path: Pa
     assert str(scenes["la"]) in r.output and "recoded.gpkg" in r.output
     r = runner.invoke(cli, ["train", "--cube", str(scenes["a"]), "--labels", str(scenes["la"]),
                             "--cube", str(scenes["b"]), "--model-type", "spectral-mlp"])
-    assert r.exit_code == 1 and "2 --cube but 1 --labels given" in r.output
+    assert r.exit_code == 1 and "2 cube(s) but 1 --labels given" in r.output
     (tmp_path / "bad.csv").write_text("image,truth\na.tif,a.gpkg\n")
     r = runner.invoke(cli, ["train", "--scenes", str(tmp_path / "bad.csv")])
     assert r.exit_code == 1 and "has no `cube` and `labels` columns" in r.output
