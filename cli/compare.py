@@ -46,8 +46,8 @@ def _not_compared(kind: str, kinds: list[str]) -> None:
 def _check_compare_outputs(out_dir: Path, train_best: Path | None, *,
                            inputs: tuple[Path, ...], overwrite: bool) -> None:
     """The comparison folder and the --train-best model (with its log), checked together."""
-    from hsimap.compare import check_out_dir
     from hsimap.preflight import Problems, log_path_for
+    from hsimap.preflight import check_compare_dir as check_out_dir
 
     problems = Problems()
     problems.check(check_out_dir, out_dir, overwrite=overwrite)

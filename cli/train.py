@@ -261,6 +261,10 @@ def _check_config(path: Path | None, kind: str, preset: str | None, overrides: d
     """Build the config once so that a bad kind, preset or field is reported before any
     reading, against the TOML file when it comes from there."""
     from hsimap.errors import ConfigError
+    from hsimap.model_kinds import check_name
+
+    if path is None and not overrides and check_name(kind, preset):
+        return  # a shipped kind and its preset: known without importing torch
     from hsimap.models.base import get_spec
 
     def named(exc: ConfigError, fix: str | None = None) -> ConfigError:

@@ -35,11 +35,12 @@ from hsimap._version import __version__
 from hsimap.errors import ConfigError, OutputError, TrainingError
 from hsimap.labels import OnOverlap
 from hsimap.models.base import ProgressCallback, ProgressEvent, no_progress
+from hsimap.preflight import COMPARE_OUTPUTS as OUTPUT_NAMES
+from hsimap.preflight import check_compare_dir as check_out_dir
 from hsimap.split import MIN_UNITS, _blocks, _proximity_units, make_split
 
 log = logging.getLogger(__name__)
 
-OUTPUT_NAMES = ("compare.json", "compare.csv", "compare_folds.csv", "compare.html")
 METRICS = ("oa", "aa", "kappa")
 SUMMARY_FIELDS = ("model", "preset", *(f"{m}_{s}" for m in METRICS
                                        for s in ("mean", "std", "diff", "diff_se")), "best")
@@ -381,21 +382,6 @@ def _protocol(folds: Folds) -> str:
 
 
 # ----------------------------------------------------------------------------- outputs
-
-
-def check_out_dir(out: str | Path, *, overwrite: bool) -> Path:
-    """The comparison folder, refused when it is a file or already holds a comparison and
-    ``overwrite`` is not given; nothing is created."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError("output path exists and is not a folder", path=out,
-                          fix="give a folder name with -o")
-    existing = [n for n in OUTPUT_NAMES if (out / n).exists()]
-    if existing and not overwrite:
-        raise OutputError(f"folder already holds a comparison ({', '.join(existing)})",
-                          path=out, fix="pass --overwrite to replace it, or choose another "
-                                        "folder with -o")
-    return out
 
 
 def _write_outputs(out: Path, document: dict[str, Any], fold: np.ndarray) -> dict[str, Path]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hsimap.errors import HsimapError, InputFileError
+from hsimap.errors import HsimapError, InputFileError, OutputError
 
 T = TypeVar("T")
 
@@ -154,3 +154,22 @@ def check_predict_outputs(scene: str | Path, *, out: str | Path, model: str | Pa
                    done=previous.get("finalized", []) if previous else ())
     problems.raise_all()
     return spec, inputs, previous
+
+
+# The files `hsimap compare` writes into its folder (hsimap.compare.OUTPUT_NAMES).
+COMPARE_OUTPUTS = ("compare.json", "compare.csv", "compare_folds.csv", "compare.html")
+
+
+def check_compare_dir(out: str | Path, *, overwrite: bool) -> Path:
+    """The comparison folder, refused when it is a file or already holds a comparison and
+    ``overwrite`` is not given; nothing is created."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError("output path exists and is not a folder", path=out,
+                          fix="give a folder name with -o")
+    existing = [n for n in COMPARE_OUTPUTS if (out / n).exists()]
+    if existing and not overwrite:
+        raise OutputError(f"folder already holds a comparison ({', '.join(existing)})",
+                          path=out, fix="pass --overwrite to replace it, or choose another "
+                                        "folder with -o")
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -271,6 +272,35 @@ def test_unknown_preset_is_reported_with_the_other_problems(tmp_path: Path, comm
     assert "3 problems, nothing was done" in r.output, r.output
     assert "unknown preset 'fsat'" in r.output and "missing.tif: file not found" in r.output
     assert "already" in r.output and "--overwrite" in r.output
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_model_names_and_presets_are_checked_before_torch(tmp_path: Path, command: str,
+                                                          sample_labels: Path):
+    """A shipped kind's preset typo and a missing cube: one message, no torch, quickly
+    (compare imported torch for its --models names before)."""
+    args = (["train", "nope.tif", "--labels", str(sample_labels), "--model-type", "svm",
+             "--preset", "thorugh"] if command == "train" else
+            ["compare", "nope.tif", "--labels", str(sample_labels), "--models",
+             "svm,diffspectralnet", "--preset", "svm=thorugh"])
+    out, err, seconds = _run_isolated(args, tmp_path)
+    assert "RC 1 TORCH False" in out, out + err
+    assert "2 problems, nothing was done" in err and "Traceback" not in err
+    assert "unknown preset 'thorugh' for model 'svm'" in err and "thorough" in err
+    assert seconds < 3, seconds  # loose for CI
+
+
+def test_the_torch_free_kind_table_is_the_registry():
+    from hsimap.model_kinds import SHIPPED
+    from hsimap.models import BUILTIN_MODULES, load_builtin_models
+    from hsimap.models.base import get_spec
+
+    load_builtin_models()
+    kinds = {sys.modules[m].SPEC.kind for m in BUILTIN_MODULES}
+    assert set(SHIPPED) == kinds
+    for kind, (default, presets) in SHIPPED.items():
+        spec = get_spec(kind)
+        assert (spec.default_preset, set(presets)) == (default, set(spec.presets)), kind
 
 
 def test_evaluate_refuses_an_existing_output_folder_before_reading(tmp_path: Path):
