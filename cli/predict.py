@@ -202,7 +202,7 @@ def _predict_batch(ctx: click.Context, scenes: list[str], out_dir: Path, *, mode
                                        "--probabilities p.tif)"))
     paths = problems.check(map_paths, scenes, out_dir)
     if paths is None or not out_dir.is_dir():  # the batch creates it: only the options
-        from hsimap.outputs import check_creation_options
+        from hsimap.geotiff import check_creation_options
 
         problems.check(check_creation_options, tuple(creation_options), cog=cog)
     for scene, path in zip(scenes, paths or [], strict=bool(paths)):
@@ -291,7 +291,7 @@ def class_area_table(result: Any) -> list[str]:
 
 
 def _interrupted(output: Path) -> None:
-    from hsimap.outputs import record_path
+    from hsimap.predict.outputs import record_path
 
     if record_path(output).exists():
         click.secho(f"Interrupted: no output is complete; finished tiles are kept in "

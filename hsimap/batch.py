@@ -91,13 +91,8 @@ def predict_scenes(scenes: Sequence[str], *, out_dir: str | Path, overwrite: boo
     with each scene and its result (``None`` for a map a resumed batch had finished) as its
     map is complete. Returns the results in scene order.
     """
-    from hsimap.outputs import (
-        OutputSpec,
-        check_creation_options,
-        check_outputs,
-        input_files,
-        record_path,
-    )
+    from hsimap.geotiff import check_creation_options
+    from hsimap.predict.outputs import OutputSpec, check_outputs, input_files, record_path
 
     out_dir = Path(out_dir)
     paths = map_paths(scenes, out_dir)

@@ -16,9 +16,10 @@ complete-looking map). The class table travels with the map in three forms:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -33,6 +34,8 @@ from hsimap.errors import CheckpointError, InputFileError, OutputError
 from hsimap.tiling import Window
 
 CLASSES_TAG = "HSIMAP_CLASSES"
+PROBS_TAG = "HSIMAP_PROBABILITY_SCALE"
+CONFIDENCE_TAG = "HSIMAP_CONFIDENCE_KIND"
 MAP_NODATA = 0
 BLOCK = 256
 
@@ -172,6 +175,30 @@ def tag_class_map(dst: Any, classes: ClassTable) -> None:
     dst.update_tags(1, **{f"CLASS_{c.value}": c.name for c in classes})
 
 
+def tag_probabilities(dst: Any, classes: ClassTable, *, scale: int) -> None:
+    """Band names, class values and scale of an open probability raster (one band a class).
+
+    Values are integers; ``value / scale`` is the probability (GDAL scale ``1 / scale``).
+    """
+    for i, c in enumerate(classes, start=1):
+        dst.set_band_description(i, c.name)
+        dst.update_tags(i, CLASS_VALUE=str(c.value))
+    dst.update_tags(**{PROBS_TAG: str(scale), CLASSES_TAG: classes.to_json()})
+    _set_scale(dst, scale)
+
+
+def tag_confidence(dst: Any, kind: str, *, scale: int) -> None:
+    """Band name, confidence kind (``max``/``margin``) and scale of an open confidence raster."""
+    dst.set_band_description(1, f"confidence ({kind})")
+    dst.update_tags(**{PROBS_TAG: str(scale), CONFIDENCE_TAG: kind})
+    _set_scale(dst, scale)
+
+
+def _set_scale(dst: Any, scale: int) -> None:
+    dst.scales = (1.0 / scale,) * dst.count
+    dst.offsets = (0.0,) * dst.count
+
+
 def sidecar_paths(out: Path) -> dict[str, Path]:
     """The sidecars written next to a class map, by what they are."""
     out = Path(out)
@@ -272,3 +299,97 @@ def read_class_table(path: str | Path) -> ClassTable:
         raise CheckpointError(f"has no {CLASSES_TAG} tag: not a class map written by hsimap",
                               path=path, fix="give a map written by `hsimap predict`")
     return ClassTable.from_json(text)
+
+
+# --------------------------------------------------------------------------- COG, creation options
+
+
+def write_cog(src: Path, dst: Path, *, resampling: str,
+              creation_options: tuple[tuple[str, str], ...] = ()) -> None:
+    """Cloud-Optimized GeoTIFF copy of ``src`` (GDAL's COG driver: deflate, overviews).
+
+    GDAL's ``CreateCopy`` keeps the colour table, nodata, band descriptions, scale/offset and
+    every metadata tag; ``resampling`` (``mode`` for classes, ``average`` for probabilities)
+    builds the overviews, which skip nodata pixels.
+    """
+    from rasterio.shutil import copy as rio_copy
+
+    with rasterio.open(src) as s:
+        side = max(s.height, s.width)
+    block = 512  # smaller blocks for small rasters, so they still get overviews
+    while block > 64 and side < 2 * block:
+        block //= 2
+    options = with_creation_options(
+        dict(COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=block,
+             OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS"),
+        creation_options)
+    rio_copy(src, dst, driver="COG", **options)
+
+
+# Profile keys that are not creation options: --co may not set them.
+_NOT_CREATION_OPTIONS = {"driver", "width", "height", "count", "dtype", "nodata", "crs",
+                         "transform"}
+
+
+def with_creation_options(profile: Mapping[str, Any],
+                          options: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """``profile`` with the GDAL creation ``options`` set, replacing its own spelling of the
+    same key (GDAL keys are case-insensitive: ``compress`` and ``COMPRESS`` are one)."""
+    out = dict(profile)
+    for key, value in options:
+        for k in [k for k in out if k.lower() == key.lower()]:
+            del out[k]
+        out[key.upper()] = value
+    return out
+
+
+def check_creation_options(options: tuple[tuple[str, str], ...], *, cog: bool) -> None:
+    """Refuse creation options GDAL would ignore or reject, before anything is computed: a
+    1 x 1 raster is written in memory with them, and any GDAL complaint is the error.
+
+    Raises :class:`OutputError` naming the options and GDAL's words.
+    """
+    from rasterio.errors import RasterioError
+    from rasterio.io import MemoryFile
+
+    if not options:
+        return
+    structural = [k for k, _ in options if k.lower() in _NOT_CREATION_OPTIONS]
+    if structural:
+        raise OutputError(f"--co {structural[0]}=... is not a creation option",
+                          fix="--co sets GDAL creation options such as COMPRESS=ZSTD, "
+                              "ZSTD_LEVEL=9, BLOCKXSIZE=512; size, bands, type, nodata and "
+                              "georeference come from the scene and the model")
+    complaints: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            complaints.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    gdal_log = logging.getLogger("rasterio._env")
+    gdal_log.addHandler(handler)
+    driver = "COG" if cog else "GTiff"
+    try:
+        with rasterio.Env(), MemoryFile() as mem, MemoryFile() as copy:
+            base = dict(driver="GTiff", width=16, height=16, count=1, dtype="uint8",
+                        crs="EPSG:32633", transform=rasterio.Affine(30, 0, 0, 0, -30, 480))
+            with mem.open(**(base if cog else with_creation_options(base, options))) as dst:
+                dst.write(np.zeros((1, 16, 16), np.uint8))
+            if cog:
+                from rasterio.shutil import copy as rio_copy
+
+                rio_copy(mem.name, copy.name, driver="COG", **dict(options))
+    except RasterioError as exc:
+        complaints.append(str(exc))
+    finally:
+        gdal_log.removeHandler(handler)
+    if complaints:
+        given = " ".join(f"{k}={v}" for k, v in options)
+        words = "; ".join(c.removeprefix("CPLE_NotSupported in ").removeprefix(
+            "CPLE_IllegalArg in ").rstrip(". ") for c in dict.fromkeys(complaints))
+        raise OutputError(f"GDAL's {driver} driver does not accept the creation options "
+                          f"{given}: {words}",
+                          fix=f"give creation options of the {driver} driver (see "
+                              f"https://gdal.org/drivers/raster/{driver.lower()}.html), "
+                              "as --co KEY=VALUE")

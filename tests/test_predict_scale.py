@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from hsimap.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from hsimap.cli.main import cli
 from hsimap.errors import OutputError
-from hsimap.outputs import record_path
 from hsimap.predict import predict_scene
+from hsimap.predict.outputs import record_path
 
 
 def _read(path: Path) -> np.ndarray:
@@ -217,7 +217,7 @@ def test_interrupt_keeps_resumable_state_and_resume_checks_settings(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("hsimap.predict.compute_tile", interrupted)
+    monkeypatch.setattr("hsimap.predict.run.compute_tile", interrupted)
     with pytest.raises(KeyboardInterrupt):
         predict_scene(sample_cube, out=tmp_path / "m2.tif", model=mlp_model, tile=32)
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".m2")]
