@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hsimap._files import RASTER_SUFFIXES, make_output_folder
 from hsimap.cube import is_virtual
 from hsimap.errors import ConfigError, InputFileError, OutputError
 
 GLOB_CHARS = set("*?[")
-RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".dat", ".bsq", ".envi", ".hdr"}
+# -o names that look like a raster file (an ENVI header too), refused for several scenes
+_RASTER_NAMES = RASTER_SUFFIXES | {".hdr"}
 
 
 def expand_scenes(args: Sequence[str]) -> tuple[list[str], bool]:
@@ -49,7 +51,7 @@ def map_paths(scenes: Sequence[str], out_dir: Path) -> list[Path]:
                           "go to", path=out_dir,
                           fix="give a folder with -o (it is created if missing); each map is "
                               "named <scene>_map.tif")
-    if not out_dir.exists() and out_dir.suffix.lower() in RASTER_SUFFIXES:
+    if not out_dir.exists() and out_dir.suffix.lower() in _RASTER_NAMES:
         raise OutputError("looks like a file name, but with several scenes -o names the "
                           "folder the maps go to", path=out_dir,
                           fix=f"give a folder, e.g. -o {out_dir.with_suffix('')}; each map is "
@@ -99,11 +101,7 @@ def predict_scenes(scenes: Sequence[str], *, out_dir: str | Path, overwrite: boo
     options = tuple((str(k), str(v)) for k, v in (creation_options or {}).items())
     check_creation_options(options, cog=cog)
     check_scenes(scenes, model)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder ({exc})", path=out_dir,
-                          fix="choose a folder you can write to with -o") from exc
+    make_output_folder(out_dir)
     if not resume:
         inputs = input_files(*scenes, model)
         for path in paths:

@@ -20,7 +20,6 @@ Scenes" page; the counts were re-checked against the ground-truth files describe
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -32,10 +31,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from hsimap._files import atomic_write_text, refuse_special, sha256_file
 from hsimap._version import __version__
 from hsimap.classes import ClassTable
 from hsimap.errors import InputFileError, LabelError, OutputError
-from hsimap.geotiff import refuse_special
 
 log = logging.getLogger(__name__)
 
@@ -501,8 +500,8 @@ def convert_mat(
     _write_image(paths["image"], cube, dataset, transform, source)
     n_polygons = _write_polygons(paths["labels"], gt, dataset, transform)
     prov = _provenance(dataset, source, paths, n_polygons, gt, sub_scene=sub_scene)
-    _write_text(paths["provenance"], json.dumps(prov, indent=2) + "\n")
-    _write_text(paths["readme"], _readme(dataset, prov))
+    atomic_write_text(paths["provenance"], json.dumps(prov, indent=2) + "\n")
+    atomic_write_text(paths["readme"], _readme(dataset, prov))
     log.info("wrote %s and %s (%s)", paths["image"], paths["labels"], NOMINAL_GEOREFERENCE_NOTE)
     return ConversionResult(dataset, paths["image"], paths["labels"], paths["provenance"],
                             paths["readme"], n_polygons, (gt.shape[0], gt.shape[1]),
@@ -608,18 +607,10 @@ def _nominal_transform(ds: BenchmarkDataset) -> Any:
     return from_origin(ds.nominal_origin[0], ds.nominal_origin[1], ds.gsd, ds.gsd)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _file_record(path: Path, key: str, expected: str | None, *,
                  sub_scene: bool = False) -> dict[str, Any]:
     """sha256 of an input and its comparison with the registry (not made for a crop)."""
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if expected is not None and digest != expected and not sub_scene:
         log.warning("%s: sha256 %s differs from the registry's %s (another copy of the "
                     "scene?)", path, digest, expected)
@@ -738,9 +729,3 @@ def _readme(ds: BenchmarkDataset, prov: dict[str, Any]) -> str:
         f"{prov['outputs']['provenance']}: all of this, machine readable.\n\n"
         f"{ds.notes}\nCite the original providers of the scene when publishing results.\n"
     )
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

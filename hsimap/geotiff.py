@@ -15,11 +15,8 @@ complete-looking map). The class table travels with the map in three forms:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -28,9 +25,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window as RioWindow
 
+from hsimap._files import atomic_write_text
 from hsimap.classes import ClassTable
 from hsimap.cube import Grid
-from hsimap.errors import CheckpointError, InputFileError, OutputError
+from hsimap.errors import OutputError
 from hsimap.tiling import Window
 
 CLASSES_TAG = "HSIMAP_CLASSES"
@@ -63,95 +61,6 @@ def pixel_hectares(crs: Any, transform: Any) -> float | None:
         return None
     t = transform
     return float(abs(t.a * t.e - t.b * t.d) * factor * factor / 10_000.0)
-
-
-def special_kind(path: str | Path) -> str | None:
-    """What ``path`` is when it exists but is not a regular file (symbolic links followed).
-
-    ``None`` for a regular file, a missing path or a dangling link; otherwise words such as
-    ``"a character device"`` or ``"a symbolic link to a FIFO (named pipe)"``.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    kind = next((words for test, words in _KINDS if test(mode)), None)
-    if kind is None:
-        return None
-    return f"a symbolic link to {kind}" if path.is_symlink() else kind
-
-
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-          (stat.S_ISSOCK, "a socket"))
-
-
-def refuse_special(out: Path) -> None:
-    """Refuse an output path that is a device, FIFO, socket or folder, whatever --overwrite says."""
-    kind = special_kind(out)
-    if kind == "a folder":
-        raise OutputError("output path is a folder", path=out, fix="give a file name")
-    if kind is not None:
-        raise OutputError(
-            f"output path is {kind}, not a regular file; hsimap never replaces one, even with "
-            "--overwrite", path=out, fix="give the name of a regular file (or a new name)")
-
-
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name the same file (resolved, or the same inode)."""
-    a, b = Path(a), Path(b)
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def check_output(out: str | Path, *, inputs: tuple[str | Path, ...] = (),
-                 overwrite: bool = False) -> Path:
-    """Refuse an output path that equals an input, is not a regular file, exists (without
-    overwrite) or can't be made."""
-    out = Path(out)
-    if any(same_file(out, item) for item in inputs):
-        raise OutputError("output path is the same as an input file", path=out,
-                          fix="choose another output name; inputs are never overwritten")
-    refuse_special(out)
-    if os.path.lexists(out) and not overwrite:
-        raise OutputError("output already exists", path=out,
-                          fix="pass --overwrite to replace it, or choose another name")
-    parent = out.parent if str(out.parent) else Path(".")
-    blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise OutputError(f"{blocker} is a file, not a folder", path=out,
-                          fix="choose an output path inside an existing folder")
-    if not parent.is_dir():
-        raise OutputError(f"output folder {parent} does not exist", path=out,
-                          fix=f"create it first (mkdir -p {parent})")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {parent} is not writable", path=out,
-                          fix="choose a folder you can write to")
-    return out
-
-
-def partial_path(out: Path) -> Path:
-    """Temporary name a file is written under until complete."""
-    return out.with_name(f".{out.name}.partial")
-
-
-@contextlib.contextmanager
-def atomic_raster(out: Path, profile: dict[str, Any]) -> Iterator[Any]:
-    """Open ``out`` for writing under a temporary name; rename into place on success only."""
-    tmp = partial_path(out)
-    tmp.unlink(missing_ok=True)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            yield dst
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_window(dst: Any, data: np.ndarray, window: Window) -> None:
@@ -213,8 +122,8 @@ def write_sidecars(out: Path, classes: ClassTable) -> None:
     the target of a symbolic link) is replaced as a whole, never written into.
     """
     aux_path, qml_path = sidecar_paths(out).values()
-    write_text_atomic(aux_path, pam_aux_xml(classes))
-    write_text_atomic(qml_path, qml_style(classes))
+    atomic_write_text(aux_path, pam_aux_xml(classes))
+    atomic_write_text(qml_path, qml_style(classes))
 
 
 # GDAL raster attribute table codes (gdal.h: GDALRATFieldType, GDALRATFieldUsage).
@@ -248,19 +157,6 @@ def pam_aux_xml(classes: ClassTable) -> str:
             "    </GDALRasterAttributeTable>\n  </PAMRasterBand>\n</PAMDataset>\n")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``.<name>.partial`` and rename it to ``path`` (removed on failure)."""
-    refuse_special(path)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def qml_style(classes: ClassTable) -> str:
     """A QGIS paletted-renderer style for a class map."""
     entries = "\n".join(
@@ -286,19 +182,6 @@ def qml_style(classes: ClassTable) -> str:
 
 def _xml_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def read_class_table(path: str | Path) -> ClassTable:
-    """The class table stored in a map written by hsimap."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError("map file not found", path=path)
-    with rasterio.open(path) as src:
-        text = src.tags().get(CLASSES_TAG)
-    if text is None:
-        raise CheckpointError(f"has no {CLASSES_TAG} tag: not a class map written by hsimap",
-                              path=path, fix="give a map written by `hsimap predict`")
-    return ClassTable.from_json(text)
 
 
 # --------------------------------------------------------------------------- COG, creation options

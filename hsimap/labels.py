@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from rasterio.features import rasterize
 
+from hsimap._files import RASTER_SUFFIXES
 from hsimap.classes import MAX_CLASS_VALUE, ClassTable, parse_color
 from hsimap.classfile import ClassSpec, codes_for_names, table_from_specs
 from hsimap.cube import (
@@ -41,7 +42,6 @@ OnOverlap = Literal["error", "drop"]
 # Column names that usually hold the class, most specific first (case-insensitive).
 CLASS_FIELD_NAMES = ("class_id", "classid", "class_name", "classname", "class", "label",
                      "label_id", "landcover", "land_cover", "lc", "category", "type", "code")
-RASTER_SUFFIXES = {".tif", ".tiff", ".img", ".vrt", ".envi", ".dat", ".bsq", ".jp2"}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from hsimap.predict.outputs import (
 from hsimap.predict.partial import (
     PartialOutputs,
     block_for_tile,
-    existing_partials,
     read_record,
     remove_partial_state,
 )
@@ -41,7 +40,7 @@ __all__ = [
     "CONFIDENCE_TAG", "DEFAULT_CHECKPOINT_SECONDS", "DISK_FULL_BYTES", "PROBS_TAG",
     "PROB_SCALE", "RECORD_FORMAT", "RECORD_VERSION", "ConfidenceKind", "OutputLock",
     "OutputSpec", "PartialOutputs", "ProbDtype", "TileResult", "block_for_tile",
-    "check_creation_options", "check_outputs", "existing_partials", "input_files", "lock_path",
+    "check_creation_options", "check_outputs", "input_files", "lock_path",
     "read_record", "record_path", "remove_partial_state", "with_creation_options",
     "write_cog", "write_error",
 ]

@@ -107,7 +107,7 @@ def check_train_outputs(out: str | Path, *, inputs: Sequence[str | Path],
                         overwrite: bool) -> Path:
     """Check the model file and every file ``train`` writes beside it (log, curves, the
     "inside" figure, ``--export-split`` files); returns the model path. Nothing is created."""
-    from hsimap.geotiff import check_output
+    from hsimap._files import check_output
 
     problems = Problems()
     model = problems.check(check_output, out, inputs=tuple(inputs), overwrite=overwrite)

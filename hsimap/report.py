@@ -17,13 +17,11 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as _dt
-import hashlib
 import html
 import io
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from hsimap._files import RASTER_SUFFIXES, atomic_write_text, make_output_folder, sha256_file
 from hsimap._version import __version__
 from hsimap.classes import DEFAULT_PALETTE, ClassInfo, ClassTable
 from hsimap.classmap import apply_lut, merge_map_classes
@@ -50,7 +49,6 @@ Progress = Callable[[int, int], None]
 """``progress(done, total)`` callback, called once per map block."""
 
 OUTPUT_NAMES = ("metrics.json", "confusion_matrix.csv", "per_class.csv", "report.html")
-RASTER_SUFFIXES = {".tif", ".tiff", ".img", ".vrt", ".envi", ".dat", ".bsq", ".jp2"}
 QUICKLOOK_MAX_SIDE = 800
 MAX_CURVES = 12
 # Keys whose series are the x axis of a training log, not something to plot.
@@ -201,7 +199,8 @@ def evaluate_map(
                                   pixel_area=pixel_area, area_unit=area_unit)
     info = {
         "map": str(map_path), "reference": str(reference_path), "grid": grid_text,
-        "map_sha256": _sha256(map_path), "reference_sha256": _sha256(reference_path),
+        "map_sha256": _sha256_if_file(map_path),
+        "reference_sha256": _sha256_if_file(reference_path),
         "map_tags": map_tags, "training_log": None if training_log is None else str(training_log),
         "n_reference_on_nodata": counts.on_nodata, **ref_info, "warnings": notes,
         "class_map": None if not class_map else [list(p) for p in class_map],
@@ -472,14 +471,8 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _sha256_if_file(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
 
 
 def _crs_text(crs: Any) -> str:
@@ -571,7 +564,7 @@ def _csv_cell(x: Any) -> str:
     return str(x)
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -580,31 +573,21 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename into place."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_outputs(out: Path, document: dict[str, Any], table: ClassTable,
                    accuracy: AccuracyMetrics, area: AreaAdjustedAccuracy, *,
                    quicklook: npt.NDArray[np.int64],
                    log_series: dict[str, list[float]] | None) -> dict[str, Path]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder ({exc})", path=out,
-                          fix="choose a folder you can write to with -o") from exc
+    make_output_folder(out)
     files = {name: out / name for name in OUTPUT_NAMES}
-    _write_text(files["metrics.json"], json.dumps(document, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(files["metrics.json"], json.dumps(document, indent=2, allow_nan=False) + "\n")
     cm_header = ["reference_value", "reference_name"] + [f"map_{v}" for v in table.values]
     cm_rows = [[c.value, c.name, *accuracy.confusion[i]] for i, c in enumerate(table)]
-    _write_text(files["confusion_matrix.csv"], _csv_text(cm_header, cm_rows))
+    atomic_write_text(files["confusion_matrix.csv"], csv_text(cm_header, cm_rows))
     records = document["per_class"]
     header = list(records[0]) if records else []
-    _write_text(files["per_class.csv"], _csv_text(header, [list(r.values()) for r in records]))
-    _write_text(files["report.html"], _html_report(
+    atomic_write_text(files["per_class.csv"],
+                      csv_text(header, [list(r.values()) for r in records]))
+    atomic_write_text(files["report.html"], _html_report(
         document, table, accuracy, area, quicklook=quicklook, log_series=log_series))
     return files
 
@@ -707,13 +690,13 @@ def _inside_figure(training_log: str | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def _png_data_uri(fig: Any, *, tight: bool = True) -> str:
+def png_data_uri(fig: Any, *, tight: bool = True) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight" if tight else None)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(width: float, height: float, *,
+def figure(width: float, height: float, *,
             layout: Literal["constrained"] | None = None) -> Any:
     """A matplotlib figure on the Agg canvas (no display, no global pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -732,7 +715,7 @@ def quicklook_png(data: npt.NDArray[np.int64], table: ClassTable) -> str:
     for c in table:
         rgba[data == c.value] = (*c.rgb(), 255)
     aspect = data.shape[0] / max(data.shape[1], 1)
-    fig = _figure(7.5, max(2.5, min(12.0, 5.0 * aspect)))
+    fig = figure(7.5, max(2.5, min(12.0, 5.0 * aspect)))
     ax = fig.add_subplot()
     ax.imshow(rgba, interpolation="nearest")
     ax.set_axis_off()
@@ -740,10 +723,10 @@ def quicklook_png(data: npt.NDArray[np.int64], table: ClassTable) -> str:
                      label=f"{c.value} {c.name}") for c in table]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
               frameon=False)
-    return _png_data_uri(fig)
+    return png_data_uri(fig)
 
 
-# The report's page is at most 1100 px wide (_CSS); a figure drawn narrower than this at
+# The report's page is at most 1100 px wide (PAGE_CSS); a figure drawn narrower than this at
 # FIGURE_DPI is shown at its own size, never scaled down, in a 1400 px wide window.
 FIGURE_DPI = 100
 CONFUSION_MAX_PX = 1040
@@ -810,7 +793,7 @@ def confusion_png(accuracy: AccuracyMetrics, table: ClassTable) -> str:
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     k = len(table)
     lay = confusion_layout(k, int(cm.max()) if cm.size else 0)
-    fig = _figure(lay.width_in, lay.height_in, layout="constrained")
+    fig = figure(lay.width_in, lay.height_in, layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
@@ -828,7 +811,7 @@ def confusion_png(accuracy: AccuracyMetrics, table: ClassTable) -> str:
                     ax.text(j, i, _count_text(int(cm[i, j]), lay.compact), ha="center",
                             va="center", fontsize=lay.number_pt,
                             color="white" if share[i, j] > 0.5 else "black")
-    return _png_data_uri(fig, tight=False)
+    return png_data_uri(fig, tight=False)
 
 
 def curves_png(series: dict[str, list[float]]) -> str:
@@ -838,7 +821,7 @@ def curves_png(series: dict[str, list[float]]) -> str:
     names = list(series)[:MAX_CURVES]
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
-    fig = _figure(4.0 * ncols, 2.8 * nrows, layout="constrained")
+    fig = figure(4.0 * ncols, 2.8 * nrows, layout="constrained")
     for i, name in enumerate(names):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ys = series[name]
@@ -848,12 +831,12 @@ def curves_png(series: dict[str, list[float]]) -> str:
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    return _png_data_uri(fig, tight=False)
+    return png_data_uri(fig, tight=False)
 
 
 # ----------------------------------------------------------------------------- HTML
 
-_CSS = """
+PAGE_CSS = """
 .warn{background:#fff3cd;border-left:4px solid #d39e00;padding:0.5em 0.8em}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;color:#222;padding:0 1em}
@@ -949,7 +932,7 @@ def _html_report(document: dict[str, Any], table: ClassTable, accuracy: Accuracy
     kpis += f'<div class="kpi">Reference pixels<b>{accuracy.n_samples}</b></div>'
     parts = [
         f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=note>Created {html.escape(document['created'])} by hsimap "
         f"{html.escape(document['hsimap_version'])}. All numbers are also in "

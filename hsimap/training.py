@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hsimap._files import check_output
 from hsimap._version import __version__
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, save_checkpoint
 from hsimap.classes import ClassTable
@@ -31,7 +32,6 @@ from hsimap.classfile import read_class_file
 from hsimap.cube import Cube, band_validity, open_cube, path_name, validity
 from hsimap.device import resolve_device
 from hsimap.errors import ConfigError, CubeError, HsimapWarning, OutputError, TrainingError
-from hsimap.geotiff import check_output
 from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
 from hsimap.models.base import (
@@ -155,7 +155,7 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
         read_class_file(options.classes_file)
     scenes = _read_scenes(pairs, spec, config, options, device, class_specs)
     cube, labels, raw, valid, index, split, probe = _pool_scenes(scenes, spec, config, options)
-    norm = _normalisation(raw, valid)
+    norm = fit_normalisation(raw, valid)
     cube_std = norm.apply(raw.copy(), valid)
     if probe.window_radius() > split.guard:
         log.warning("the guard band (%d px) is narrower than this model's window radius (%d px): "
@@ -282,7 +282,7 @@ def _read_scenes(pairs: Sequence[ScenePair], spec: Any, config: Any, options: Tr
                           layer=pair.layer, all_touched=options.all_touched,
                           on_overlap=options.on_overlap)
         if options.mask is not None:
-            lab = _labels_inside(lab, options.mask, options.mask_layer, cube.grid)
+            lab = labels_inside(lab, options.mask, options.mask_layer, cube.grid)
         labels.append(lab)
     if len(labels) > 1:
         labels = merge_labels(
@@ -417,7 +417,7 @@ def check_scene_fits(cube: Cube, probe: HsiModel, config: Any, options: TrainOpt
             "that much")
 
 
-def _labels_inside(labels: Labels, mask: str, layer: str | None, grid: Any) -> Labels:
+def labels_inside(labels: Labels, mask: str, layer: str | None, grid: Any) -> Labels:
     """``labels`` without the pixels outside the area of interest ``mask``."""
     from hsimap.aoi import AreaMask
     from hsimap.errors import LabelError
@@ -500,7 +500,7 @@ def load_scene(cube: Cube) -> tuple[Cube, np.ndarray, np.ndarray]:
     return cube, values, valid
 
 
-def _normalisation(values: np.ndarray, valid: np.ndarray) -> Normalisation:
+def fit_normalisation(values: np.ndarray, valid: np.ndarray) -> Normalisation:
     pixels = values[:, valid].astype(np.float64)
     mean = pixels.mean(axis=1)
     std = pixels.std(axis=1)
@@ -508,7 +508,7 @@ def _normalisation(values: np.ndarray, valid: np.ndarray) -> Normalisation:
     return Normalisation(mean.astype(np.float32), std.astype(np.float32))
 
 
-def _labels_on_valid(labels: Labels, valid: np.ndarray, path: Path) -> np.ndarray:
+def labels_on_valid(labels: Labels, valid: np.ndarray, path: Path) -> np.ndarray:
     index = _index_on_valid(labels, valid, path, stacklevel=4)
     _check_classes(index, labels, path)
     return index

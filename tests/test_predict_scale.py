@@ -36,18 +36,12 @@ def _read(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def spatial_model(tmp_path_factory: pytest.TempPathFactory, mlp_model: Path) -> Path:
     """A DiffSpectralNet ``tiny`` with random (non-zero) weights and buffers: halo > 0."""
-    from hsimap.models.diffspectralnet import PRESETS, DiffSpectralNetConfig, build
+    from hsimap.models.diffspectralnet import PRESETS, DiffSpectralNetConfig
+    from hsimap.models.untrained import untrained_model
 
     base = load_checkpoint(mlp_model)
-    torch.manual_seed(0)
-    model = build(DiffSpectralNetConfig(**PRESETS["tiny"]), n_bands=len(base.band_indices),
-                  n_classes=len(base.classes))
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("matrix", "weight", "bias")):
-                buf.normal_(0, 0.3)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5)
+    model = untrained_model("diffspectralnet", DiffSpectralNetConfig(**PRESETS["tiny"]),
+                            n_bands=len(base.band_indices), n_classes=len(base.classes))
     out = tmp_path_factory.mktemp("dsn") / "tiny.safetensors"
     save_checkpoint(out, Checkpoint(model.eval(), base.norm, base.classes, dict(base.meta)))
     return out

@@ -29,9 +29,10 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
+from hsimap._files import check_output, partial_path, refuse_special, same_file
 from hsimap.cube import gdal_message
 from hsimap.errors import OutputError
-from hsimap.geotiff import check_output, partial_path, refuse_special, same_file, sidecar_paths
+from hsimap.geotiff import sidecar_paths
 from hsimap.tiling import Window
 
 log = logging.getLogger(__name__)

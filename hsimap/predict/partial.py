@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +27,13 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
+from hsimap._files import partial_path, refuse_special
 from hsimap.classes import ClassTable
 from hsimap.cube import Grid
 from hsimap.errors import HsimapError, OutputError
 from hsimap.geotiff import (
     BLOCK,
     class_map_profile,
-    partial_path,
-    refuse_special,
     sidecar_paths,
     tag_class_map,
     tag_confidence,
@@ -365,9 +364,3 @@ def _finalise(tmp: Path, out: Path, *, cog: bool, resampling: str,
     write_cog(tmp, cog_tmp, resampling=resampling, creation_options=creation_options)
     os.replace(cog_tmp, out)
     tmp.unlink(missing_ok=True)
-
-
-def existing_partials(spec: OutputSpec) -> Iterable[Path]:
-    """Partial files of ``spec`` that exist now (for messages)."""
-    paths = [partial_path(p) for p in spec.named_paths().values()] + [record_path(spec.map)]
-    return [p for p in paths if p.exists()]
