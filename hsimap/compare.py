@@ -410,7 +410,7 @@ def _json_default(x: Any) -> Any:
 
 def scores_png(document: Mapping[str, Any]) -> str:
     """PNG data URI: per-fold scores (dots) and their mean (bar) per model and metric."""
-    from hsimap.report import figure, png_data_uri
+    from hsimap.plots import figure, png_data_uri
 
     kinds = [r["model"] for r in document["summary"]]
     fig = figure(3.2 * len(METRICS), 0.5 * len(kinds) + 1.6, layout="constrained")
@@ -436,7 +436,7 @@ def folds_png(fold: np.ndarray) -> str:
     """PNG data URI: the fold of every labelled pixel (its test fold)."""
     from matplotlib import colormaps
 
-    from hsimap.report import figure, png_data_uri
+    from hsimap.plots import figure, png_data_uri
 
     k = int(fold.max()) + 1
     h, w = fold.shape

@@ -26,7 +26,7 @@ import rasterio
 from rasterio.windows import Window as RioWindow
 
 from hsimap._files import atomic_write_text
-from hsimap.classes import ClassTable
+from hsimap.classes import ClassInfo, ClassTable
 from hsimap.cube import Grid
 from hsimap.errors import OutputError
 from hsimap.tiling import Window
@@ -36,6 +36,8 @@ PROBS_TAG = "HSIMAP_PROBABILITY_SCALE"
 CONFIDENCE_TAG = "HSIMAP_CONFIDENCE_KIND"
 MAP_NODATA = 0
 BLOCK = 256
+
+log = logging.getLogger(__name__)
 
 
 def class_map_profile(grid: Grid, classes: ClassTable, *, block: int = BLOCK) -> dict[str, Any]:
@@ -106,6 +108,30 @@ def tag_confidence(dst: Any, kind: str, *, scale: int) -> None:
 def _set_scale(dst: Any, scale: int) -> None:
     dst.scales = (1.0 / scale,) * dst.count
     dst.offsets = (0.0,) * dst.count
+
+
+def read_map_classes(src: Any) -> ClassTable | None:
+    """The class table of an open class map: the ``HSIMAP_CLASSES`` JSON tag, else the band's
+    ``CLASS_<value>`` tags with the colour table's colours; ``None`` when it has neither."""
+    text = src.tags().get(CLASSES_TAG)
+    if text:
+        try:
+            return ClassTable.from_json(text)
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: ignoring an unreadable %s tag", src.name, CLASSES_TAG)
+    band_tags = src.tags(1)
+    pairs = [(int(k[6:]), v) for k, v in band_tags.items()
+             if k.startswith("CLASS_") and k[6:].isdigit() and int(k[6:]) > 0]
+    if not pairs:
+        return None
+    table = ClassTable.from_pairs(pairs)
+    try:
+        cmap = src.colormap(1)
+    except ValueError:
+        return table
+    return ClassTable(tuple(
+        ClassInfo(c.value, c.name, "#{:02x}{:02x}{:02x}".format(*cmap[c.value][:3]))
+        if c.value in cmap else c for c in table))
 
 
 def sidecar_paths(out: Path) -> dict[str, Path]:

@@ -44,6 +44,7 @@ from hsimap.models.base import (
     no_progress,
 )
 from hsimap.plan import INFERENCE_KEY
+from hsimap.plots import write_curves, write_inspection
 from hsimap.predict import classify_array, inference_record
 from hsimap.preflight import (  # torch-free; log_path_for kept importable here
     check_train_outputs,
@@ -592,93 +593,3 @@ def _good_wavelengths(cube: Cube) -> list[float] | None:
     if cube.wavelengths is None:
         return None
     return [cube.wavelengths[i] for i in cube.good_bands]
-
-
-def write_inspection(ckpt: Checkpoint, raw: np.ndarray, valid: np.ndarray,
-                     labelled: np.ndarray, wavelengths: list[float] | None, path: Path, *,
-                     n_windows: int = 3, size: int = 48) -> Path | None:
-    """A PNG grid of the model's diagnostic panels for the most-labelled windows of the scene.
-
-    Rows are windows, columns the panels of :meth:`HsiModel.inspect` (for DiffSpectralNet: the
-    true-colour input, its noised and denoised versions and the feature PCs per timestep).
-    """
-    from scipy import ndimage
-
-    _, h, w = raw.shape
-    size = min(size, h, w)
-    density = ndimage.uniform_filter(labelled.astype(np.float32), size=size, mode="constant")
-    rgb = None
-    if wavelengths is not None:
-        rgb = tuple(int(np.argmin(np.abs(np.asarray(wavelengths) - nm)))
-                    for nm in (640.0, 550.0, 460.0))
-    rows = []
-    for _ in range(n_windows):
-        r, c = np.unravel_index(int(np.argmax(density)), density.shape)
-        r0, c0 = int(np.clip(r - size // 2, 0, h - size)), int(np.clip(c - size // 2, 0, w - size))
-        density[max(0, r0 - size // 2):r0 + size + size // 2,
-                max(0, c0 - size // 2):c0 + size + size // 2] = -1
-        halo = ckpt.model.halo()  # compute with context, show the window itself
-        y0, x0 = max(0, r0 - halo), max(0, c0 - halo)
-        window = np.s_[:, y0:min(h, r0 + size + halo), x0:min(w, c0 + size + halo)]
-        x = ckpt.norm.apply(raw[window].copy(), valid[window[1:]])
-        panels = ckpt.model.inspect(torch.from_numpy(x)[None], origin=(y0, x0),
-                                    rgb_bands=rgb)  # type: ignore[arg-type]
-        if not panels:
-            return None
-        crop = np.s_[r0 - y0:r0 - y0 + size, c0 - x0:c0 - x0 + size]
-        rows.append(((r0, c0), {k: v[crop] for k, v in panels.items()}))
-    return _plot_panels(rows, path)
-
-
-def _plot_panels(rows: list[tuple[tuple[int, int], dict[str, np.ndarray]]],
-                 path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_cols = max(len(panels) for _, panels in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
-                             figsize=(1.9 * n_cols, 2.1 * len(rows)))
-    for i, ((r0, c0), panels) in enumerate(rows):
-        for j, (title, image) in enumerate(panels.items()):  # titles may carry the window's
-            ax = axes[i][j]  # own numbers (the denoiser's error there), so every row has them
-            ax.imshow(image, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(title, fontsize=6)
-        axes[i][0].set_ylabel(f"row {r0}, col {c0}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-def write_curves(history: Mapping[str, Any], path: Path) -> Path | None:
-    """Plot the denoiser loss and classifier loss/accuracy curves to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = []
-    den = history.get("denoiser", {})
-    if den.get("loss"):
-        panels.append(("denoiser loss (per iteration)", {"loss": den["loss"]}))
-    epochs = history.get("classifier", {}).get("epochs", [])
-    if epochs:
-        panels.append(("classifier loss", {"loss": [e["loss"] for e in epochs]}))
-        panels.append(("classifier accuracy", {
-            k: [e[k] for e in epochs] for k in ("train_acc", "val_acc") if k in epochs[0]}))
-    if not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
-    for ax, (title, series) in zip(axes[0], panels, strict=True):
-        for name, ys in series.items():
-            ax.plot(range(1, len(ys) + 1), ys, label=name)
-        ax.set_title(title)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path

@@ -108,7 +108,7 @@ def test_inside_the_model_figure_is_written(tiny_models: tuple[Path, Path]) -> N
 def test_evaluate_report_shows_inside_the_model(tmp_path: Path, sample_cube: Path,
                                                 sample_labels: Path,
                                                 tiny_models: tuple[Path, Path]) -> None:
-    from hsimap.report import evaluate_map
+    from hsimap.evaluate import evaluate_map
 
     model = tiny_models[0]
     predict_scene(sample_cube, out=tmp_path / "map.tif", model=model)

@@ -17,7 +17,9 @@ from shapely.geometry import box
 
 from hsimap.classes import ClassTable
 from hsimap.errors import InputFileError, LabelError, OutputError
-from hsimap.report import OUTPUT_NAMES, evaluate_map, find_series
+from hsimap.evaluate import evaluate_map
+from hsimap.plots import find_series
+from hsimap.report import OUTPUT_NAMES
 from tests.chromium import assert_images_render, needs_chromium
 
 CLASSES = ClassTable.from_names(["water", "forest", "urban"])
