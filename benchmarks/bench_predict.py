@@ -159,7 +159,7 @@ def throughput(spec: str, model: Path, scene: Path, work: Path, naive_pixels: in
     from hsimap.predict import predict_scene
 
     ckpt = load_checkpoint(model)
-    result = predict_scene(scene, out=work / "tp.tif", model=model, overwrite=True)
+    result = predict_scene(scene, out=work / "tp.tif", model_path=model, overwrite=True)
     import rasterio
 
     with rasterio.open(scene) as src:

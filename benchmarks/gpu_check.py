@@ -314,7 +314,7 @@ def timed_predict(scene: Path, model: Path, out: Path, device: torch.device) -> 
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
     t0 = time.perf_counter()
-    r = predict_scene(scene, out=out, model=model, device=str(device), overwrite=True)
+    r = predict_scene(scene, out=out, model_path=model, device=str(device), overwrite=True)
     _sync(device)
     seconds = time.perf_counter() - t0
     with rasterio.open(scene) as src:

@@ -71,24 +71,24 @@ def map_paths(scenes: Sequence[str], out_dir: Path) -> list[Path]:
     return paths
 
 
-def check_scenes(scenes: Sequence[str], model: str | Path) -> None:
+def check_scenes(scenes: Sequence[str], model_path: str | Path) -> None:
     """Open every scene and refuse the first whose bands differ from the model's."""
     from hsimap.checkpoint import load_checkpoint
     from hsimap.cube import open_cube
     from hsimap.predict import check_scene
 
-    ckpt = load_checkpoint(model)
+    ckpt = load_checkpoint(model_path)
     for scene in scenes:
         check_scene(open_cube(scene), ckpt)
 
 
 def predict_scenes(scenes: Sequence[str], *, out_dir: str | Path, overwrite: bool = False,
-                   resume: bool = False, model: str | Path, cog: bool = False,
+                   resume: bool = False, model_path: str | Path, cog: bool = False,
                    creation_options: dict[str, str] | None = None,
                    on_done: Any = None, **kwargs: Any) -> list[Any]:
     """Map every scene into ``out_dir`` with :func:`hsimap.predict.predict_scene`.
 
-    ``kwargs`` go to ``predict_scene`` (model, tile, device, mask, progress, ...);
+    ``kwargs`` go to ``predict_scene`` (model_path, tile, device, mask, progress, ...);
     probabilities and confidence rasters are not written for a batch. ``on_done`` is called
     with each scene and its result (``None`` for a map a resumed batch had finished) as its
     map is complete. Returns the results in scene order.
@@ -100,10 +100,10 @@ def predict_scenes(scenes: Sequence[str], *, out_dir: str | Path, overwrite: boo
     paths = map_paths(scenes, out_dir)
     options = tuple((str(k), str(v)) for k, v in (creation_options or {}).items())
     check_creation_options(options, cog=cog)
-    check_scenes(scenes, model)
+    check_scenes(scenes, model_path)
     make_output_folder(out_dir)
     if not resume:
-        inputs = input_files(*scenes, model)
+        inputs = input_files(*scenes, model_path)
         for path in paths:
             check_outputs(OutputSpec(path, None, None, "uint8", "max", cog, options),
                           inputs=inputs, overwrite=overwrite)
@@ -114,7 +114,7 @@ def predict_scenes(scenes: Sequence[str], *, out_dir: str | Path, overwrite: boo
         if resume and path.exists() and not record_path(path).exists():
             result = None  # finished by the interrupted batch: nothing to resume
         else:
-            result = predict_scene(scene, out=path, model=model, overwrite=overwrite,
+            result = predict_scene(scene, out=path, model_path=model_path, overwrite=overwrite,
                                    resume=resume, cog=cog, creation_options=creation_options,
                                    **kwargs)
         if on_done is not None:

@@ -13,7 +13,7 @@ from hsimap.geotiff import (
     write_cog,
 )
 from hsimap.predict.outputs import (
-    DEFAULT_CHECKPOINT_SECONDS,
+    DEFAULT_FLUSH_SECONDS,
     DISK_FULL_BYTES,
     PROB_SCALE,
     RECORD_FORMAT,
@@ -36,8 +36,11 @@ from hsimap.predict.partial import (
     remove_partial_state,
 )
 
+DEFAULT_CHECKPOINT_SECONDS = DEFAULT_FLUSH_SECONDS  # the name before "flush"
+
 __all__ = [
-    "CONFIDENCE_TAG", "DEFAULT_CHECKPOINT_SECONDS", "DISK_FULL_BYTES", "PROBS_TAG",
+    "DEFAULT_CHECKPOINT_SECONDS",
+    "CONFIDENCE_TAG", "DEFAULT_FLUSH_SECONDS", "DISK_FULL_BYTES", "PROBS_TAG",
     "PROB_SCALE", "RECORD_FORMAT", "RECORD_VERSION", "ConfidenceKind", "OutputLock",
     "OutputSpec", "PartialOutputs", "ProbDtype", "TileResult", "block_for_tile",
     "check_creation_options", "check_outputs", "input_files", "lock_path",

@@ -91,7 +91,7 @@ def test_tile_size_does_not_change_the_map(tmp_path: Path, sample_cube: Path,
     maps = []
     for tile in (37, 64, 1000):
         out = tmp_path / f"map_{tile}.tif"
-        predict_scene(sample_cube, out=out, model=mlp_model, tile=tile)
+        predict_scene(sample_cube, out=out, model_path=mlp_model, tile=tile)
         with rasterio.open(out) as src:
             maps.append(src.read(1))
     np.testing.assert_array_equal(maps[0], maps[1])

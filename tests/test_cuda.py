@@ -159,7 +159,7 @@ def test_predict_scene_on_cuda_matches_the_cpu_map(tmp_path: Path):
     maps = {}
     for device in ("cpu", "cuda"):
         out = tmp_path / f"{device}.tif"
-        result = predict_scene(scene, out=out, model=model, device=device)
+        result = predict_scene(scene, out=out, model_path=model, device=device)
         assert result.n_valid == int(valid.sum())
         with rasterio.open(out) as src:
             maps[device] = src.read(1)

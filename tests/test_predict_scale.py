@@ -65,7 +65,7 @@ def mosaic(tmp_path_factory: pytest.TempPathFactory, sample_cube: Path) -> Path:
 
 def test_probabilities_and_confidence(tmp_path: Path, sample_cube: Path, mlp_model: Path):
     out, probs, conf = tmp_path / "map.tif", tmp_path / "p.tif", tmp_path / "c.tif"
-    predict_scene(sample_cube, out=out, model=mlp_model, tile=48, probabilities=probs,
+    predict_scene(sample_cube, out=out, model_path=mlp_model, tile=48, probabilities=probs,
                   confidence=conf)
     ckpt = load_checkpoint(mlp_model)
     with rasterio.open(sample_cube) as s, rasterio.open(probs) as p, rasterio.open(conf) as c:
@@ -89,7 +89,7 @@ def test_probabilities_and_confidence(tmp_path: Path, sample_cube: Path, mlp_mod
 
 def test_uint16_margin_confidence(tmp_path: Path, sample_cube: Path, mlp_model: Path):
     out, probs, conf = tmp_path / "map.tif", tmp_path / "p.tif", tmp_path / "c.tif"
-    predict_scene(sample_cube, out=out, model=mlp_model, probabilities=probs, confidence=conf,
+    predict_scene(sample_cube, out=out, model_path=mlp_model, probabilities=probs, confidence=conf,
                   prob_dtype="uint16", confidence_kind="margin")
     pa, ca = _read(probs).astype(int), _read(conf)[0].astype(int)
     valid = ca != 65535
@@ -139,7 +139,7 @@ def test_spatial_model_tiling_and_oom_split_are_exact(tmp_path: Path, sample_cub
     assert ckpt.model.halo() > 5
     maps = {}
     for tile in (40, 1000):
-        predict_scene(sample_cube, out=tmp_path / f"m{tile}.tif", model=spatial_model,
+        predict_scene(sample_cube, out=tmp_path / f"m{tile}.tif", model_path=spatial_model,
                       tile=tile, probabilities=tmp_path / f"p{tile}.tif")
         maps[tile] = _read(tmp_path / f"m{tile}.tif")
     np.testing.assert_array_equal(maps[40], maps[1000])
@@ -156,7 +156,7 @@ def test_spatial_model_tiling_and_oom_split_are_exact(tmp_path: Path, sample_cub
         return real(self, x, origin=origin)
 
     monkeypatch.setattr(DiffSpectralNet, "forward_tile", small_only)
-    predict_scene(sample_cube, out=tmp_path / "oom.tif", model=spatial_model, tile=40,
+    predict_scene(sample_cube, out=tmp_path / "oom.tif", model_path=spatial_model, tile=40,
                   probabilities=tmp_path / "poom.tif")
     assert any(h * w > 2500 for h, w in calls) and any(h * w <= 2500 for h, w in calls)
     np.testing.assert_array_equal(_read(tmp_path / "oom.tif"), maps[40])
@@ -169,7 +169,7 @@ def test_dask_local_cluster_matches_local_run(tmp_path: Path, sample_cube: Path,
     from dask.distributed import LocalCluster
 
     local = tmp_path / "local.tif"
-    predict_scene(sample_cube, out=local, model=spatial_model, tile=48,
+    predict_scene(sample_cube, out=local, model_path=spatial_model, tile=48,
                   confidence=tmp_path / "lc.tif")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
@@ -188,21 +188,21 @@ def test_interrupt_keeps_resumable_state_and_resume_checks_settings(
         tmp_path: Path, sample_cube: Path, mlp_model: Path, monkeypatch):
     out = tmp_path / "map.tif"
     reference = tmp_path / "ref.tif"
-    predict_scene(sample_cube, out=reference, model=mlp_model, tile=32)
+    predict_scene(sample_cube, out=reference, model_path=mlp_model, tile=32)
 
     def stop_after_3(event):
         if event.done == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        predict_scene(sample_cube, out=out, model=mlp_model, tile=32, progress=stop_after_3,
-                      checkpoint_seconds=0)
+        predict_scene(sample_cube, out=out, model_path=mlp_model, tile=32, progress=stop_after_3,
+                      flush_seconds=0)
     assert not out.exists()
     record = json.loads(record_path(out).read_text())
     assert len(record["done"]) >= 3 and (tmp_path / ".map.tif.partial").exists()
     with pytest.raises(OutputError, match="cannot resume.*tile"):
-        predict_scene(sample_cube, out=out, model=mlp_model, tile=48, resume=True)
-    result = predict_scene(sample_cube, out=out, model=mlp_model, tile="auto", resume=True)
+        predict_scene(sample_cube, out=out, model_path=mlp_model, tile=48, resume=True)
+    result = predict_scene(sample_cube, out=out, model_path=mlp_model, tile="auto", resume=True)
     assert result.resumed_tiles >= 3 and result.tile == 32
     np.testing.assert_array_equal(_read(out), _read(reference))
     assert sorted(f.name for f in tmp_path.iterdir() if f.name.startswith(".")) == []
@@ -213,7 +213,7 @@ def test_interrupt_keeps_resumable_state_and_resume_checks_settings(
 
     monkeypatch.setattr("hsimap.predict.run.compute_tile", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        predict_scene(sample_cube, out=tmp_path / "m2.tif", model=mlp_model, tile=32)
+        predict_scene(sample_cube, out=tmp_path / "m2.tif", model_path=mlp_model, tile=32)
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".m2")]
 
 
@@ -245,5 +245,5 @@ def test_sigkill_then_resume_is_identical(tmp_path: Path, mosaic: Path, mlp_mode
     assert r.returncode == 0, r.stderr
     assert not record.exists()
     reference = tmp_path / "ref.tif"
-    predict_scene(mosaic, out=reference, model=mlp_model, tile=32)
+    predict_scene(mosaic, out=reference, model_path=mlp_model, tile=32)
     np.testing.assert_array_equal(_read(out), _read(reference))

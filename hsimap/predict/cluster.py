@@ -50,10 +50,11 @@ _CACHE_LOCK = threading.Lock()
 _CACHE: dict[ModelKey, Checkpoint] = {}
 
 
-def model_key(model: Path, device: str) -> ModelKey:
+def model_key(model_path: Path, device: str) -> ModelKey:
     """Cache key of a model file: resolved path, size, modification time, SHA-256, device."""
-    st = Path(model).stat()
-    return str(Path(model).resolve()), st.st_size, st.st_mtime_ns, file_sha256(model), device
+    st = Path(model_path).stat()
+    return (str(Path(model_path).resolve()), st.st_size, st.st_mtime_ns,
+            file_sha256(model_path), device)
 
 
 def worker_checkpoint(key: ModelKey) -> Checkpoint:
@@ -159,7 +160,7 @@ def connect(address: str) -> Client:
                 f"fix --scheduler / ${SCHEDULER_ENV}") from exc
 
 
-def run_on_cluster(address: str, *, scene: Path | str, model: Path, tiles: list[Tile],
+def run_on_cluster(address: str, *, scene: Path | str, model_path: Path, tiles: list[Tile],
                    work: TileWork, reader: SceneReader, device: str, sink: PartialOutputs,
                    on_written: Callable[[TileResult], None]) -> None:
     """Compute ``tiles`` on the cluster at ``address``; write each result as it arrives."""
@@ -167,7 +168,7 @@ def run_on_cluster(address: str, *, scene: Path | str, model: Path, tiles: list[
 
     if not tiles:
         return
-    key = model_key(model, device)
+    key = model_key(model_path, device)
     client = connect(address)
     try:
         n_threads = max(1, sum(client.nthreads().values()))

@@ -145,13 +145,13 @@ def compute_tile(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, tile: 
             conf_t = (c * scale).round_().to(torch.int32)
     index = index_t.cpu().numpy()
     counts = np.bincount(index[keep], minlength=k).astype(np.int64)
-    classes = np.where(keep, work.values_lut[index], MAP_NODATA).astype(work.map_dtype)
+    map_values = np.where(keep, work.values_lut[index], MAP_NODATA).astype(work.map_dtype)
     probs = conf = None
     if probs_t is not None:
         probs = np.where(keep, probs_t.cpu().numpy(), nodata).astype(work.prob_dtype)
     if conf_t is not None:
         conf = np.where(keep, conf_t.cpu().numpy(), nodata).astype(work.prob_dtype)
-    return TileResult(tile.index, tile.write, classes, counts, probs, conf)
+    return TileResult(tile.index, tile.write, map_values, counts, probs, conf)
 
 
 def _logits_split(ckpt: Checkpoint, x: torch.Tensor, read: Window, write: Window,
@@ -199,15 +199,15 @@ def mask_tile(result: TileResult, *, aoi: AreaMask, work: TileWork) -> TileResul
     inside = aoi.window(RioWindow(w.col0, w.row0, w.width, w.height))
     if inside.all():
         return result
-    classes = np.where(inside, result.classes, MAP_NODATA).astype(result.classes.dtype)
-    counts = np.array([int((classes == v).sum()) for v in work.values_lut.tolist()],
+    values = np.where(inside, result.values, MAP_NODATA).astype(result.values.dtype)
+    counts = np.array([int((values == v).sum()) for v in work.values_lut.tolist()],
                       dtype=np.int64)
     nodata = PROB_SCALE[work.prob_dtype][1]
     probs = None if result.probabilities is None else \
         np.where(inside[None], result.probabilities, nodata).astype(result.probabilities.dtype)
     conf = None if result.confidence is None else \
         np.where(inside, result.confidence, nodata).astype(result.confidence.dtype)
-    return TileResult(result.index, result.write, classes, counts, probs, conf)
+    return TileResult(result.index, result.write, values, counts, probs, conf)
 
 
 def classify_array(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
@@ -223,5 +223,5 @@ def classify_array(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
         window = (slice(None), slice(*t.read.rows), slice(*t.read.cols))
         v = np.array(values[window], dtype=np.float32)  # normalised in place by compute_tile
         done = compute_tile(ckpt, v, valid[window[1:]], t, work, device)
-        result[slice(*t.write.rows), slice(*t.write.cols)] = done.classes - 1
+        result[slice(*t.write.rows), slice(*t.write.cols)] = done.values - 1
     return result

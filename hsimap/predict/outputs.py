@@ -44,7 +44,7 @@ ConfidenceKind = Literal["max", "margin"]
 PROB_SCALE: Mapping[str, tuple[int, int]] = {"uint8": (254, 255), "uint16": (10000, 65535)}
 RECORD_FORMAT = "hsimap-predict-partial"
 RECORD_VERSION = 1
-DEFAULT_CHECKPOINT_SECONDS = 10.0
+DEFAULT_FLUSH_SECONDS = 10.0
 # A GDAL write that fails with less than this free on the file system failed for lack of
 # space (GDAL's own message says only "Write failed"; it prints ENOSPC to stderr).
 DISK_FULL_BYTES = 64 * 2**20
@@ -151,14 +151,14 @@ class OutputSpec:
 class TileResult:
     """Everything one tile contributes to the outputs (write window only, ready to write).
 
-    ``classes`` holds map values (``MAP_NODATA`` where the input is invalid); ``counts`` the
+    ``values`` holds map values (``MAP_NODATA`` where the input is invalid); ``counts`` the
     valid pixels per class index; ``probabilities`` ``(K, h, w)`` and ``confidence``
     ``(h, w)`` scaled integers (nodata where invalid) when requested.
     """
 
     index: int
     write: Window
-    classes: np.ndarray
+    values: np.ndarray  # (h, w) map values
     counts: np.ndarray
     probabilities: np.ndarray | None = None
     confidence: np.ndarray | None = None

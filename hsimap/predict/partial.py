@@ -5,11 +5,12 @@ moved into place only when the whole scene is done, so a crash or Ctrl-C never l
 complete-looking file. Next to the map's partial file a small JSON *resume record*
 (``.<map>.partial.json``) lists the tiles that are durably on disk and a fingerprint of what
 produced them (model, scene, tile size, halo, outputs). The record is updated at every
-*checkpoint*: the partial rasters are closed (GDAL writes their blocks and directory) and
-reopened in ``r+`` mode, and only then are the tiles written since the last checkpoint
-listed. A resumed run reopens the partial rasters, checks the fingerprint and skips the
-listed tiles. Tile write windows are aligned to the partial files' blocks whenever the tile
-size allows it, so no block of a finished tile is ever rewritten.
+*flush* (not to be confused with the model checkpoint, the model file): the partial rasters
+are closed (GDAL writes their blocks and directory) and reopened in ``r+`` mode, and only
+then are the tiles written since the last flush listed. A resumed run reopens the partial
+rasters, checks the fingerprint and skips the listed tiles. Tile write windows are aligned
+to the partial files' blocks whenever the tile size allows it, so no block of a finished
+tile is ever rewritten.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from hsimap.geotiff import (
     write_window,
 )
 from hsimap.predict.outputs import (
-    DEFAULT_CHECKPOINT_SECONDS,
+    DEFAULT_FLUSH_SECONDS,
     RECORD_FORMAT,
     RECORD_VERSION,
     OutputSpec,
@@ -123,11 +124,11 @@ class PartialOutputs:
     spec: OutputSpec
     classes: ClassTable
     record: dict[str, Any]
-    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS
     _open: dict[str, Any] = field(default_factory=dict)
     _pending: list[int] = field(default_factory=list)
     _pending_counts: np.ndarray | None = None
-    _last_checkpoint: float = field(default_factory=time.monotonic)
+    _last_flush: float = field(default_factory=time.monotonic)
     _broken: bool = False  # a write failed: the partial files cannot be trusted
     # Applied to every tile before it is written (predict --mask: nodata outside the AOI).
     tile_filter: Callable[[TileResult], TileResult] | None = None
@@ -136,14 +137,14 @@ class PartialOutputs:
     def start(cls, spec: OutputSpec, *, grid: Grid, classes: ClassTable,
               fingerprint: dict[str, Any], n_tiles: int, tile: int, resume: bool,
               overwrite: bool, inputs: tuple[str | Path, ...],
-              checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> PartialOutputs:
+              flush_seconds: float = DEFAULT_FLUSH_SECONDS) -> PartialOutputs:
         """Open the partial outputs: resume an unfinished run, or start a fresh one."""
         previous = read_record(spec.map)
         if resume and previous is not None:
             _check_fingerprint(previous, fingerprint, spec.map)
             check_outputs(spec, inputs=inputs, overwrite=overwrite,
                           done=previous.get("finalized", []))
-            self = cls(spec, classes, previous, checkpoint_seconds)
+            self = cls(spec, classes, previous, flush_seconds)
             self._reopen()
             log.info("resuming %s: %d of %d tiles were already done", spec.map.name,
                      len(previous["done"]), n_tiles)
@@ -162,7 +163,7 @@ class PartialOutputs:
         record = {"format": RECORD_FORMAT, "version": RECORD_VERSION,
                   "fingerprint": fingerprint, "n_tiles": n_tiles, "tile": tile,
                   "block": block, "done": [], "counts": [0] * len(classes), "finalized": []}
-        self = cls(spec, classes, record, checkpoint_seconds)
+        self = cls(spec, classes, record, flush_seconds)
         try:
             for name, profile in _profiles(spec, grid, classes, block).items():
                 tmp = partial_path(spec.named_paths()[name])
@@ -174,7 +175,7 @@ class PartialOutputs:
                     raise
                 except OSError as exc:
                     raise write_error(exc, spec.named_paths()[name]) from exc
-            self.checkpoint(force=True)
+            self.flush(force=True)
         except BaseException:
             self.close(keep=False)
             raise
@@ -182,7 +183,7 @@ class PartialOutputs:
 
     @property
     def done(self) -> set[int]:
-        """Indices of tiles durably written (as of the last checkpoint)."""
+        """Indices of tiles durably written (as of the last flush)."""
         return set(self.record["done"])
 
     @property
@@ -191,10 +192,10 @@ class PartialOutputs:
         return np.asarray(self.record["counts"], dtype=np.int64)
 
     def write(self, result: TileResult) -> None:
-        """Write one finished tile into every output; checkpoint when one is due."""
+        """Write one finished tile into every output; flush when one is due."""
         if self.tile_filter is not None:
             result = self.tile_filter(result)
-        for name, data in (("map", result.classes), ("probabilities", result.probabilities),
+        for name, data in (("map", result.values), ("probabilities", result.probabilities),
                            ("confidence", result.confidence)):
             if data is None or name not in self._open:
                 continue
@@ -207,10 +208,10 @@ class PartialOutputs:
         counts = result.counts.astype(np.int64)
         self._pending_counts = counts if self._pending_counts is None else \
             self._pending_counts + counts
-        if time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
-            self.checkpoint()
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
 
-    def checkpoint(self, *, force: bool = False) -> None:
+    def flush(self, *, force: bool = False) -> None:
         """Make the tiles written so far durable and list them in the resume record."""
         if not self._pending and not force:
             return
@@ -235,7 +236,7 @@ class PartialOutputs:
             self._broken = True
             raise write_error(exc, target) from exc
         self._reopen()
-        self._last_checkpoint = time.monotonic()
+        self._last_flush = time.monotonic()
 
     def _reopen(self) -> None:
         finalized = set(self.record.get("finalized", []))
@@ -265,15 +266,15 @@ class PartialOutputs:
             raise
 
     def close(self, *, keep: bool) -> bool:
-        """Stop writing. ``keep``: checkpoint and keep the partial state for ``--resume``.
+        """Stop writing. ``keep``: flush and keep the partial state for ``--resume``.
 
-        Never raises: when the last checkpoint fails (or an earlier write did), the partial
+        Never raises: when the last flush fails (or an earlier write did), the partial
         state cannot be trusted and is removed instead. Returns True when resumable state was
         kept (at least one tile is durable).
         """
         if keep and not self._broken:
             try:
-                self.checkpoint()
+                self.flush()
             except OutputError as exc:
                 log.warning("%s; the partial files are removed", exc)
             finally:
@@ -298,7 +299,7 @@ class PartialOutputs:
 
         The class map is moved last, so its presence means the whole set is complete.
         """
-        self.checkpoint()
+        self.flush()
         for name in list(self._open):
             self._open.pop(name).close()
         finalized = set(self.record.get("finalized", []))

@@ -176,12 +176,12 @@ class PreparedRun:
     activation_bpp: float | None
 
 
-def prepare_run(scene: str | Path, model: str | Path, tile: TileSize, device: str,
+def prepare_run(scene: str | Path, model_path: str | Path, tile: TileSize, device: str,
                 spec: OutputSpec | None, record: dict[str, Any] | None,
                 scheduler: str | None = None) -> PreparedRun:
     """Load the model, open and check the scene, choose the tile size, build the reader."""
     torch_device = torch.device("cpu") if scheduler else resolve_device(device)
-    ckpt = load_checkpoint(model, device=torch_device)
+    ckpt = load_checkpoint(model_path, device=torch_device)
     cube = open_cube(scene)
     check_scene(cube, ckpt)
     cube = cube.with_bad_bands(tuple(sorted(set(range(ckpt.n_bands)) - set(ckpt.band_indices))))
@@ -206,7 +206,7 @@ def prepare_run(scene: str | Path, model: str | Path, tile: TileSize, device: st
     return PreparedRun(ckpt, cube, torch_device, grid, work, reader, act)
 
 
-def plan_prediction(scene: str | Path, *, model: str | Path = DEFAULT_MODEL_PATH,
+def plan_prediction(scene: str | Path, *, model_path: str | Path = DEFAULT_MODEL_PATH,
                     tile: TileSize = "auto", device: str = "auto",
                     probabilities: bool = False, sample_tiles: int = 2,
                     sample_tile: int = 64) -> PredictPlan:
@@ -218,7 +218,7 @@ def plan_prediction(scene: str | Path, *, model: str | Path = DEFAULT_MODEL_PATH
     of one tile of at most ``sample_tile`` px (+ halo) read and computed here (the fastest
     counts; the first includes warm-up), scaled by read-window pixels.
     """
-    quick = plan.plan_from_metadata(scene, model=model, tile=tile, device=device,
+    quick = plan.plan_from_metadata(scene, model=model_path, tile=tile, device=device,
                                     probabilities=probabilities)
     if quick is not None:
         return quick
@@ -226,7 +226,7 @@ def plan_prediction(scene: str | Path, *, model: str | Path = DEFAULT_MODEL_PATH
 
     spec = OutputSpec(Path("unused.tif"), probabilities=Path("unused_p.tif")) \
         if probabilities else None
-    s = prepare_run(scene, model, tile, device, spec, None)
+    s = prepare_run(scene, model_path, tile, device, spec, None)
     act = s.activation_bpp if s.activation_bpp is not None else \
         activation_bytes_per_pixel(s.ckpt, s.device)
     tiles = list(s.grid)

@@ -36,7 +36,7 @@ from hsimap.plan import MAX_WRITES_IN_FLIGHT, PREFETCH
 from hsimap.predict.cluster import probe_scheduler, run_on_cluster
 from hsimap.predict.engine import DEFAULT_TILE, SceneReader, TileWork, compute_tile, mask_tile
 from hsimap.predict.outputs import (
-    DEFAULT_CHECKPOINT_SECONDS,
+    DEFAULT_FLUSH_SECONDS,
     ConfidenceKind,
     OutputLock,
     OutputSpec,
@@ -73,7 +73,7 @@ class PredictResult:
         return {name: n * self.pixel_hectares for name, n in self.class_counts.items()}
 
 
-def fingerprint(*, ckpt: Checkpoint, model: Path, scene: RasterPath, cube: Cube,
+def fingerprint(*, ckpt: Checkpoint, model_path: Path, scene: RasterPath, cube: Cube,
                 grid: TileGrid, spec: OutputSpec, precision: str) -> dict[str, Any]:
     """What must be the same for a partial output to be resumed.
 
@@ -81,7 +81,7 @@ def fingerprint(*, ckpt: Checkpoint, model: Path, scene: RasterPath, cube: Cube,
     by size and modification time, which a rewrite with ``cp -p`` or ``rsync -t`` keeps.
     """
     return {
-        "model_sha256": file_sha256(model),
+        "model_sha256": file_sha256(model_path),
         "scene": str(Path(scene).resolve()) if isinstance(scene, Path) else scene,
         **scene_fingerprint(scene),
         "scene_shape": [cube.count, cube.grid.height, cube.grid.width],
@@ -93,13 +93,13 @@ def fingerprint(*, ckpt: Checkpoint, model: Path, scene: RasterPath, cube: Cube,
 
 
 def predict_scene(scene: str | Path, *, out: str | Path,
-                  model: str | Path = DEFAULT_MODEL_PATH, tile: TileSize = "auto",
+                  model_path: str | Path = DEFAULT_MODEL_PATH, tile: TileSize = "auto",
                   device: str = "auto", overwrite: bool = False,
                   probabilities: str | Path | None = None,
                   confidence: str | Path | None = None, prob_dtype: ProbDtype = "uint8",
                   confidence_kind: ConfidenceKind = "max", cog: bool = False,
                   scheduler: str | None = None, resume: bool = False,
-                  checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+                  flush_seconds: float = DEFAULT_FLUSH_SECONDS,
                   progress: ProgressCallback = no_progress,
                   creation_options: Mapping[str, str] | None = None,
                   mask: str | Path | None = None,
@@ -112,7 +112,7 @@ def predict_scene(scene: str | Path, *, out: str | Path,
         Hyperspectral raster with the same bands as the training scene.
     out
         Output GeoTIFF path (plus ``.aux.xml`` and ``.qml`` sidecars).
-    model
+    model_path
         Checkpoint written by :func:`hsimap.training.train_model`.
     tile
         Tile side in pixels (the halo comes on top and is read, computed and cropped), or
@@ -132,7 +132,7 @@ def predict_scene(scene: str | Path, *, out: str | Path,
         Address of a Dask scheduler (``tcp://host:8786``): run the tiles on that cluster.
     resume
         Continue an interrupted run from its partial files (same settings required).
-    checkpoint_seconds
+    flush_seconds
         How often finished tiles are made durable and listed in the resume record.
     progress
         Called with a :class:`ProgressEvent` after each tile.
@@ -147,41 +147,44 @@ def predict_scene(scene: str | Path, *, out: str | Path,
     start = time.perf_counter()
     scene = gdal_path(scene)
     spec, inputs, _ = check_predict_outputs(
-        scene, out=out, model=model, probabilities=probabilities, confidence=confidence,
+        scene, out=out, model=model_path, probabilities=probabilities, confidence=confidence,
         prob_dtype=prob_dtype, confidence_kind=confidence_kind, cog=cog,
         creation_options=creation_options, overwrite=overwrite, resume=resume)
     if scheduler:
         probe_scheduler(scheduler)
     with OutputLock(spec.map):
-        return _predict_locked(scene, spec, model=model, tile=tile, device=device,
+        return _predict_locked(scene, spec, model_path=model_path, tile=tile,
+                               device=device,
                                overwrite=overwrite, scheduler=scheduler, resume=resume,
-                               inputs=tuple(inputs), checkpoint_seconds=checkpoint_seconds,
+                               inputs=tuple(inputs), flush_seconds=flush_seconds,
                                progress=progress, start=start, mask=mask,
                                mask_layer=mask_layer)
 
 
-def _predict_locked(scene: RasterPath, spec: OutputSpec, *, model: str | Path, tile: TileSize,
+def _predict_locked(scene: RasterPath, spec: OutputSpec, *, model_path: str | Path,
+                    tile: TileSize,
                     device: str, overwrite: bool, scheduler: str | None, resume: bool,
-                    inputs: tuple[str | Path, ...], checkpoint_seconds: float,
+                    inputs: tuple[str | Path, ...], flush_seconds: float,
                     progress: ProgressCallback, start: float, mask: str | Path | None = None,
                     mask_layer: str | None = None) -> PredictResult:
     """:func:`predict_scene` once its outputs are checked and locked."""
     record = read_record(spec.map) if resume else None
-    s = prepare_run(scene, model, tile, device, spec, record, scheduler)
+    s = prepare_run(scene, model_path, tile, device, spec, record, scheduler)
     aoi = None if mask is None else AreaMask.open(mask, s.cube.grid, layer=mask_layer)
     try:
-        return _predict_with(s, scene, spec, model=model, device=device, overwrite=overwrite,
+        return _predict_with(s, scene, spec, model_path=model_path, device=device,
+                             overwrite=overwrite,
                              scheduler=scheduler, resume=resume, inputs=inputs,
-                             checkpoint_seconds=checkpoint_seconds, progress=progress,
+                             flush_seconds=flush_seconds, progress=progress,
                              start=start, aoi=aoi)
     finally:
         if aoi is not None:
             aoi.close()
 
 
-def _predict_with(s: PreparedRun, scene: RasterPath, spec: OutputSpec, *, model: str | Path,
+def _predict_with(s: PreparedRun, scene: RasterPath, spec: OutputSpec, *, model_path: str | Path,
                   device: str, overwrite: bool, scheduler: str | None, resume: bool,
-                  inputs: tuple[str | Path, ...], checkpoint_seconds: float,
+                  inputs: tuple[str | Path, ...], flush_seconds: float,
                   progress: ProgressCallback, start: float,
                   aoi: AreaMask | None) -> PredictResult:
     """:func:`predict_scene` once the scene, model and mask are open."""
@@ -192,14 +195,15 @@ def _predict_with(s: PreparedRun, scene: RasterPath, spec: OutputSpec, *, model:
         precision = {"cpu": "fp32", "auto": "auto"}.get(device, "bf16")
     else:
         precision = "bf16" if s.device.type == "cuda" else "fp32"
-    fp = fingerprint(ckpt=s.ckpt, model=Path(model), scene=s.cube.path, cube=s.cube, grid=s.grid,
+    fp = fingerprint(ckpt=s.ckpt, model_path=Path(model_path), scene=s.cube.path, cube=s.cube,
+                     grid=s.grid,
                      spec=spec, precision=precision)
     if aoi is not None:
         fp["mask"] = aoi.describe()
     sink = PartialOutputs.start(spec, grid=s.cube.grid, classes=s.ckpt.classes, fingerprint=fp,
                                 n_tiles=len(s.grid), tile=s.grid.tile, resume=resume,
                                 overwrite=overwrite, inputs=inputs,
-                                checkpoint_seconds=checkpoint_seconds)
+                                flush_seconds=flush_seconds)
     if aoi is not None:
         sink.tile_filter = functools.partial(mask_tile, aoi=aoi, work=s.work)
     resumed = len(sink.done)
@@ -213,12 +217,12 @@ def _predict_with(s: PreparedRun, scene: RasterPath, spec: OutputSpec, *, model:
 
     try:
         if scheduler:
-            run_on_cluster(scheduler, scene=s.cube.path, model=Path(model), tiles=todo,
+            run_on_cluster(scheduler, scene=s.cube.path, model_path=Path(model_path), tiles=todo,
                            work=s.work, reader=s.reader, device=device, sink=sink,
                            on_written=written)
         else:
             run_local(s.ckpt, s.reader, todo, s.work, s.device, sink, written)
-        sink.checkpoint()
+        sink.flush()
     except BaseException:
         kept = sink.close(keep=True)
         log.warning("prediction stopped: %s", f"{len(sink.done)} of {total} tiles are saved "
