@@ -21,7 +21,7 @@ import rasterio
 import torch
 from click.testing import CliRunner
 
-from hsimap.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from hsimap.checkpoint import load_checkpoint
 from hsimap.cli.main import cli
 from hsimap.errors import OutputError
 from hsimap.predict import predict_scene
@@ -31,20 +31,6 @@ from hsimap.predict.outputs import record_path
 def _read(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         return src.read()
-
-
-@pytest.fixture(scope="module")
-def spatial_model(tmp_path_factory: pytest.TempPathFactory, mlp_model: Path) -> Path:
-    """A DiffSpectralNet ``tiny`` with random (non-zero) weights and buffers: halo > 0."""
-    from hsimap.models.diffspectralnet import PRESETS, DiffSpectralNetConfig
-    from hsimap.models.untrained import untrained_model
-
-    base = load_checkpoint(mlp_model)
-    model = untrained_model("diffspectralnet", DiffSpectralNetConfig(**PRESETS["tiny"]),
-                            n_bands=len(base.band_indices), n_classes=len(base.classes))
-    out = tmp_path_factory.mktemp("dsn") / "tiny.safetensors"
-    save_checkpoint(out, Checkpoint(model.eval(), base.norm, base.classes, dict(base.meta)))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of hsimap.report: evaluate a generated map against polygons and rasters."""
+"""hsimap.evaluate and the files hsimap.report writes: a generated map vs polygons, rasters."""
 
 from __future__ import annotations
 
