@@ -69,18 +69,11 @@ def random_model(kind: str, preset: str, path: Path, donor: Path) -> Path:
     """A ``kind``/``preset`` model with random weights and buffers, the donor's classes/bands."""
     from hsimap.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from hsimap.models.base import get_spec
+    from hsimap.models.untrained import untrained_model
 
     base = load_checkpoint(donor)
-    spec = get_spec(kind)
-    torch.manual_seed(0)
-    model = spec.build(spec.make_config(preset or None), n_bands=len(base.band_indices),
-                       n_classes=len(base.classes))
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("matrix", "weight", "bias")):
-                buf.normal_(0, 0.3)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5)
+    model = untrained_model(kind, get_spec(kind).make_config(preset or None),
+                            n_bands=len(base.band_indices), n_classes=len(base.classes))
     save_checkpoint(path, Checkpoint(model.eval(), base.norm, base.classes, dict(base.meta)))
     return path
 
@@ -166,7 +159,7 @@ def throughput(spec: str, model: Path, scene: Path, work: Path, naive_pixels: in
     from hsimap.predict import predict_scene
 
     ckpt = load_checkpoint(model)
-    result = predict_scene(scene, out=work / "tp.tif", model=model, overwrite=True)
+    result = predict_scene(scene, out=work / "tp.tif", model_path=model, overwrite=True)
     import rasterio
 
     with rasterio.open(scene) as src:

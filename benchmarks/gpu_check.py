@@ -261,6 +261,7 @@ def random_checkpoint(preset: str, scene: Path, path: Path, *, n_classes: int = 
     from hsimap.classes import ClassTable
     from hsimap.cube import open_cube
     from hsimap.models.base import get_spec
+    from hsimap.models.untrained import untrained_model
 
     if path.exists():
         return path
@@ -271,16 +272,9 @@ def random_checkpoint(preset: str, scene: Path, path: Path, *, n_classes: int = 
     pix = values[:, valid].astype(np.float64)
     std = pix.std(1)
     std[std == 0] = 1.0
-    spec = get_spec("diffspectralnet")
-    torch.manual_seed(0)
-    model = spec.build(spec.make_config(preset, overrides or {}), n_bands=len(bands),
-                       n_classes=n_classes)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("matrix", "weight", "bias")):
-                buf.normal_(0, 0.3)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5)
+    model = untrained_model("diffspectralnet",
+                            get_spec("diffspectralnet").make_config(preset, overrides or {}),
+                            n_bands=len(bands), n_classes=n_classes)
     meta = {"n_bands": cube.count, "band_indices": list(bands),
             "wavelengths": list(cube.wavelengths) if cube.wavelengths else None}
     classes = ClassTable.from_names([f"class {i + 1}" for i in range(n_classes)])
@@ -320,7 +314,7 @@ def timed_predict(scene: Path, model: Path, out: Path, device: torch.device) -> 
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
     t0 = time.perf_counter()
-    r = predict_scene(scene, out=out, model=model, device=str(device), overwrite=True)
+    r = predict_scene(scene, out=out, model_path=model, device=str(device), overwrite=True)
     _sync(device)
     seconds = time.perf_counter() - t0
     with rasterio.open(scene) as src:

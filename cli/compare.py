@@ -52,7 +52,7 @@ def _check_compare_outputs(out_dir: Path, train_best: Path | None, *,
     problems = Problems()
     problems.check(check_out_dir, out_dir, overwrite=overwrite)
     if train_best is not None:
-        from hsimap.geotiff import check_output
+        from hsimap._files import check_output
 
         for path in (train_best, log_path_for(train_best)):
             problems.check(check_output, path, inputs=inputs, overwrite=overwrite)

@@ -56,8 +56,8 @@ def evaluate(map_arg: Path | None, map_opt: tuple[Path, ...], reference: Path,
     map_path = one_input(map_arg, map_opt, metavar="MAP", option="--map",
                          example="hsimap evaluate map.tif --labels reference.gpkg")
     from hsimap.classmap import parse_class_map
+    from hsimap.evaluate import check_out_dir, evaluate_map
     from hsimap.preflight import Problems
-    from hsimap.report import check_out_dir, evaluate_map
 
     # every path and option before anything is read
     problems = Problems()

@@ -92,7 +92,7 @@ class CreationOptionType(click.ParamType):
               help="Continue an interrupted run from its .partial files.")
 @click.option("--dry-run", is_flag=True,
               help="Print tile count, tile size, halo, memory and time estimates; write nothing.")
-@click.option("--checkpoint-every", "checkpoint_seconds", type=click.FloatRange(min=0),
+@click.option("--flush-every", "--checkpoint-every", "flush_seconds", type=click.FloatRange(min=0),
               default=10.0, show_default=True, metavar="SECONDS",
               help="How often finished tiles are made durable for --resume.")
 @click.pass_context
@@ -102,7 +102,7 @@ def predict(ctx: click.Context, scenes: tuple[str, ...], cube_opt: tuple[str, ..
             confidence: Path | None, confidence_kind: str, prob_dtype: str, cog: bool,
             creation_options: tuple[tuple[str, str], ...], mask: str | None,
             mask_layer: str | None, scheduler: str | None,
-            resume: bool, dry_run: bool, checkpoint_seconds: float) -> None:
+            resume: bool, dry_run: bool, flush_seconds: float) -> None:
     """Classify SCENE with the model and write a georeferenced class map.
 
     `--cube SCENE` is the same as the SCENE argument (train's spelling).
@@ -132,7 +132,7 @@ def predict(ctx: click.Context, scenes: tuple[str, ...], cube_opt: tuple[str, ..
                        overwrite=overwrite, probabilities=probabilities, confidence=confidence,
                        cog=cog, creation_options=creation_options, mask=mask,
                        mask_layer=mask_layer, scheduler=scheduler, resume=resume,
-                       dry_run=dry_run, checkpoint_seconds=checkpoint_seconds)
+                       dry_run=dry_run, flush_seconds=flush_seconds)
         return
     scene = names[0]
     # every path and option before torch is imported and before any pixel is read
@@ -156,11 +156,11 @@ def predict(ctx: click.Context, scenes: tuple[str, ...], cube_opt: tuple[str, ..
     callback, close = progress_bars(ctx.obj.get("verbosity", 0) < 0)
     try:
         result = predict_scene(
-            scene, out=output, model=model_path, tile=tile,  # type: ignore[arg-type]
+            scene, out=output, model_path=model_path, tile=tile,  # type: ignore[arg-type]
             device=device, overwrite=overwrite, probabilities=probabilities,
             confidence=confidence, prob_dtype=prob_dtype,  # type: ignore[arg-type]
             confidence_kind=confidence_kind,  # type: ignore[arg-type]
-            cog=cog, scheduler=scheduler, resume=resume, checkpoint_seconds=checkpoint_seconds,
+            cog=cog, scheduler=scheduler, resume=resume, flush_seconds=flush_seconds,
             progress=callback, creation_options=dict(creation_options), mask=mask,
             mask_layer=mask_layer)
     except KeyboardInterrupt:
@@ -185,7 +185,7 @@ def _predict_batch(ctx: click.Context, scenes: list[str], out_dir: Path, *, mode
                    confidence: Path | None, cog: bool,
                    creation_options: tuple[tuple[str, str], ...], mask: str | None,
                    mask_layer: str | None, scheduler: str | None, resume: bool,
-                   dry_run: bool, checkpoint_seconds: float) -> None:
+                   dry_run: bool, flush_seconds: float) -> None:
     """``predict`` for several scenes: one ``<scene>_map.tif`` each in the folder ``out_dir``."""
     from hsimap.batch import map_paths, predict_scenes
     from hsimap.errors import ConfigError
@@ -202,7 +202,7 @@ def _predict_batch(ctx: click.Context, scenes: list[str], out_dir: Path, *, mode
                                        "--probabilities p.tif)"))
     paths = problems.check(map_paths, scenes, out_dir)
     if paths is None or not out_dir.is_dir():  # the batch creates it: only the options
-        from hsimap.outputs import check_creation_options
+        from hsimap.geotiff import check_creation_options
 
         problems.check(check_creation_options, tuple(creation_options), cog=cog)
     for scene, path in zip(scenes, paths or [], strict=bool(paths)):
@@ -233,10 +233,10 @@ def _predict_batch(ctx: click.Context, scenes: list[str], out_dir: Path, *, mode
 
     callback, close = progress_bars(ctx.obj.get("verbosity", 0) < 0)
     try:
-        predict_scenes(scenes, out_dir=out_dir, model=model_path, tile=tile, device=device,
+        predict_scenes(scenes, out_dir=out_dir, model_path=model_path, tile=tile, device=device,
                        overwrite=overwrite, cog=cog, creation_options=dict(creation_options),
                        mask=mask, mask_layer=mask_layer, scheduler=scheduler, resume=resume,
-                       checkpoint_seconds=checkpoint_seconds, progress=callback,
+                       flush_seconds=flush_seconds, progress=callback,
                        on_done=done)
     except KeyboardInterrupt:
         close()
@@ -268,7 +268,7 @@ def _plan(scene: str, model_path: Path, tile: int | str, device: str,
     if plan is None:
         from hsimap.predict import plan_prediction
 
-        plan = plan_prediction(scene, model=model_path, tile=tile,  # type: ignore[arg-type]
+        plan = plan_prediction(scene, model_path=model_path, tile=tile,  # type: ignore[arg-type]
                                device=device, probabilities=probabilities)
     return plan.describe()
 
@@ -291,7 +291,7 @@ def class_area_table(result: Any) -> list[str]:
 
 
 def _interrupted(output: Path) -> None:
-    from hsimap.outputs import record_path
+    from hsimap.predict.outputs import record_path
 
     if record_path(output).exists():
         click.secho(f"Interrupted: no output is complete; finished tiles are kept in "

@@ -2,8 +2,8 @@
 
 The data flow is ``cube`` (open_cube) -> ``labels`` (read_labels) -> ``split`` ->
 ``training`` (train_model) -> ``checkpoint`` -> ``predict`` (predict_scene) -> GeoTIFF, and
-``report`` (evaluate_map) for accuracy. Import the submodules you need; this package root
-stays light so that the CLI starts quickly.
+``evaluate`` (evaluate_map) -> ``report`` for accuracy. Import the submodules you need;
+this package root stays light so that the CLI starts quickly.
 """
 
 import os

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from hsimap._files import RASTER_SUFFIXES
 from hsimap.cube import Grid, check_readable, gdal_path, path_suffix
 from hsimap.errors import InputFileError, LabelError
 
 log = logging.getLogger(__name__)
 
-RASTER_SUFFIXES = {".tif", ".tiff", ".img", ".vrt", ".envi", ".dat", ".bsq", ".jp2"}
 
 
 @dataclass

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hsimap._files import RASTER_SUFFIXES, make_output_folder
 from hsimap.cube import is_virtual
 from hsimap.errors import ConfigError, InputFileError, OutputError
 
 GLOB_CHARS = set("*?[")
-RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".dat", ".bsq", ".envi", ".hdr"}
+# -o names that look like a raster file (an ENVI header too), refused for several scenes
+_RASTER_NAMES = RASTER_SUFFIXES | {".hdr"}
 
 
 def expand_scenes(args: Sequence[str]) -> tuple[list[str], bool]:
@@ -49,7 +51,7 @@ def map_paths(scenes: Sequence[str], out_dir: Path) -> list[Path]:
                           "go to", path=out_dir,
                           fix="give a folder with -o (it is created if missing); each map is "
                               "named <scene>_map.tif")
-    if not out_dir.exists() and out_dir.suffix.lower() in RASTER_SUFFIXES:
+    if not out_dir.exists() and out_dir.suffix.lower() in _RASTER_NAMES:
         raise OutputError("looks like a file name, but with several scenes -o names the "
                           "folder the maps go to", path=out_dir,
                           fix=f"give a folder, e.g. -o {out_dir.with_suffix('')}; each map is "
@@ -69,48 +71,39 @@ def map_paths(scenes: Sequence[str], out_dir: Path) -> list[Path]:
     return paths
 
 
-def check_scenes(scenes: Sequence[str], model: str | Path) -> None:
+def check_scenes(scenes: Sequence[str], model_path: str | Path) -> None:
     """Open every scene and refuse the first whose bands differ from the model's."""
     from hsimap.checkpoint import load_checkpoint
     from hsimap.cube import open_cube
     from hsimap.predict import check_scene
 
-    ckpt = load_checkpoint(model)
+    ckpt = load_checkpoint(model_path)
     for scene in scenes:
         check_scene(open_cube(scene), ckpt)
 
 
 def predict_scenes(scenes: Sequence[str], *, out_dir: str | Path, overwrite: bool = False,
-                   resume: bool = False, model: str | Path, cog: bool = False,
+                   resume: bool = False, model_path: str | Path, cog: bool = False,
                    creation_options: dict[str, str] | None = None,
                    on_done: Any = None, **kwargs: Any) -> list[Any]:
     """Map every scene into ``out_dir`` with :func:`hsimap.predict.predict_scene`.
 
-    ``kwargs`` go to ``predict_scene`` (model, tile, device, mask, progress, ...);
+    ``kwargs`` go to ``predict_scene`` (model_path, tile, device, mask, progress, ...);
     probabilities and confidence rasters are not written for a batch. ``on_done`` is called
     with each scene and its result (``None`` for a map a resumed batch had finished) as its
     map is complete. Returns the results in scene order.
     """
-    from hsimap.outputs import (
-        OutputSpec,
-        check_creation_options,
-        check_outputs,
-        input_files,
-        record_path,
-    )
+    from hsimap.geotiff import check_creation_options
+    from hsimap.predict.outputs import OutputSpec, check_outputs, input_files, record_path
 
     out_dir = Path(out_dir)
     paths = map_paths(scenes, out_dir)
     options = tuple((str(k), str(v)) for k, v in (creation_options or {}).items())
     check_creation_options(options, cog=cog)
-    check_scenes(scenes, model)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder ({exc})", path=out_dir,
-                          fix="choose a folder you can write to with -o") from exc
+    check_scenes(scenes, model_path)
+    make_output_folder(out_dir)
     if not resume:
-        inputs = input_files(*scenes, model)
+        inputs = input_files(*scenes, model_path)
         for path in paths:
             check_outputs(OutputSpec(path, None, None, "uint8", "max", cog, options),
                           inputs=inputs, overwrite=overwrite)
@@ -121,7 +114,7 @@ def predict_scenes(scenes: Sequence[str], *, out_dir: str | Path, overwrite: boo
         if resume and path.exists() and not record_path(path).exists():
             result = None  # finished by the interrupted batch: nothing to resume
         else:
-            result = predict_scene(scene, out=path, model=model, overwrite=overwrite,
+            result = predict_scene(scene, out=path, model_path=model_path, overwrite=overwrite,
                                    resume=resume, cog=cog, creation_options=creation_options,
                                    **kwargs)
         if on_done is not None:

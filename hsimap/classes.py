@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hsimap.errors import LabelError
 
@@ -169,3 +170,20 @@ class ClassTable:
         """Inverse of :meth:`to_json`."""
         return cls(tuple(ClassInfo(int(d["value"]), str(d["name"]), str(d["color"]))
                          for d in json.loads(text)))
+
+
+def parse_color(text: str, *, field: str = "colour", path: str | Path | None = None) -> str:
+    """``#rrggbb`` from ``#rrggbb``, ``rrggbb``, ``#rgb`` or ``r,g,b[,a]`` (0..255 integers)."""
+    s = text.strip().lower()
+    hex_part = s[1:] if s.startswith("#") else s
+    if len(hex_part) in (3, 6) and all(ch in "0123456789abcdef" for ch in hex_part) and (
+            s.startswith("#") or len(hex_part) == 6):
+        if len(hex_part) == 3:
+            hex_part = "".join(ch * 2 for ch in hex_part)
+        return f"#{hex_part}"
+    parts = [p for p in s.replace(";", ",").replace(" ", ",").split(",") if p]
+    if len(parts) in (3, 4) and all(p.isdigit() and int(p) <= 255 for p in parts):
+        r, g, b = (int(p) for p in parts[:3])
+        return f"#{r:02x}{g:02x}{b:02x}"
+    raise LabelError(f"field {field!r} holds {text!r}, not a colour", path=path,
+                     fix="write colours as #rrggbb (e.g. #0064ff) or r,g,b (e.g. 0,100,255)")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hsimap.classes import ClassInfo, ClassTable, default_colors
+from hsimap.classes import ClassInfo, ClassTable, default_colors, parse_color
 from hsimap.errors import InputFileError, LabelError
 
 CLASS_FILE_FIX = ("give a JSON list of {\"value\", \"name\", \"color\"} objects, a QGIS .qml "
@@ -93,8 +93,6 @@ def _check(specs: list[ClassSpec], path: Path) -> None:
 
 
 def _color(raw: Any, path: Path, where: str) -> str | None:
-    from hsimap.labels import parse_color
-
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     if isinstance(raw, list | tuple):

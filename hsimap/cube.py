@@ -328,16 +328,12 @@ def check_readable(path: RasterPath, *, missing: str, fix: str) -> None:
 
 def _check_local_file(path: Path) -> None:
     """A local cube path must be an existing, readable file (or a .zarr folder)."""
-    if not path.exists():
-        raise InputFileError("file not found", path=path,
-                             fix="check the path (relative paths start from the current folder)")
     if path.is_dir() and path.suffix.lower() not in {".zarr"}:
         raise InputFileError("is a folder, not a raster file", path=path,
                              fix="give the raster file itself (for ENVI, the data file next to "
                                  "the .hdr)")
-    if not os.access(path, os.R_OK):
-        raise InputFileError("cannot be read: permission denied", path=path,
-                             fix="make it readable (chmod u+r) or copy it to a folder you own")
+    check_readable(path, missing="file not found",
+                   fix="check the path (relative paths start from the current folder)")
 
 
 def _read_header(path: RasterPath) -> tuple[dict[str, tuple[float, ...] | None], Grid,

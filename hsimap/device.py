@@ -30,3 +30,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
                               f"{torch.cuda.device_count()} GPU(s) are visible",
                               fix="pick an index below that count")
     return torch.device(spec)
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on CUDA, a no-op elsewhere (CPU inference stays float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

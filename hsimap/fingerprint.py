@@ -25,6 +25,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window as RioWindow
 
+from hsimap._files import sha256_file
 from hsimap.cube import RasterPath, gdal_message, is_virtual
 
 FULL_HASH_BYTES = 64 * 2**20  # local files up to this size are hashed whole
@@ -34,13 +35,7 @@ PIXEL_SAMPLE_GRID = 4  # windows per side sampled through GDAL
 PIXEL_SAMPLE_SIDE = 32  # pixels per window side
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a whole file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+file_sha256 = sha256_file  # SHA-256 of a whole file (the name predict's callers know)
 
 
 def sampled_bytes_sha256(path: str | Path) -> tuple[int, str]:

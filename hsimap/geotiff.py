@@ -15,10 +15,8 @@ complete-looking map). The class table travels with the map in three forms:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -27,14 +25,19 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window as RioWindow
 
-from hsimap.classes import ClassTable
+from hsimap._files import atomic_write_text
+from hsimap.classes import ClassInfo, ClassTable
 from hsimap.cube import Grid
-from hsimap.errors import CheckpointError, InputFileError, OutputError
+from hsimap.errors import OutputError
 from hsimap.tiling import Window
 
 CLASSES_TAG = "HSIMAP_CLASSES"
+PROBS_TAG = "HSIMAP_PROBABILITY_SCALE"
+CONFIDENCE_TAG = "HSIMAP_CONFIDENCE_KIND"
 MAP_NODATA = 0
 BLOCK = 256
+
+log = logging.getLogger(__name__)
 
 
 def class_map_profile(grid: Grid, classes: ClassTable, *, block: int = BLOCK) -> dict[str, Any]:
@@ -62,95 +65,6 @@ def pixel_hectares(crs: Any, transform: Any) -> float | None:
     return float(abs(t.a * t.e - t.b * t.d) * factor * factor / 10_000.0)
 
 
-def special_kind(path: str | Path) -> str | None:
-    """What ``path`` is when it exists but is not a regular file (symbolic links followed).
-
-    ``None`` for a regular file, a missing path or a dangling link; otherwise words such as
-    ``"a character device"`` or ``"a symbolic link to a FIFO (named pipe)"``.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    kind = next((words for test, words in _KINDS if test(mode)), None)
-    if kind is None:
-        return None
-    return f"a symbolic link to {kind}" if path.is_symlink() else kind
-
-
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-          (stat.S_ISSOCK, "a socket"))
-
-
-def refuse_special(out: Path) -> None:
-    """Refuse an output path that is a device, FIFO, socket or folder, whatever --overwrite says."""
-    kind = special_kind(out)
-    if kind == "a folder":
-        raise OutputError("output path is a folder", path=out, fix="give a file name")
-    if kind is not None:
-        raise OutputError(
-            f"output path is {kind}, not a regular file; hsimap never replaces one, even with "
-            "--overwrite", path=out, fix="give the name of a regular file (or a new name)")
-
-
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name the same file (resolved, or the same inode)."""
-    a, b = Path(a), Path(b)
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def check_output(out: str | Path, *, inputs: tuple[str | Path, ...] = (),
-                 overwrite: bool = False) -> Path:
-    """Refuse an output path that equals an input, is not a regular file, exists (without
-    overwrite) or can't be made."""
-    out = Path(out)
-    if any(same_file(out, item) for item in inputs):
-        raise OutputError("output path is the same as an input file", path=out,
-                          fix="choose another output name; inputs are never overwritten")
-    refuse_special(out)
-    if os.path.lexists(out) and not overwrite:
-        raise OutputError("output already exists", path=out,
-                          fix="pass --overwrite to replace it, or choose another name")
-    parent = out.parent if str(out.parent) else Path(".")
-    blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise OutputError(f"{blocker} is a file, not a folder", path=out,
-                          fix="choose an output path inside an existing folder")
-    if not parent.is_dir():
-        raise OutputError(f"output folder {parent} does not exist", path=out,
-                          fix=f"create it first (mkdir -p {parent})")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {parent} is not writable", path=out,
-                          fix="choose a folder you can write to")
-    return out
-
-
-def partial_path(out: Path) -> Path:
-    """Temporary name a file is written under until complete."""
-    return out.with_name(f".{out.name}.partial")
-
-
-@contextlib.contextmanager
-def atomic_raster(out: Path, profile: dict[str, Any]) -> Iterator[Any]:
-    """Open ``out`` for writing under a temporary name; rename into place on success only."""
-    tmp = partial_path(out)
-    tmp.unlink(missing_ok=True)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            yield dst
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_window(dst: Any, data: np.ndarray, window: Window) -> None:
     """Write ``(h, w)`` or ``(bands, h, w)`` data into a pixel window of an open dataset."""
     rio_window = RioWindow(window.col0, window.row0, window.width, window.height)
@@ -172,6 +86,54 @@ def tag_class_map(dst: Any, classes: ClassTable) -> None:
     dst.update_tags(1, **{f"CLASS_{c.value}": c.name for c in classes})
 
 
+def tag_probabilities(dst: Any, classes: ClassTable, *, scale: int) -> None:
+    """Band names, class values and scale of an open probability raster (one band a class).
+
+    Values are integers; ``value / scale`` is the probability (GDAL scale ``1 / scale``).
+    """
+    for i, c in enumerate(classes, start=1):
+        dst.set_band_description(i, c.name)
+        dst.update_tags(i, CLASS_VALUE=str(c.value))
+    dst.update_tags(**{PROBS_TAG: str(scale), CLASSES_TAG: classes.to_json()})
+    _set_scale(dst, scale)
+
+
+def tag_confidence(dst: Any, kind: str, *, scale: int) -> None:
+    """Band name, confidence kind (``max``/``margin``) and scale of an open confidence raster."""
+    dst.set_band_description(1, f"confidence ({kind})")
+    dst.update_tags(**{PROBS_TAG: str(scale), CONFIDENCE_TAG: kind})
+    _set_scale(dst, scale)
+
+
+def _set_scale(dst: Any, scale: int) -> None:
+    dst.scales = (1.0 / scale,) * dst.count
+    dst.offsets = (0.0,) * dst.count
+
+
+def read_map_classes(src: Any) -> ClassTable | None:
+    """The class table of an open class map: the ``HSIMAP_CLASSES`` JSON tag, else the band's
+    ``CLASS_<value>`` tags with the colour table's colours; ``None`` when it has neither."""
+    text = src.tags().get(CLASSES_TAG)
+    if text:
+        try:
+            return ClassTable.from_json(text)
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: ignoring an unreadable %s tag", src.name, CLASSES_TAG)
+    band_tags = src.tags(1)
+    pairs = [(int(k[6:]), v) for k, v in band_tags.items()
+             if k.startswith("CLASS_") and k[6:].isdigit() and int(k[6:]) > 0]
+    if not pairs:
+        return None
+    table = ClassTable.from_pairs(pairs)
+    try:
+        cmap = src.colormap(1)
+    except ValueError:
+        return table
+    return ClassTable(tuple(
+        ClassInfo(c.value, c.name, "#{:02x}{:02x}{:02x}".format(*cmap[c.value][:3]))
+        if c.value in cmap else c for c in table))
+
+
 def sidecar_paths(out: Path) -> dict[str, Path]:
     """The sidecars written next to a class map, by what they are."""
     out = Path(out)
@@ -186,8 +148,8 @@ def write_sidecars(out: Path, classes: ClassTable) -> None:
     the target of a symbolic link) is replaced as a whole, never written into.
     """
     aux_path, qml_path = sidecar_paths(out).values()
-    write_text_atomic(aux_path, pam_aux_xml(classes))
-    write_text_atomic(qml_path, qml_style(classes))
+    atomic_write_text(aux_path, pam_aux_xml(classes))
+    atomic_write_text(qml_path, qml_style(classes))
 
 
 # GDAL raster attribute table codes (gdal.h: GDALRATFieldType, GDALRATFieldUsage).
@@ -221,19 +183,6 @@ def pam_aux_xml(classes: ClassTable) -> str:
             "    </GDALRasterAttributeTable>\n  </PAMRasterBand>\n</PAMDataset>\n")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``.<name>.partial`` and rename it to ``path`` (removed on failure)."""
-    refuse_special(path)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def qml_style(classes: ClassTable) -> str:
     """A QGIS paletted-renderer style for a class map."""
     entries = "\n".join(
@@ -261,14 +210,95 @@ def _xml_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def read_class_table(path: str | Path) -> ClassTable:
-    """The class table stored in a map written by hsimap."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError("map file not found", path=path)
-    with rasterio.open(path) as src:
-        text = src.tags().get(CLASSES_TAG)
-    if text is None:
-        raise CheckpointError(f"has no {CLASSES_TAG} tag: not a class map written by hsimap",
-                              path=path, fix="give a map written by `hsimap predict`")
-    return ClassTable.from_json(text)
+# --------------------------------------------------------------------------- COG, creation options
+
+
+def write_cog(src: Path, dst: Path, *, resampling: str,
+              creation_options: tuple[tuple[str, str], ...] = ()) -> None:
+    """Cloud-Optimized GeoTIFF copy of ``src`` (GDAL's COG driver: deflate, overviews).
+
+    GDAL's ``CreateCopy`` keeps the colour table, nodata, band descriptions, scale/offset and
+    every metadata tag; ``resampling`` (``mode`` for classes, ``average`` for probabilities)
+    builds the overviews, which skip nodata pixels.
+    """
+    from rasterio.shutil import copy as rio_copy
+
+    with rasterio.open(src) as s:
+        side = max(s.height, s.width)
+    block = 512  # smaller blocks for small rasters, so they still get overviews
+    while block > 64 and side < 2 * block:
+        block //= 2
+    options = with_creation_options(
+        dict(COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=block,
+             OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS"),
+        creation_options)
+    rio_copy(src, dst, driver="COG", **options)
+
+
+# Profile keys that are not creation options: --co may not set them.
+_NOT_CREATION_OPTIONS = {"driver", "width", "height", "count", "dtype", "nodata", "crs",
+                         "transform"}
+
+
+def with_creation_options(profile: Mapping[str, Any],
+                          options: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """``profile`` with the GDAL creation ``options`` set, replacing its own spelling of the
+    same key (GDAL keys are case-insensitive: ``compress`` and ``COMPRESS`` are one)."""
+    out = dict(profile)
+    for key, value in options:
+        for k in [k for k in out if k.lower() == key.lower()]:
+            del out[k]
+        out[key.upper()] = value
+    return out
+
+
+def check_creation_options(options: tuple[tuple[str, str], ...], *, cog: bool) -> None:
+    """Refuse creation options GDAL would ignore or reject, before anything is computed: a
+    1 x 1 raster is written in memory with them, and any GDAL complaint is the error.
+
+    Raises :class:`OutputError` naming the options and GDAL's words.
+    """
+    from rasterio.errors import RasterioError
+    from rasterio.io import MemoryFile
+
+    if not options:
+        return
+    structural = [k for k, _ in options if k.lower() in _NOT_CREATION_OPTIONS]
+    if structural:
+        raise OutputError(f"--co {structural[0]}=... is not a creation option",
+                          fix="--co sets GDAL creation options such as COMPRESS=ZSTD, "
+                              "ZSTD_LEVEL=9, BLOCKXSIZE=512; size, bands, type, nodata and "
+                              "georeference come from the scene and the model")
+    complaints: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            complaints.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    gdal_log = logging.getLogger("rasterio._env")
+    gdal_log.addHandler(handler)
+    driver = "COG" if cog else "GTiff"
+    try:
+        with rasterio.Env(), MemoryFile() as mem, MemoryFile() as copy:
+            base = dict(driver="GTiff", width=16, height=16, count=1, dtype="uint8",
+                        crs="EPSG:32633", transform=rasterio.Affine(30, 0, 0, 0, -30, 480))
+            with mem.open(**(base if cog else with_creation_options(base, options))) as dst:
+                dst.write(np.zeros((1, 16, 16), np.uint8))
+            if cog:
+                from rasterio.shutil import copy as rio_copy
+
+                rio_copy(mem.name, copy.name, driver="COG", **dict(options))
+    except RasterioError as exc:
+        complaints.append(str(exc))
+    finally:
+        gdal_log.removeHandler(handler)
+    if complaints:
+        given = " ".join(f"{k}={v}" for k, v in options)
+        words = "; ".join(c.removeprefix("CPLE_NotSupported in ").removeprefix(
+            "CPLE_IllegalArg in ").rstrip(". ") for c in dict.fromkeys(complaints))
+        raise OutputError(f"GDAL's {driver} driver does not accept the creation options "
+                          f"{given}: {words}",
+                          fix=f"give creation options of the {driver} driver (see "
+                              f"https://gdal.org/drivers/raster/{driver.lower()}.html), "
+                              "as --co KEY=VALUE")

@@ -21,7 +21,8 @@ from typing import Any, Literal
 import numpy as np
 from rasterio.features import rasterize
 
-from hsimap.classes import MAX_CLASS_VALUE, ClassTable
+from hsimap._files import RASTER_SUFFIXES
+from hsimap.classes import MAX_CLASS_VALUE, ClassTable, parse_color
 from hsimap.classfile import ClassSpec, codes_for_names, table_from_specs
 from hsimap.cube import (
     Grid,
@@ -41,7 +42,6 @@ OnOverlap = Literal["error", "drop"]
 # Column names that usually hold the class, most specific first (case-insensitive).
 CLASS_FIELD_NAMES = ("class_id", "classid", "class_name", "classname", "class", "label",
                      "label_id", "landcover", "land_cover", "lc", "category", "type", "code")
-RASTER_SUFFIXES = {".tif", ".tiff", ".img", ".vrt", ".envi", ".dat", ".bsq", ".jp2"}
 
 
 @dataclass(frozen=True)
@@ -338,23 +338,6 @@ def _colors_from_field(frame: Any, color_field: str, table: ClassTable, codes: n
                          fix="give every feature of a class the same colour")
     return ClassTable(tuple(replace(c, color=next(iter(found[c.value]))) if c.value in found
                             else c for c in table))
-
-
-def parse_color(text: str, *, field: str = "colour", path: RasterPath | None = None) -> str:
-    """``#rrggbb`` from ``#rrggbb``, ``rrggbb``, ``#rgb`` or ``r,g,b[,a]`` (0..255 integers)."""
-    s = text.strip().lower()
-    hex_part = s[1:] if s.startswith("#") else s
-    if len(hex_part) in (3, 6) and all(ch in "0123456789abcdef" for ch in hex_part) and (
-            s.startswith("#") or len(hex_part) == 6):
-        if len(hex_part) == 3:
-            hex_part = "".join(ch * 2 for ch in hex_part)
-        return f"#{hex_part}"
-    parts = [p for p in s.replace(";", ",").replace(" ", ",").split(",") if p]
-    if len(parts) in (3, 4) and all(p.isdigit() and int(p) <= 255 for p in parts):
-        r, g, b = (int(p) for p in parts[:3])
-        return f"#{r:02x}{g:02x}{b:02x}"
-    raise LabelError(f"field {field!r} holds {text!r}, not a colour", path=path,
-                     fix="write colours as #rrggbb (e.g. #0064ff) or r,g,b (e.g. 0,100,255)")
 
 
 def _kind_name(kind: str) -> str:

@@ -107,7 +107,7 @@ def check_train_outputs(out: str | Path, *, inputs: Sequence[str | Path],
                         overwrite: bool) -> Path:
     """Check the model file and every file ``train`` writes beside it (log, curves, the
     "inside" figure, ``--export-split`` files); returns the model path. Nothing is created."""
-    from hsimap.geotiff import check_output
+    from hsimap._files import check_output
 
     problems = Problems()
     model = problems.check(check_output, out, inputs=tuple(inputs), overwrite=overwrite)
@@ -132,15 +132,11 @@ def check_predict_outputs(scene: str | Path, *, out: str | Path, model: str | Pa
                           creation_options: Any = (), overwrite: bool = False,
                           resume: bool = False) -> tuple[Any, list[str | Path], Any]:
     """Check the GDAL creation options and every file ``predict`` writes (map, sidecars,
-    probabilities, confidence), together; returns the :class:`hsimap.outputs.OutputSpec`,
+    probabilities, confidence), together; returns the :class:`hsimap.predict.outputs.OutputSpec`,
     the input files and the resume record (``None`` unless ``resume``)."""
-    from hsimap.outputs import (
-        OutputSpec,
-        check_creation_options,
-        check_outputs,
-        input_files,
-        read_record,
-    )
+    from hsimap.geotiff import check_creation_options
+    from hsimap.predict.outputs import OutputSpec, check_outputs, input_files
+    from hsimap.predict.partial import read_record
 
     options = tuple((str(k), str(v)) for k, v in dict(creation_options or ()).items())
     spec = OutputSpec(Path(out), None if probabilities is None else Path(probabilities),

@@ -1,566 +1,46 @@
-"""Evaluate a class map against reference data and write the accuracy report.
+"""Write an evaluation into one folder: ``metrics.json``, CSV tables and the HTML report.
 
-:func:`evaluate_map` streams the map block by block (counting the mapped pixels of every
-class for the area weights and pairing map and reference values), computes the sample
-accuracy and the Olofsson et al. (2014) area-adjusted estimates (:mod:`hsimap.metrics`) and
-writes into one folder:
+:func:`write_report` takes what :func:`hsimap.evaluate.evaluate_map` computed and writes:
 
 * ``metrics.json``: every number, machine readable (undefined values are ``null``);
 * ``confusion_matrix.csv`` and ``per_class.csv``: the same numbers as the JSON, as tables;
 * ``report.html``: a self-contained page (images embedded as data URIs) with a quick-look
   of the map, the confusion-matrix heatmap, the tables, the protocol and, when a training log
   is given, the training curves.
+
+Nothing here computes a metric; the figures come from :mod:`hsimap.plots`.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import datetime as _dt
-import hashlib
 import html
 import io
 import json
-import logging
 import math
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from hsimap._version import __version__
-from hsimap.classes import DEFAULT_PALETTE, ClassInfo, ClassTable
-from hsimap.classmap import apply_lut, merge_map_classes
-from hsimap.errors import InputFileError, LabelError, OutputError
-from hsimap.geotiff import CLASSES_TAG
-from hsimap.metrics import (
-    AccuracyMetrics,
-    AreaAdjustedAccuracy,
-    accuracy_metrics,
-    area_adjusted_accuracy,
+from hsimap._files import atomic_write_text, make_output_folder
+from hsimap.classes import ClassInfo, ClassTable
+from hsimap.metrics import AccuracyMetrics, AreaAdjustedAccuracy
+from hsimap.plots import (
+    confusion_layout,
+    confusion_png,
+    curves_png,
+    is_number,
+    quicklook_png,
 )
 
-log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
-"""``progress(done, total)`` callback, called once per map block."""
+__all__ = ["OUTPUT_NAMES", "PAGE_CSS", "confusion_layout", "csv_text", "split_facts",
+           "write_report"]
 
 OUTPUT_NAMES = ("metrics.json", "confusion_matrix.csv", "per_class.csv", "report.html")
-RASTER_SUFFIXES = {".tif", ".tiff", ".img", ".vrt", ".envi", ".dat", ".bsq", ".jp2"}
-QUICKLOOK_MAX_SIDE = 800
-MAX_CURVES = 12
-# Keys whose series are the x axis of a training log, not something to plot.
-_X_KEYS = {"epoch", "epochs", "step", "steps", "iteration", "iterations", "iter", "time"}
-# Parts of a training log that are settings or one-off measurements, never training curves
-# (band indices, wavelengths, timesteps, the held-out denoiser check, the training pixels).
-_NOT_SERIES = {"meta", "config", "denoiser_eval", "eval", "timings", "training_data"}
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """What :func:`evaluate_map` computed and where it wrote it.
-
-    Attributes
-    ----------
-    classes
-        The classes of the matrix (map classes plus any reference-only classes).
-    accuracy
-        Sample accuracy (OA, AA, kappa, per-class).
-    area_adjusted
-        Olofsson et al. (2014) area-adjusted estimates.
-    out_dir
-        Folder holding the outputs.
-    files
-        Output name -> path (``metrics.json``, ``confusion_matrix.csv``, ...).
-    n_reference_pixels
-        Reference pixels compared (labelled and mapped).
-    n_reference_on_nodata
-        Reference pixels left out because the map has no class there.
-    """
-
-    classes: ClassTable
-    accuracy: AccuracyMetrics
-    area_adjusted: AreaAdjustedAccuracy
-    out_dir: Path
-    files: dict[str, Path] = field(default_factory=dict)
-    n_reference_pixels: int = 0
-    n_reference_on_nodata: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def report_path(self) -> Path:
-        """The HTML report."""
-        return self.files["report.html"]
-
-
-@dataclass
-class _Counts:
-    """Accumulators filled while streaming the map."""
-
-    mapped: dict[int, int] = field(default_factory=dict)
-    pairs: dict[tuple[int, int], int] = field(default_factory=dict)
-    on_nodata: int = 0
-
-
-def evaluate_map(
-    map_path: str | Path,
-    reference_path: str | Path,
-    *,
-    class_field: str | None = None,
-    all_touched: bool = False,
-    on_overlap: Literal["error", "drop"] = "error",
-    training_log: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-    layer: str | None = None,
-    class_map: Sequence[tuple[str, str]] | None = None,
-) -> EvaluationResult:
-    """Compare a class map with reference data and write the accuracy report.
-
-    Parameters
-    ----------
-    map_path
-        Single-band integer class map (as written by ``hsimap predict``); 0 and the map's
-        nodata value mean "no class" and are left out.
-    reference_path
-        Reference polygons/points (any OGR vector, rasterized onto the map grid) or a label
-        raster on exactly the map's grid (0/nodata = unlabelled).
-    class_field
-        Field of the vector holding class names or codes (auto-detected when ``None``).
-    all_touched
-        Rasterize every pixel a polygon touches instead of pixel centres inside it.
-    on_overlap
-        Pixels claimed by polygons of different classes: ``"error"`` or ``"drop"``.
-    training_log
-        Optional training-log JSON; numeric per-epoch/iteration series are plotted.
-    out_dir
-        Output folder; default ``<map stem>_evaluation`` beside the map.
-    overwrite
-        Replace existing report files in ``out_dir``.
-    progress
-        Optional ``progress(done, total)`` callback, once per map block.
-    layer
-        Layer of a multi-layer reference vector file.
-    class_map
-        ``(old, new)`` pairs merging map classes into coarser reference classes
-        (:func:`hsimap.classmap.parse_class_map`); the report is in the merged classes.
-
-    Returns
-    -------
-    EvaluationResult
-    """
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    map_path = Path(map_path)
-    reference_path = Path(reference_path)
-    out = check_out_dir(map_path, out_dir, overwrite=overwrite)
-    log_series = _read_training_log(Path(training_log)) if training_log is not None else None
-    if not map_path.exists():
-        raise InputFileError("map file not found", path=map_path, fix="check the MAP path")
-    try:
-        src = rasterio.open(map_path)
-    except RasterioIOError as exc:
-        raise InputFileError(f"cannot open the map as a raster ({exc})", path=map_path,
-                             fix="give a class-map GeoTIFF written by `hsimap predict`") from exc
-    with src:
-        _check_map(src, map_path)
-        map_table = _map_classes(src)
-        lut: dict[int, int] = {}
-        if class_map:
-            map_table, lut = merge_map_classes(map_table, class_map)
-        reference, ref_table, ref_info = _read_reference(
-            reference_path, src, class_field=class_field, all_touched=all_touched,
-            on_overlap=on_overlap, classes=map_table, layer=layer)
-        notes = _independence_notes(training_log, reference_path, reference, src)
-        counts = _stream_counts(src, reference, progress=progress, lut=lut)
-        pixel_area, area_unit = _pixel_area(src)
-        quicklook = apply_lut(_read_quicklook(src), lut)
-        map_tags = {k: v for k, v in src.tags().items() if k != CLASSES_TAG}
-        grid_text = f"{src.height} x {src.width} px, CRS {_crs_text(src.crs)}"
-    del reference
-    table = _merge_classes(map_table, ref_table, counts)
-    values = table.values
-    k = len(values)
-    index = {v: i for i, v in enumerate(values)}
-    cm = np.zeros((k, k), dtype=np.int64)
-    for (ref_v, map_v), n in counts.pairs.items():
-        cm[index[ref_v], index[map_v]] += n
-    if cm.sum() == 0:
-        raise LabelError(
-            "no reference pixel falls on a mapped pixel of the map", path=reference_path,
-            fix="check that the reference data covers the mapped area (and not only nodata)")
-    accuracy = accuracy_metrics(cm, classes=values)
-    mapped = [counts.mapped.get(v, 0) for v in values]
-    area = area_adjusted_accuracy(cm, classes=values, mapped_pixels=mapped,
-                                  pixel_area=pixel_area, area_unit=area_unit)
-    info = {
-        "map": str(map_path), "reference": str(reference_path), "grid": grid_text,
-        "map_sha256": _sha256(map_path), "reference_sha256": _sha256(reference_path),
-        "map_tags": map_tags, "training_log": None if training_log is None else str(training_log),
-        "n_reference_on_nodata": counts.on_nodata, **ref_info, "warnings": notes,
-        "class_map": None if not class_map else [list(p) for p in class_map],
-    }
-    document = _metrics_document(table, accuracy, area, info)
-    files = _write_outputs(out, document, table, accuracy, area, quicklook=quicklook,
-                           log_series=log_series)
-    return EvaluationResult(table, accuracy, area, out, files, accuracy.n_samples,
-                            counts.on_nodata, notes)
-
-
-def _independence_notes(training_log: str | Path | None, reference_path: Path,
-                        reference: npt.NDArray[np.int64], src: Any) -> list[str]:
-    """Warn (and return the sentences) when the reference is not independent of training:
-    the training labels file itself, or pixels that trained the model (from the log)."""
-    import warnings
-
-    from hsimap.cube import Grid
-    from hsimap.errors import HsimapWarning
-    from hsimap.split_export import training_overlap
-
-    if training_log is None:
-        return []
-    try:
-        doc = json.loads(Path(training_log).read_text())
-    except (OSError, ValueError):
-        return []
-    record = doc.get("training_data") if isinstance(doc, dict) else None
-    records = [r for r in record if isinstance(r, dict)] if isinstance(record, list) else \
-        [record] if isinstance(record, dict) else []  # a list: one per training scene
-    if not records:
-        meta = doc.get("meta", {}) if isinstance(doc, dict) else {}
-        labels = meta.get("training", {}).get("labels") if isinstance(meta, dict) else None
-        if not labels:
-            return []
-        records = [{"labels": labels}]  # an older log: the file check only
-    grid = Grid(src.height, src.width, src.transform, src.crs)
-    notes = [note for r in records
-             for note in training_overlap(r, reference_path, reference > 0, grid)]
-    for note in notes:
-        warnings.warn(note, HsimapWarning, stacklevel=3)
-    return notes
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def check_out_dir(map_path: str | Path, out_dir: str | Path | None, *,
-                  overwrite: bool) -> Path:
-    """The evaluation folder (default ``<map stem>_evaluation``), refused when it is a file or
-    already holds an evaluation and ``overwrite`` is not given; nothing is created."""
-    map_path = Path(map_path)
-    out = Path(out_dir) if out_dir is not None else map_path.with_name(
-        f"{map_path.stem}_evaluation")
-    if out.exists() and not out.is_dir():
-        raise OutputError("output path exists and is not a folder", path=out,
-                          fix="give a folder name with -o")
-    existing = [n for n in OUTPUT_NAMES if (out / n).exists()]
-    if existing and not overwrite:
-        raise OutputError(f"folder already holds an evaluation ({', '.join(existing)})", path=out,
-                          fix="pass --overwrite to replace it, or choose another folder with -o")
-    return out
-
-
-def _check_map(src: Any, path: Path) -> None:
-    if src.count != 1 or np.dtype(src.dtypes[0]).kind not in "iu":
-        raise InputFileError(
-            f"not a class map: {src.count} band(s) of {src.dtypes[0]}", path=path,
-            fix="give a single-band integer class map (the output of `hsimap predict`), "
-                "not the hyperspectral cube")
-
-
-def _map_classes(src: Any) -> ClassTable | None:
-    """The class table stored in the map: the JSON tag, else ``CLASS_<v>`` band tags."""
-    text = src.tags().get(CLASSES_TAG)
-    if text:
-        try:
-            return ClassTable.from_json(text)
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s: ignoring an unreadable %s tag", src.name, CLASSES_TAG)
-    band_tags = src.tags(1)
-    pairs = [(int(k[6:]), v) for k, v in band_tags.items()
-             if k.startswith("CLASS_") and k[6:].isdigit() and int(k[6:]) > 0]
-    if not pairs:
-        return None
-    table = ClassTable.from_pairs(pairs)
-    try:
-        cmap = src.colormap(1)
-    except ValueError:
-        return table
-    return ClassTable(tuple(
-        ClassInfo(c.value, c.name, "#{:02x}{:02x}{:02x}".format(*cmap[c.value][:3]))
-        if c.value in cmap else c for c in table))
-
-
-def _read_reference(path: Path, src: Any, *, class_field: str | None, all_touched: bool,
-                    on_overlap: Literal["error", "drop"], classes: ClassTable | None,
-                    layer: str | None = None,
-                    ) -> tuple[npt.NDArray[np.int64], ClassTable | None, dict[str, Any]]:
-    """``(H, W)`` reference values on the map grid (0 = unlabelled), its classes, notes."""
-    if not path.exists():
-        raise InputFileError("reference file not found", path=path,
-                             fix="check the --labels path")
-    if path.suffix.lower() in RASTER_SUFFIXES:
-        values, table = _read_reference_raster(path, src)
-        return values, table, {"reference_kind": "raster", "class_field": None,
-                               "all_touched": None}
-    from hsimap.cube import Grid
-    from hsimap.labels import read_labels
-
-    grid = Grid(src.height, src.width, src.transform, src.crs)
-    labels = read_labels(path, grid=grid, class_field=class_field, all_touched=all_touched,
-                         on_overlap=on_overlap, classes=classes, layer=layer)
-    info = {"reference_kind": "vector", "class_field": labels.class_field,
-            "all_touched": all_touched, "n_features": labels.n_features,
-            "n_features_outside": labels.n_outside,
-            "n_conflict_pixels": labels.n_conflict_pixels,
-            "reprojected_from": labels.reprojected_from}
-    return np.asarray(labels.values, dtype=np.int64), labels.classes, info
-
-
-def _read_reference_raster(path: Path, src: Any,
-                           ) -> tuple[npt.NDArray[np.int64], ClassTable | None]:
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    try:
-        ref = rasterio.open(path)
-    except RasterioIOError as exc:
-        raise InputFileError(f"cannot open the reference raster ({exc})", path=path) from exc
-    with ref:
-        same = ((ref.height, ref.width) == (src.height, src.width)
-                and ref.crs == src.crs and ref.transform.almost_equals(src.transform))
-        if not same:
-            raise LabelError(
-                f"reference raster grid ({ref.height} x {ref.width}, {_crs_text(ref.crs)}, "
-                f"transform {tuple(ref.transform)[:6]}) differs from the map's "
-                f"({src.height} x {src.width}, {_crs_text(src.crs)}, "
-                f"transform {tuple(src.transform)[:6]})", path=path,
-                fix="resample the reference onto the map grid (gdalwarp -r near with the map's "
-                    "-te/-tr/-t_srs) or give reference polygons instead")
-        if ref.count != 1:
-            raise LabelError(f"reference raster has {ref.count} bands, expected 1", path=path)
-        data = ref.read(1)
-        table = _map_classes(ref)
-        nodata = ref.nodata
-    values = np.where(np.isfinite(data), data, 0).astype(np.int64)
-    if nodata is not None:
-        values[data == nodata] = 0
-    values[values < 0] = 0
-    if not (values > 0).any():
-        raise LabelError("the reference raster has no labelled pixel (all 0 or nodata)",
-                         path=path)
-    return values, table
-
-
-def _stream_counts(src: Any, reference: npt.NDArray[np.int64], *,
-                   progress: Progress | None, lut: dict[int, int] | None = None) -> _Counts:
-    """Count mapped pixels per class and (reference, map) pairs, one map block at a time;
-    ``lut`` merges map values first (``--class-map``)."""
-    counts = _Counts()
-    nodata = src.nodata
-    windows = [w for _, w in src.block_windows(1)]
-    for done, window in enumerate(windows, start=1):
-        block = src.read(1, window=window).astype(np.int64)
-        valid = block > 0
-        if nodata is not None:
-            valid &= block != nodata
-        if lut:
-            block = np.where(valid, apply_lut(block, lut), 0)
-        vals, ns = np.unique(block[valid], return_counts=True)
-        for v, n in zip(vals.tolist(), ns.tolist(), strict=True):
-            counts.mapped[v] = counts.mapped.get(v, 0) + n
-        r0, c0 = int(window.row_off), int(window.col_off)
-        ref = reference[r0:r0 + int(window.height), c0:c0 + int(window.width)]
-        labelled = ref > 0
-        counts.on_nodata += int((labelled & ~valid).sum())
-        both = labelled & valid
-        if both.any():
-            pair_codes = np.stack([ref[both], block[both]])
-            uniq, ns = np.unique(pair_codes, axis=1, return_counts=True)
-            for (rv, mv), n in zip(uniq.T.tolist(), ns.tolist(), strict=True):
-                counts.pairs[(rv, mv)] = counts.pairs.get((rv, mv), 0) + n
-        if progress is not None:
-            progress(done, len(windows))
-    return counts
-
-
-def _merge_classes(map_table: ClassTable | None, ref_table: ClassTable | None,
-                   counts: _Counts) -> ClassTable:
-    """Map classes first (their names and colours), then reference-only and unknown values."""
-    infos: dict[int, ClassInfo] = {}
-    for table in (map_table, ref_table):
-        for c in table or ():
-            infos.setdefault(c.value, c)
-    seen = set(counts.mapped) | {v for pair in counts.pairs for v in pair}
-    for v in sorted(seen - set(infos)):
-        infos[v] = ClassInfo(v, f"class {v}", DEFAULT_PALETTE[len(infos) % len(DEFAULT_PALETTE)])
-    used = set(map_table.values if map_table else ()) | seen
-    return ClassTable(tuple(infos[v] for v in sorted(infos) if v in used))
-
-
-def _pixel_area(src: Any) -> tuple[float, str]:
-    """Area of one pixel in hectares for metric CRSs, else ``(1, "pixels")``."""
-    from hsimap.geotiff import pixel_hectares
-
-    area = pixel_hectares(src.crs, src.transform)
-    return (1.0, "pixels") if area is None else (area, "ha")
-
-
-def _read_quicklook(src: Any) -> npt.NDArray[np.int64]:
-    """A nearest-neighbour overview of the map, at most ``QUICKLOOK_MAX_SIDE`` pixels wide."""
-    from rasterio.enums import Resampling
-
-    scale = max(1.0, max(src.height, src.width) / QUICKLOOK_MAX_SIDE)
-    shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-    data = src.read(1, out_shape=shape, resampling=Resampling.nearest).astype(np.int64)
-    if src.nodata is not None:
-        data[data == src.nodata] = 0
-    return np.asarray(data)
-
-
-def _read_training_log(path: Path) -> dict[str, list[float]]:
-    if not path.exists():
-        raise InputFileError("training log not found", path=path, fix="check the --log path")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputFileError(f"training log is not valid JSON ({exc})", path=path,
-                             fix="give the JSON log written by `hsimap train`") from exc
-    series = find_series(doc)
-    if not series:
-        log.warning("%s: no numeric per-epoch series found; no training curves", path)
-    return series
-
-
-def find_series(doc: Any, prefix: str = "") -> dict[str, list[float]]:
-    """Numeric series in a training log, by dotted path.
-
-    Lists of two or more numbers become one series (``denoiser.loss``); lists of records
-    become one series per numeric key (``classifier.epochs[*].val_acc``). Keys that look
-    like an x axis (``epoch``, ``step``, ...) are skipped. Anything else is ignored.
-    """
-    out: dict[str, list[float]] = {}
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            is_axis = isinstance(value, list) and all(_is_number(x) for x in value)
-            if str(key) in _NOT_SERIES:
-                continue
-            if not (is_axis and str(key).lower() in _X_KEYS):
-                out.update(find_series(value, name))
-    elif isinstance(doc, list) and len(doc) >= 2:
-        if all(_is_number(x) for x in doc):
-            out[prefix or "series"] = [float(x) for x in doc]
-        elif all(isinstance(x, dict) for x in doc):
-            keys = dict.fromkeys(k for rec in doc for k, v in rec.items() if _is_number(v))
-            for key in keys:
-                if str(key).lower() in _X_KEYS:
-                    continue
-                ys = [float(r[key]) if _is_number(r.get(key)) else math.nan for r in doc]
-                if sum(math.isfinite(y) for y in ys) >= 2:
-                    out[f"{prefix}[*].{key}"] = ys
-    return out
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _crs_text(crs: Any) -> str:
-    if crs is None:
-        return "none"
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else str(crs.to_string())[:80]
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def _num(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def per_class_rows(table: ClassTable, accuracy: AccuracyMetrics,
-                   area: AreaAdjustedAccuracy) -> list[dict[str, Any]]:
-    """One record per class: the rows of ``per_class.csv`` and ``metrics.json``'s ``per_class``."""
-    unit = area.area_unit
-    rows = []
-    for i, c in enumerate(table):
-        rows.append({
-            "value": c.value, "name": c.name,
-            "reference_pixels": accuracy.reference_counts[i],
-            "predicted_pixels": accuracy.predicted_counts[i],
-            "producer_accuracy": _num(accuracy.producer_accuracy[i]),
-            "user_accuracy": _num(accuracy.user_accuracy[i]),
-            "f1": _num(accuracy.f1[i]),
-            "mapped_pixels": area.mapped_pixels[i],
-            "map_weight": _num(area.weights[i]),
-            "adjusted_user_accuracy": _num(area.user_accuracy[i]),
-            "adjusted_user_accuracy_ci95": _num(area.user_accuracy_ci[i]),
-            "adjusted_producer_accuracy": _num(area.producer_accuracy[i]),
-            "adjusted_producer_accuracy_ci95": _num(area.producer_accuracy_ci[i]),
-            f"mapped_area_{unit}": _num(area.mapped_area[i]),
-            f"adjusted_area_{unit}": _num(area.area[i]),
-            f"adjusted_area_se_{unit}": _num(area.area_se[i]),
-            f"adjusted_area_ci95_{unit}": _num(area.area_ci[i]),
-        })
-    return rows
-
-
-PROTOCOL = (
-    "Reference pixels are the pixels of the reference data on the map grid ({rule}); pixels "
-    "where the map has no class (0 or nodata) are left out ({on_nodata} reference pixel(s)). "
-    "Sample accuracy: overall accuracy (OA) = correct / all reference pixels; average accuracy "
-    "(AA) = mean producer's accuracy over the classes present in the reference; Cohen's kappa; "
-    "producer's accuracy = recall, user's accuracy = precision. Area-adjusted accuracy and "
-    "error-adjusted class areas follow Olofsson et al. (2014, Remote Sensing of Environment "
-    "148:42-57, eqs. 2-10) with the map classes as strata, weighted by mapped area over the "
-    "whole map; confidence intervals are +-1.96 standard errors (95%). These estimators assume "
-    "the reference pixels are a stratified random sample of each map class. Reference polygons "
-    "drawn by hand are not a probability sample and their pixels are spatially correlated, so "
-    "treat the area-adjusted numbers and especially their intervals as indicative only; "
-    "reference pixels that were also used for training make every number optimistic."
-)
-
-
-def _metrics_document(table: ClassTable, accuracy: AccuracyMetrics, area: AreaAdjustedAccuracy,
-                      info: dict[str, Any]) -> dict[str, Any]:
-    if info.get("reference_kind") == "raster":
-        rule = "a label raster on the map grid"
-    else:
-        rule = ("every pixel a feature touches" if info.get("all_touched")
-                else "pixels whose centre lies inside a feature")
-    return {
-        "hsimap_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": info,
-        "protocol": PROTOCOL.format(rule=rule, on_nodata=info["n_reference_on_nodata"]),
-        "classes": [{"value": c.value, "name": c.name, "color": c.color} for c in table],
-        "n_reference_pixels": accuracy.n_samples,
-        "overall_accuracy": _num(accuracy.overall_accuracy),
-        "average_accuracy": _num(accuracy.average_accuracy),
-        "kappa": _num(accuracy.kappa),
-        "confusion_matrix": {"rows": "reference", "columns": "map", "classes": table.values,
-                             "counts": [list(r) for r in accuracy.confusion]},
-        "per_class": per_class_rows(table, accuracy, area),
-        "area_adjusted": area.to_dict(),
-    }
 
 
 def _csv_cell(x: Any) -> str:
@@ -571,7 +51,7 @@ def _csv_cell(x: Any) -> str:
     return str(x)
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -580,36 +60,26 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename into place."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_outputs(out: Path, document: dict[str, Any], table: ClassTable,
+def write_report(out: Path, document: dict[str, Any], table: ClassTable,
                    accuracy: AccuracyMetrics, area: AreaAdjustedAccuracy, *,
                    quicklook: npt.NDArray[np.int64],
                    log_series: dict[str, list[float]] | None) -> dict[str, Path]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder ({exc})", path=out,
-                          fix="choose a folder you can write to with -o") from exc
+    make_output_folder(out)
     files = {name: out / name for name in OUTPUT_NAMES}
-    _write_text(files["metrics.json"], json.dumps(document, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(files["metrics.json"], json.dumps(document, indent=2, allow_nan=False) + "\n")
     cm_header = ["reference_value", "reference_name"] + [f"map_{v}" for v in table.values]
     cm_rows = [[c.value, c.name, *accuracy.confusion[i]] for i, c in enumerate(table)]
-    _write_text(files["confusion_matrix.csv"], _csv_text(cm_header, cm_rows))
+    atomic_write_text(files["confusion_matrix.csv"], csv_text(cm_header, cm_rows))
     records = document["per_class"]
     header = list(records[0]) if records else []
-    _write_text(files["per_class.csv"], _csv_text(header, [list(r.values()) for r in records]))
-    _write_text(files["report.html"], _html_report(
+    atomic_write_text(files["per_class.csv"],
+                      csv_text(header, [list(r.values()) for r in records]))
+    atomic_write_text(files["report.html"], _html_report(
         document, table, accuracy, area, quicklook=quicklook, log_series=log_series))
     return files
 
 
-# ----------------------------------------------------------------------------- figures
+# ----------------------------------------------------------------------------- training-log tables
 
 
 def _denoiser_table(training_log: str | None) -> str:
@@ -652,7 +122,7 @@ def split_facts(training_log: str | None) -> list[tuple[str, str]]:
 
     split, acc, training = table("split"), table("accuracy"), table("training")
     res = meta.get("resolution")
-    pixel = float(res[0]) if isinstance(res, list) and res and _is_number(res[0]) else None
+    pixel = float(res[0]) if isinstance(res, list) and res and is_number(res[0]) else None
     rows: list[tuple[str, str]] = []
     scenes = training.get("scenes")
     if isinstance(scenes, list) and scenes:
@@ -668,10 +138,10 @@ def split_facts(training_log: str | None) -> list[tuple[str, str]]:
         rows.append(("guard band", f"{split.get('guard_px')} px; it removed "
                                    f"{split.get('n_guard_removed')} validation pixels"))
     distance = acc.get("val_distance_px")
-    if isinstance(distance, int | float) and _is_number(distance):
+    if isinstance(distance, int | float) and is_number(distance):
         metres = f" ({distance * pixel:g} m)" if pixel else ""
         rows.append(("closest validation pixel to a training pixel", f"{distance} px{metres}"))
-    if _is_number(acc.get("val_oa")):
+    if is_number(acc.get("val_oa")):
         rows.append(("validation accuracy at training",
                      f"{float(acc['val_oa']):.4f} on {acc.get('val_pixels')} pixels"))
     if "refitted_on_all" in acc:
@@ -707,153 +177,9 @@ def _inside_figure(training_log: str | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def _png_data_uri(fig: Any, *, tight: bool = True) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight" if tight else None)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figure(width: float, height: float, *,
-            layout: Literal["constrained"] | None = None) -> Any:
-    """A matplotlib figure on the Agg canvas (no display, no global pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def quicklook_png(data: npt.NDArray[np.int64], table: ClassTable) -> str:
-    """PNG data URI of a class map with a legend of class colours and names."""
-    from matplotlib.patches import Patch
-
-    rgba = np.zeros((*data.shape, 4), dtype=np.uint8)  # no class: transparent
-    for c in table:
-        rgba[data == c.value] = (*c.rgb(), 255)
-    aspect = data.shape[0] / max(data.shape[1], 1)
-    fig = _figure(7.5, max(2.5, min(12.0, 5.0 * aspect)))
-    ax = fig.add_subplot()
-    ax.imshow(rgba, interpolation="nearest")
-    ax.set_axis_off()
-    handles = [Patch(facecolor=c.color, edgecolor="black", linewidth=0.3,
-                     label=f"{c.value} {c.name}") for c in table]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
-              frameon=False)
-    return _png_data_uri(fig)
-
-
-# The report's page is at most 1100 px wide (_CSS); a figure drawn narrower than this at
-# FIGURE_DPI is shown at its own size, never scaled down, in a 1400 px wide window.
-FIGURE_DPI = 100
-CONFUSION_MAX_PX = 1040
-MIN_TEXT_PX = 10.0  # smallest number height (px at 100 % zoom) the report draws
-MIN_CELL_IN = 0.34  # holds a four-character count (1.2M) at MIN_TEXT_PX
-
-
-@dataclass(frozen=True)
-class ConfusionLayout:
-    """Size of the confusion-matrix figure and of its numbers, from the class count."""
-
-    cell_in: float  # side of one matrix cell, inches
-    width_in: float
-    height_in: float
-    number_pt: float  # font size of the counts in the cells
-    label_pt: float  # font size of the class names
-    compact: bool  # counts written as 12k / 1.2M to fit the cells
-    numbers: bool  # whether counts are written at all (else: confusion_matrix.csv)
-
-    def px(self, points: float) -> float:
-        """Pixels of ``points`` at the figure's resolution."""
-        return points * FIGURE_DPI / 72.0
-
-
-def confusion_layout(k: int, largest: int) -> ConfusionLayout:
-    """Cells as large as the page allows (1.1 in at most; at least ``MIN_CELL_IN``, so that
-    many classes make a figure wider than the page, which the report scrolls instead of
-    shrinking), numbers as large as a cell holds (never under ``MIN_TEXT_PX``; counts of
-    four digits or more become 12k / 1.2M when that is what fits), class names with them."""
-    margin_in = 3.4  # class names, axis labels and the colour bar
-    cell = float(np.clip((CONFUSION_MAX_PX / FIGURE_DPI - margin_in) / max(k, 1),
-                         MIN_CELL_IN, 1.1))
-    digits = len(str(max(int(largest), 1)))
-    compact = False
-
-    def fitting(n_chars: int) -> float:
-        return min(16.0, 0.8 * cell * 72.0 / (0.62 * n_chars), cell * 72.0 * 0.45)
-
-    number = fitting(digits)
-    if number * FIGURE_DPI / 72.0 < MIN_TEXT_PX and digits > 3:
-        compact, number = True, fitting(4)  # 12k, 1.2M
-    numbers = number * FIGURE_DPI / 72.0 >= MIN_TEXT_PX
-    label = float(np.clip(cell * 72.0 * 0.32, 8.0, 12.0))
-    side = cell * k
-    return ConfusionLayout(cell, side + margin_in, side + margin_in - 0.8, number, label,
-                           compact, numbers)
-
-
-def _count_text(n: int, compact: bool) -> str:
-    if not compact or n < 1000:
-        return str(n)
-    for div, unit in ((1_000_000, "M"), (1_000, "k")):
-        if n >= div:
-            v = n / div
-            return f"{v:.1f}{unit}" if v < 10 else f"{v:.0f}{unit}"
-    return str(n)
-
-
-def confusion_png(accuracy: AccuracyMetrics, table: ClassTable) -> str:
-    """PNG data URI of the confusion matrix: colour = row share, text = counts, sized by
-    :func:`confusion_layout` so the numbers read at 100 % zoom in a 1400 px wide window."""
-    cm = accuracy.matrix.astype(np.float64)
-    rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    k = len(table)
-    lay = confusion_layout(k, int(cm.max()) if cm.size else 0)
-    fig = _figure(lay.width_in, lay.height_in, layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
-    bar.set_label("share of reference row", fontsize=lay.label_pt)
-    bar.ax.tick_params(labelsize=lay.label_pt)
-    labels = [f"{c.value} {c.name}"[:28] for c in table]
-    ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=lay.label_pt)
-    ax.set_yticks(range(k), labels, fontsize=lay.label_pt)
-    ax.set_xlabel("map class", fontsize=lay.label_pt + 1)
-    ax.set_ylabel("reference class", fontsize=lay.label_pt + 1)
-    if lay.numbers:
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(j, i, _count_text(int(cm[i, j]), lay.compact), ha="center",
-                            va="center", fontsize=lay.number_pt,
-                            color="white" if share[i, j] > 0.5 else "black")
-    return _png_data_uri(fig, tight=False)
-
-
-def curves_png(series: dict[str, list[float]]) -> str:
-    """PNG data URI with one small panel per training-log series."""
-    from matplotlib.ticker import MaxNLocator
-
-    names = list(series)[:MAX_CURVES]
-    ncols = min(3, len(names))
-    nrows = math.ceil(len(names) / ncols)
-    fig = _figure(4.0 * ncols, 2.8 * nrows, layout="constrained")
-    for i, name in enumerate(names):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        ys = series[name]
-        ax.plot(range(1, len(ys) + 1), ys, marker="." if len(ys) < 60 else None, linewidth=1)
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel("epoch / step", fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    return _png_data_uri(fig, tight=False)
-
-
 # ----------------------------------------------------------------------------- HTML
 
-_CSS = """
+PAGE_CSS = """
 .warn{background:#fff3cd;border-left:4px solid #d39e00;padding:0.5em 0.8em}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;color:#222;padding:0 1em}
@@ -949,7 +275,7 @@ def _html_report(document: dict[str, Any], table: ClassTable, accuracy: Accuracy
     kpis += f'<div class="kpi">Reference pixels<b>{accuracy.n_samples}</b></div>'
     parts = [
         f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=note>Created {html.escape(document['created'])} by hsimap "
         f"{html.escape(document['hsimap_version'])}. All numbers are also in "

@@ -85,8 +85,8 @@ def make_split(index: np.ndarray, groups: np.ndarray, *, method: str = "polygon"
         val = _random_pixels(index, val_fraction, rng)
     else:
         block = block_size or max(16, 4 * guard)
-        units = _proximity_units(np.where(labelled, groups, -1), guard, block) \
-            if method == "polygon" else _blocks(index.shape, block)
+        units = proximity_units(np.where(labelled, groups, -1), guard, block) \
+            if method == "polygon" else block_units(index.shape, block)
         val = _grouped(index, np.where(labelled, units, -1), val_fraction, rng)
     train = labelled & ~val
     near_train = ndimage.maximum_filter(train, size=2 * guard + 1) if guard else train
@@ -107,7 +107,7 @@ def _random_pixels(index: np.ndarray, fraction: float, rng: np.random.Generator)
     return val
 
 
-def _proximity_units(groups: np.ndarray, guard: int, block: int,
+def proximity_units(groups: np.ndarray, guard: int, block: int,
                      max_share: float = 0.5) -> np.ndarray:
     """Merge groups closer than ``guard`` px into units; cut any unit above ``max_share``."""
     from scipy.sparse import coo_matrix
@@ -132,11 +132,11 @@ def _proximity_units(groups: np.ndarray, guard: int, block: int,
         big = np.arange(len(sizes))
     if len(big):
         cut = np.isin(units, big) & has
-        units[cut] = units.max() + 1 + _blocks(groups.shape, block)[cut]
+        units[cut] = units.max() + 1 + block_units(groups.shape, block)[cut]
     return units
 
 
-def _blocks(shape: tuple[int, ...], size: int) -> np.ndarray:
+def block_units(shape: tuple[int, ...], size: int) -> np.ndarray:
     rows = np.arange(shape[0])[:, None] // size
     cols = np.arange(shape[1])[None, :] // size
     return np.asarray(rows * (-(-shape[1] // size)) + cols)

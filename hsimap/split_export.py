@@ -10,7 +10,6 @@ log that ``hsimap evaluate`` reads to warn when a reference is not independent o
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
+from hsimap._files import sha256_file
 from hsimap.cube import Grid
 from hsimap.errors import OutputError
 from hsimap.labels import Labels
@@ -84,11 +84,7 @@ def integer_field(labels_path: str | Path, field: str) -> bool:
 
 def _sha256(path: Path) -> str | None:
     try:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 

@@ -121,3 +121,16 @@ class TileGrid:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def split_window(write: Window, stride: int) -> list[list[Window]]:
+    """Halves of ``write`` along each side longer than ``stride`` (cuts on stride multiples).
+
+    Rows of sub-windows, top to bottom, each row left to right: 1, 2 or 4 windows in all
+    (one when neither side can be cut). Used to retry a tile that ran out of memory.
+    """
+    def cuts(a: int, b: int) -> list[tuple[int, int]]:
+        mid = a + ((b - a) // 2 // stride) * stride
+        return [(a, b)] if mid <= a or mid >= b else [(a, mid), (mid, b)]
+    return [[Window(r0, r1, c0, c1) for c0, c1 in cuts(write.col0, write.col1)]
+            for r0, r1 in cuts(write.row0, write.row1)]

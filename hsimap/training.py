@@ -5,6 +5,12 @@ what streams), standardised per band over valid pixels, the labels rasterized on
 and split into training and validation pixels with a guard band. The model kind's ``fit``
 does the rest; the final validation accuracy is measured through the same tiled inference
 path that ``predict`` uses.
+
+Size (about 600 lines, over the ~450 of the style guide): one stage read top-down, from
+``train_model`` through the several-scene mosaic, the memory check and the split to the
+metadata the checkpoint and log carry. The plots left for :mod:`hsimap.plots`; the next
+cut is the several-scene reading and pooling (``_read_scenes`` .. ``_pool_scenes``) into a
+module of its own, which waits for issue 14's multi-scene work to settle.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hsimap._files import check_output
 from hsimap._version import __version__
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, save_checkpoint
 from hsimap.classes import ClassTable
@@ -31,7 +38,6 @@ from hsimap.classfile import read_class_file
 from hsimap.cube import Cube, band_validity, open_cube, path_name, validity
 from hsimap.device import resolve_device
 from hsimap.errors import ConfigError, CubeError, HsimapWarning, OutputError, TrainingError
-from hsimap.geotiff import check_output
 from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
 from hsimap.models.base import (
@@ -44,6 +50,7 @@ from hsimap.models.base import (
     no_progress,
 )
 from hsimap.plan import INFERENCE_KEY
+from hsimap.plots import write_curves, write_inspection
 from hsimap.predict import classify_array, inference_record
 from hsimap.preflight import (  # torch-free; log_path_for kept importable here
     check_train_outputs,
@@ -155,7 +162,7 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
         read_class_file(options.classes_file)
     scenes = _read_scenes(pairs, spec, config, options, device, class_specs)
     cube, labels, raw, valid, index, split, probe = _pool_scenes(scenes, spec, config, options)
-    norm = _normalisation(raw, valid)
+    norm = fit_normalisation(raw, valid)
     cube_std = norm.apply(raw.copy(), valid)
     if probe.window_radius() > split.guard:
         log.warning("the guard band (%d px) is narrower than this model's window radius (%d px): "
@@ -282,7 +289,7 @@ def _read_scenes(pairs: Sequence[ScenePair], spec: Any, config: Any, options: Tr
                           layer=pair.layer, all_touched=options.all_touched,
                           on_overlap=options.on_overlap)
         if options.mask is not None:
-            lab = _labels_inside(lab, options.mask, options.mask_layer, cube.grid)
+            lab = labels_inside(lab, options.mask, options.mask_layer, cube.grid)
         labels.append(lab)
     if len(labels) > 1:
         labels = merge_labels(
@@ -417,7 +424,7 @@ def check_scene_fits(cube: Cube, probe: HsiModel, config: Any, options: TrainOpt
             "that much")
 
 
-def _labels_inside(labels: Labels, mask: str, layer: str | None, grid: Any) -> Labels:
+def labels_inside(labels: Labels, mask: str, layer: str | None, grid: Any) -> Labels:
     """``labels`` without the pixels outside the area of interest ``mask``."""
     from hsimap.aoi import AreaMask
     from hsimap.errors import LabelError
@@ -500,7 +507,7 @@ def load_scene(cube: Cube) -> tuple[Cube, np.ndarray, np.ndarray]:
     return cube, values, valid
 
 
-def _normalisation(values: np.ndarray, valid: np.ndarray) -> Normalisation:
+def fit_normalisation(values: np.ndarray, valid: np.ndarray) -> Normalisation:
     pixels = values[:, valid].astype(np.float64)
     mean = pixels.mean(axis=1)
     std = pixels.std(axis=1)
@@ -508,7 +515,7 @@ def _normalisation(values: np.ndarray, valid: np.ndarray) -> Normalisation:
     return Normalisation(mean.astype(np.float32), std.astype(np.float32))
 
 
-def _labels_on_valid(labels: Labels, valid: np.ndarray, path: Path) -> np.ndarray:
+def labels_on_valid(labels: Labels, valid: np.ndarray, path: Path) -> np.ndarray:
     index = _index_on_valid(labels, valid, path, stacklevel=4)
     _check_classes(index, labels, path)
     return index
@@ -592,93 +599,3 @@ def _good_wavelengths(cube: Cube) -> list[float] | None:
     if cube.wavelengths is None:
         return None
     return [cube.wavelengths[i] for i in cube.good_bands]
-
-
-def write_inspection(ckpt: Checkpoint, raw: np.ndarray, valid: np.ndarray,
-                     labelled: np.ndarray, wavelengths: list[float] | None, path: Path, *,
-                     n_windows: int = 3, size: int = 48) -> Path | None:
-    """A PNG grid of the model's diagnostic panels for the most-labelled windows of the scene.
-
-    Rows are windows, columns the panels of :meth:`HsiModel.inspect` (for DiffSpectralNet: the
-    true-colour input, its noised and denoised versions and the feature PCs per timestep).
-    """
-    from scipy import ndimage
-
-    _, h, w = raw.shape
-    size = min(size, h, w)
-    density = ndimage.uniform_filter(labelled.astype(np.float32), size=size, mode="constant")
-    rgb = None
-    if wavelengths is not None:
-        rgb = tuple(int(np.argmin(np.abs(np.asarray(wavelengths) - nm)))
-                    for nm in (640.0, 550.0, 460.0))
-    rows = []
-    for _ in range(n_windows):
-        r, c = np.unravel_index(int(np.argmax(density)), density.shape)
-        r0, c0 = int(np.clip(r - size // 2, 0, h - size)), int(np.clip(c - size // 2, 0, w - size))
-        density[max(0, r0 - size // 2):r0 + size + size // 2,
-                max(0, c0 - size // 2):c0 + size + size // 2] = -1
-        halo = ckpt.model.halo()  # compute with context, show the window itself
-        y0, x0 = max(0, r0 - halo), max(0, c0 - halo)
-        window = np.s_[:, y0:min(h, r0 + size + halo), x0:min(w, c0 + size + halo)]
-        x = ckpt.norm.apply(raw[window].copy(), valid[window[1:]])
-        panels = ckpt.model.inspect(torch.from_numpy(x)[None], origin=(y0, x0),
-                                    rgb_bands=rgb)  # type: ignore[arg-type]
-        if not panels:
-            return None
-        crop = np.s_[r0 - y0:r0 - y0 + size, c0 - x0:c0 - x0 + size]
-        rows.append(((r0, c0), {k: v[crop] for k, v in panels.items()}))
-    return _plot_panels(rows, path)
-
-
-def _plot_panels(rows: list[tuple[tuple[int, int], dict[str, np.ndarray]]],
-                 path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_cols = max(len(panels) for _, panels in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
-                             figsize=(1.9 * n_cols, 2.1 * len(rows)))
-    for i, ((r0, c0), panels) in enumerate(rows):
-        for j, (title, image) in enumerate(panels.items()):  # titles may carry the window's
-            ax = axes[i][j]  # own numbers (the denoiser's error there), so every row has them
-            ax.imshow(image, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(title, fontsize=6)
-        axes[i][0].set_ylabel(f"row {r0}, col {c0}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-def write_curves(history: Mapping[str, Any], path: Path) -> Path | None:
-    """Plot the denoiser loss and classifier loss/accuracy curves to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = []
-    den = history.get("denoiser", {})
-    if den.get("loss"):
-        panels.append(("denoiser loss (per iteration)", {"loss": den["loss"]}))
-    epochs = history.get("classifier", {}).get("epochs", [])
-    if epochs:
-        panels.append(("classifier loss", {"loss": [e["loss"] for e in epochs]}))
-        panels.append(("classifier accuracy", {
-            k: [e[k] for e in epochs] for k in ("train_acc", "val_acc") if k in epochs[0]}))
-    if not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
-    for ax, (title, series) in zip(axes[0], panels, strict=True):
-        for name, ys in series.items():
-            ax.plot(range(1, len(ys) + 1), ys, label=name)
-        ax.set_title(title)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path

@@ -34,6 +34,22 @@ def mlp_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def spatial_model(tmp_path_factory: pytest.TempPathFactory, mlp_model: Path) -> Path:
+    """A DiffSpectralNet ``tiny`` with random (non-zero) weights and buffers: halo > 0, so
+    tiling mistakes (a wrong halo, a misplaced crop, a dropped edge tile) change the map."""
+    from hsimap.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from hsimap.models.diffspectralnet import PRESETS, DiffSpectralNetConfig
+    from hsimap.models.untrained import untrained_model
+
+    base = load_checkpoint(mlp_model)
+    model = untrained_model("diffspectralnet", DiffSpectralNetConfig(**PRESETS["tiny"]),
+                            n_bands=len(base.band_indices), n_classes=len(base.classes))
+    out = tmp_path_factory.mktemp("dsn") / "tiny.safetensors"
+    save_checkpoint(out, Checkpoint(model, base.norm, base.classes, dict(base.meta)))
+    return out
+
+
 @pytest.fixture()
 def sample_copy(tmp_path: Path) -> Path:
     """A private copy of the sample cube (tests that must not touch the original)."""

@@ -664,8 +664,8 @@ def test_resume_detects_a_scene_rewritten_with_same_size_and_mtime(env: Env) -> 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        predict_scene(scene, out=out, model=env.model, tile=16, progress=stop_after_3,
-                      checkpoint_seconds=0)
+        predict_scene(scene, out=out, model_path=env.model, tile=16, progress=stop_after_3,
+                      flush_seconds=0)
     st = scene.stat()
     newer = write_cube(env.out.parent / "delivery2.tif", seed=1)
     assert newer.stat().st_size == st.st_size
@@ -701,8 +701,8 @@ def test_resume_detects_a_model_rewritten_with_same_size_and_mtime(env: Env) -> 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        predict_scene(env.cube, out=out, model=env.model, tile=16, progress=stop_after_3,
-                      checkpoint_seconds=0)
+        predict_scene(env.cube, out=out, model_path=env.model, tile=16, progress=stop_after_3,
+                      flush_seconds=0)
     st = env.model.stat()
     tensors = load_file(str(env.model))
     name = next(k for k, t in tensors.items() if t.is_floating_point() and t.numel() > 1)

@@ -85,17 +85,29 @@ def _epochs(folder: Path) -> Path:
 
 
 def test_tile_size_does_not_change_the_map(tmp_path: Path, sample_cube: Path,
-                                           mlp_model: Path) -> None:
-    from hsimap.predict import predict_scene
+                                           spatial_model: Path) -> None:
+    """``hsimap predict --tile-size`` with a model whose windows reach 4+ px around each pixel
+    (a per-pixel model could not see a wrong halo or crop): every tile size, including tiles
+    that do not divide the scene and one tile larger than it, gives the same map and the
+    same probabilities (the untrained model's map is nearly one class; its probabilities
+    vary from pixel to pixel, so they show any difference)."""
+    from hsimap.checkpoint import load_checkpoint
 
-    maps = []
+    assert load_checkpoint(spatial_model).model.halo() > 0
+    runner = CliRunner()
+    outputs = []
     for tile in (37, 64, 1000):
-        out = tmp_path / f"map_{tile}.tif"
-        predict_scene(sample_cube, out=out, model=mlp_model, tile=tile)
-        with rasterio.open(out) as src:
-            maps.append(src.read(1))
-    np.testing.assert_array_equal(maps[0], maps[1])
-    np.testing.assert_array_equal(maps[0], maps[2])
+        out, probs = tmp_path / f"map_{tile}.tif", tmp_path / f"probs_{tile}.tif"
+        r = runner.invoke(cli, ["predict", str(sample_cube), "-o", str(out), "--model",
+                                str(spatial_model), "--tile-size", str(tile), "--device", "cpu",
+                                "--probabilities", str(probs)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        with rasterio.open(out) as src, rasterio.open(probs) as psrc:
+            outputs.append((src.read(1), psrc.read()))
+    assert len(np.unique(outputs[0][1])) > 10  # the probabilities are not constant
+    for classes, probs in outputs[1:]:
+        np.testing.assert_array_equal(classes, outputs[0][0])
+        np.testing.assert_array_equal(probs, outputs[0][1])
 
 
 def test_info_describes_cube_and_model(sample_cube: Path, mlp_model: Path) -> None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ from scipy import ndimage
 from hsimap.cli.main import cli
 from hsimap.compare import SUMMARY_FIELDS, make_folds
 from hsimap.errors import TrainingError
+from tests.chromium import assert_images_render, needs_chromium
 
 from .fixtures import ORIGIN, TRANSFORM, UTM
 
@@ -144,32 +142,9 @@ def test_html_is_self_contained(compared):
         assert kind in text
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-IMAGE_CHECK = """<script>
-window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.length > 0 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
-  document.body.setAttribute("data-images", String(imgs.length));
-  document.body.setAttribute("data-images-ok", ok ? "yes" : "no");
-});
-</script>"""
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install "
-                    "-y --no-install-recommends chromium)")
+@needs_chromium
 def test_html_renders_in_headless_chromium(compared, tmp_path):
-    page = tmp_path / "probe.html"
-    page.write_text((compared["out"] / "compare.html").read_text()
-                    .replace("</body>", IMAGE_CHECK + "</body>"))
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
-    env = {**os.environ, "HOME": str(tmp_path)}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, check=False)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert 'data-images="2"' in out.stdout
-    assert 'data-images-ok="yes"' in out.stdout
+    assert_images_render(compared["out"] / "compare.html", tmp_path, n_images=2)
 
 
 def test_folds_partition_the_labels_and_keep_the_guard():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from hsimap.checkpoint import Checkpoint, Normalisation, save_checkpoint
 from hsimap.classes import ClassTable
 from hsimap.models.base import TrainData, get_spec
 from hsimap.models.diffspectralnet import DiffSpectralNet
+from hsimap.models.untrained import untrained_model
 from hsimap.predict import classify_array, predict_scene
 
 pytestmark = [pytest.mark.cuda,
@@ -69,16 +71,9 @@ def checkpoint(model: torch.nn.Module) -> Checkpoint:
 
 
 def random_model(preset: str) -> DiffSpectralNet:
-    spec = get_spec("diffspectralnet")
-    torch.manual_seed(0)
-    model = spec.build(spec.make_config(preset), n_bands=N_BANDS, n_classes=N_CLASSES)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("matrix", "weight", "bias")):
-                buf.normal_(0, 0.3)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5)
-    return model.eval()
+    return cast(DiffSpectralNet, untrained_model(
+        "diffspectralnet", get_spec("diffspectralnet").make_config(preset), n_bands=N_BANDS,
+        n_classes=N_CLASSES))
 
 
 _TRAINED: dict[str, DiffSpectralNet] = {}
@@ -164,7 +159,7 @@ def test_predict_scene_on_cuda_matches_the_cpu_map(tmp_path: Path):
     maps = {}
     for device in ("cpu", "cuda"):
         out = tmp_path / f"{device}.tif"
-        result = predict_scene(scene, out=out, model=model, device=device)
+        result = predict_scene(scene, out=out, model_path=model, device=device)
         assert result.n_valid == int(valid.sum())
         with rasterio.open(out) as src:
             maps[device] = src.read(1)

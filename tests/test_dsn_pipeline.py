@@ -42,7 +42,7 @@ def test_tile_size_does_not_change_the_diffspectralnet_map(
     maps = {}
     for tile in (1000, 64, 41):  # whole scene in one tile, then two tilings
         out = tmp_path / f"map_{tile}.tif"
-        predict_scene(sample_cube, out=out, model=model, tile=tile)
+        predict_scene(sample_cube, out=out, model_path=model, tile=tile)
         maps[tile] = _read(out)
     np.testing.assert_array_equal(maps[1000], maps[64])
     np.testing.assert_array_equal(maps[1000], maps[41])
@@ -56,8 +56,8 @@ def test_same_seed_same_model_same_map(tmp_path: Path, sample_cube: Path,
     assert sa.keys() == sb.keys()
     for k in sa:
         assert np.array_equal(sa[k].numpy(), sb[k].numpy()), k
-    predict_scene(sample_cube, out=tmp_path / "a.tif", model=a)
-    predict_scene(sample_cube, out=tmp_path / "b.tif", model=b)
+    predict_scene(sample_cube, out=tmp_path / "a.tif", model_path=a)
+    predict_scene(sample_cube, out=tmp_path / "b.tif", model_path=b)
     np.testing.assert_array_equal(_read(tmp_path / "a.tif"), _read(tmp_path / "b.tif"))
 
 
@@ -108,10 +108,10 @@ def test_inside_the_model_figure_is_written(tiny_models: tuple[Path, Path]) -> N
 def test_evaluate_report_shows_inside_the_model(tmp_path: Path, sample_cube: Path,
                                                 sample_labels: Path,
                                                 tiny_models: tuple[Path, Path]) -> None:
-    from hsimap.report import evaluate_map
+    from hsimap.evaluate import evaluate_map
 
     model = tiny_models[0]
-    predict_scene(sample_cube, out=tmp_path / "map.tif", model=model)
+    predict_scene(sample_cube, out=tmp_path / "map.tif", model_path=model)
     evaluate_map(tmp_path / "map.tif", sample_labels, training_log=model.with_name("a.log.json"),
                  out_dir=tmp_path / "ev")
     html = (tmp_path / "ev" / "report.html").read_text()

@@ -15,7 +15,7 @@ from rasterio.transform import from_origin
 
 from hsimap.classes import ClassInfo, ClassTable
 from hsimap.cli.main import cli
-from hsimap.geotiff import read_class_table
+from hsimap.geotiff import CLASSES_TAG
 from tests.gdalinfo import gdalinfo
 
 NAMES = ["roof", "pavement", "low vegetation", "tree", "soil", "water"]
@@ -66,9 +66,9 @@ def _legend(path: Path) -> dict[int, str]:
 
 def _check_tif_itself(path: Path) -> ClassTable:
     """What the .tif holds by itself: nodata 0, colour table, class names as GDAL metadata."""
-    classes = read_class_table(path)  # the HSIMAP_CLASSES JSON item
-    assert classes.names == NAMES and 0 not in classes.values
     with rasterio.open(path) as src:
+        classes = ClassTable.from_json(src.tags()[CLASSES_TAG])  # the HSIMAP_CLASSES item
+        assert classes.names == NAMES and 0 not in classes.values
         assert src.nodata == 0 and src.dtypes[0] == "uint8"
         cmap = src.colormap(1)
         assert cmap[0][3] == 0  # nodata: transparent

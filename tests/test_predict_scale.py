@@ -21,36 +21,16 @@ import rasterio
 import torch
 from click.testing import CliRunner
 
-from hsimap.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from hsimap.checkpoint import load_checkpoint
 from hsimap.cli.main import cli
 from hsimap.errors import OutputError
-from hsimap.outputs import record_path
 from hsimap.predict import predict_scene
+from hsimap.predict.outputs import record_path
 
 
 def _read(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         return src.read()
-
-
-@pytest.fixture(scope="module")
-def spatial_model(tmp_path_factory: pytest.TempPathFactory, mlp_model: Path) -> Path:
-    """A DiffSpectralNet ``tiny`` with random (non-zero) weights and buffers: halo > 0."""
-    from hsimap.models.diffspectralnet import PRESETS, DiffSpectralNetConfig, build
-
-    base = load_checkpoint(mlp_model)
-    torch.manual_seed(0)
-    model = build(DiffSpectralNetConfig(**PRESETS["tiny"]), n_bands=len(base.band_indices),
-                  n_classes=len(base.classes))
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("matrix", "weight", "bias")):
-                buf.normal_(0, 0.3)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5)
-    out = tmp_path_factory.mktemp("dsn") / "tiny.safetensors"
-    save_checkpoint(out, Checkpoint(model.eval(), base.norm, base.classes, dict(base.meta)))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +51,7 @@ def mosaic(tmp_path_factory: pytest.TempPathFactory, sample_cube: Path) -> Path:
 
 def test_probabilities_and_confidence(tmp_path: Path, sample_cube: Path, mlp_model: Path):
     out, probs, conf = tmp_path / "map.tif", tmp_path / "p.tif", tmp_path / "c.tif"
-    predict_scene(sample_cube, out=out, model=mlp_model, tile=48, probabilities=probs,
+    predict_scene(sample_cube, out=out, model_path=mlp_model, tile=48, probabilities=probs,
                   confidence=conf)
     ckpt = load_checkpoint(mlp_model)
     with rasterio.open(sample_cube) as s, rasterio.open(probs) as p, rasterio.open(conf) as c:
@@ -95,7 +75,7 @@ def test_probabilities_and_confidence(tmp_path: Path, sample_cube: Path, mlp_mod
 
 def test_uint16_margin_confidence(tmp_path: Path, sample_cube: Path, mlp_model: Path):
     out, probs, conf = tmp_path / "map.tif", tmp_path / "p.tif", tmp_path / "c.tif"
-    predict_scene(sample_cube, out=out, model=mlp_model, probabilities=probs, confidence=conf,
+    predict_scene(sample_cube, out=out, model_path=mlp_model, probabilities=probs, confidence=conf,
                   prob_dtype="uint16", confidence_kind="margin")
     pa, ca = _read(probs).astype(int), _read(conf)[0].astype(int)
     valid = ca != 65535
@@ -145,7 +125,7 @@ def test_spatial_model_tiling_and_oom_split_are_exact(tmp_path: Path, sample_cub
     assert ckpt.model.halo() > 5
     maps = {}
     for tile in (40, 1000):
-        predict_scene(sample_cube, out=tmp_path / f"m{tile}.tif", model=spatial_model,
+        predict_scene(sample_cube, out=tmp_path / f"m{tile}.tif", model_path=spatial_model,
                       tile=tile, probabilities=tmp_path / f"p{tile}.tif")
         maps[tile] = _read(tmp_path / f"m{tile}.tif")
     np.testing.assert_array_equal(maps[40], maps[1000])
@@ -162,7 +142,7 @@ def test_spatial_model_tiling_and_oom_split_are_exact(tmp_path: Path, sample_cub
         return real(self, x, origin=origin)
 
     monkeypatch.setattr(DiffSpectralNet, "forward_tile", small_only)
-    predict_scene(sample_cube, out=tmp_path / "oom.tif", model=spatial_model, tile=40,
+    predict_scene(sample_cube, out=tmp_path / "oom.tif", model_path=spatial_model, tile=40,
                   probabilities=tmp_path / "poom.tif")
     assert any(h * w > 2500 for h, w in calls) and any(h * w <= 2500 for h, w in calls)
     np.testing.assert_array_equal(_read(tmp_path / "oom.tif"), maps[40])
@@ -175,7 +155,7 @@ def test_dask_local_cluster_matches_local_run(tmp_path: Path, sample_cube: Path,
     from dask.distributed import LocalCluster
 
     local = tmp_path / "local.tif"
-    predict_scene(sample_cube, out=local, model=spatial_model, tile=48,
+    predict_scene(sample_cube, out=local, model_path=spatial_model, tile=48,
                   confidence=tmp_path / "lc.tif")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
@@ -194,21 +174,21 @@ def test_interrupt_keeps_resumable_state_and_resume_checks_settings(
         tmp_path: Path, sample_cube: Path, mlp_model: Path, monkeypatch):
     out = tmp_path / "map.tif"
     reference = tmp_path / "ref.tif"
-    predict_scene(sample_cube, out=reference, model=mlp_model, tile=32)
+    predict_scene(sample_cube, out=reference, model_path=mlp_model, tile=32)
 
     def stop_after_3(event):
         if event.done == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        predict_scene(sample_cube, out=out, model=mlp_model, tile=32, progress=stop_after_3,
-                      checkpoint_seconds=0)
+        predict_scene(sample_cube, out=out, model_path=mlp_model, tile=32, progress=stop_after_3,
+                      flush_seconds=0)
     assert not out.exists()
     record = json.loads(record_path(out).read_text())
     assert len(record["done"]) >= 3 and (tmp_path / ".map.tif.partial").exists()
     with pytest.raises(OutputError, match="cannot resume.*tile"):
-        predict_scene(sample_cube, out=out, model=mlp_model, tile=48, resume=True)
-    result = predict_scene(sample_cube, out=out, model=mlp_model, tile="auto", resume=True)
+        predict_scene(sample_cube, out=out, model_path=mlp_model, tile=48, resume=True)
+    result = predict_scene(sample_cube, out=out, model_path=mlp_model, tile="auto", resume=True)
     assert result.resumed_tiles >= 3 and result.tile == 32
     np.testing.assert_array_equal(_read(out), _read(reference))
     assert sorted(f.name for f in tmp_path.iterdir() if f.name.startswith(".")) == []
@@ -217,9 +197,9 @@ def test_interrupt_keeps_resumable_state_and_resume_checks_settings(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("hsimap.predict.compute_tile", interrupted)
+    monkeypatch.setattr("hsimap.predict.run.compute_tile", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        predict_scene(sample_cube, out=tmp_path / "m2.tif", model=mlp_model, tile=32)
+        predict_scene(sample_cube, out=tmp_path / "m2.tif", model_path=mlp_model, tile=32)
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".m2")]
 
 
@@ -251,5 +231,5 @@ def test_sigkill_then_resume_is_identical(tmp_path: Path, mosaic: Path, mlp_mode
     assert r.returncode == 0, r.stderr
     assert not record.exists()
     reference = tmp_path / "ref.tif"
-    predict_scene(mosaic, out=reference, model=mlp_model, tile=32)
+    predict_scene(mosaic, out=reference, model_path=mlp_model, tile=32)
     np.testing.assert_array_equal(_read(out), _read(reference))

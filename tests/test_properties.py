@@ -149,7 +149,7 @@ def test_streamed_map_equals_an_untiled_pass(scene: dict[str, Any]) -> None:
             dst.write(raw)
         model = save_checkpoint(folder / "box.safetensors", ckpt)
         out = folder / "map.tif"
-        predict_scene(cube, out=out, model=model, tile=scene["tile"], device="cpu")
+        predict_scene(cube, out=out, model_path=model, tile=scene["tile"], device="cpu")
         with rasterio.open(out) as src:
             mapped = src.read(1)
             assert src.transform == TRANSFORM and src.crs == rasterio.crs.CRS.from_string(UTM)

@@ -176,9 +176,13 @@ def test_scripts_are_listed(tmp_path: Path) -> None:
 
 
 def test_headless_train_writes_model(headless_run: dict[str, Any]) -> None:
+    from hsimap.checkpoint import read_metadata
+
     train = headless_run["train"]
     assert train["results"]["MODEL"] == str(headless_run["model"])
-    assert headless_run["model"].stat().st_size > 0
+    meta = read_metadata(headless_run["model"])
+    assert meta["model_kind"] == "spectral-mlp"
+    assert {c["value"]: c["name"] for c in meta["classes"]} == _expected_classes()
     log = "\n".join(train["log"]["info"])
     assert "--model-type spectral-mlp" in log and "--class-field class_id" in log
     assert "validation accuracy" in log  # hsimap's own summary is relayed
@@ -355,8 +359,19 @@ def inprocess_model(qgis_app: Any, tmp_path_factory: pytest.TempPathFactory,
     return model
 
 
-def test_processing_train_reports_progress(inprocess_model: Path) -> None:
-    assert inprocess_model.stat().st_size > 0
+def test_processing_train_writes_the_model_it_was_asked_for(inprocess_model: Path) -> None:
+    """The model the script trained (its progress is checked by the fixture) is a loadable
+    spectral-mlp with the sample's classes and bands."""
+    import rasterio
+
+    from hsimap.checkpoint import load_checkpoint, read_metadata
+
+    meta = read_metadata(inprocess_model)
+    assert meta["model_kind"] == "spectral-mlp"
+    assert {c["value"]: c["name"] for c in meta["classes"]} == _expected_classes()
+    ckpt = load_checkpoint(inprocess_model)
+    with rasterio.open(SAMPLE_CUBE) as src:
+        assert ckpt.n_bands == src.count
 
 
 def test_processing_train_refit_off_saves_the_validated_model(

@@ -19,7 +19,7 @@ from matplotlib.textpath import TextPath
 from hsimap.classes import ClassTable
 from hsimap.cli.main import cli
 from hsimap.metrics import accuracy_metrics
-from hsimap.report import (
+from hsimap.plots import (
     FIGURE_DPI,
     MIN_TEXT_PX,
     _count_text,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hsimap.errors import ConfigError
-from hsimap.tiling import TileGrid
+from hsimap.tiling import TileGrid, Window, split_window
 
 
 @settings(max_examples=200, deadline=None)
@@ -46,3 +46,23 @@ def test_mosaicking_identity_outputs_reproduces_input() -> None:
 def test_invalid_tile_size() -> None:
     with pytest.raises(ConfigError, match="tile size"):
         TileGrid(10, 10, 0, 0)
+
+
+@given(st.integers(0, 40), st.integers(1, 90), st.integers(0, 40), st.integers(1, 90),
+       st.sampled_from([1, 2, 4, 8]))
+@settings(max_examples=150, deadline=None)
+def test_split_window_halves_cover_the_window_with_cuts_on_stride(
+        row0: int, height: int, col0: int, width: int, stride: int) -> None:
+    """The out-of-memory split: 1, 2 or 4 sub-windows tiling ``write`` exactly, each cut on a
+    stride multiple from the window's origin, a side cut only when two strides long."""
+    write = Window(row0, row0 + height, col0, col0 + width)
+    rows = split_window(write, stride)
+    cover = np.zeros((row0 + height, col0 + width), dtype=np.int32)
+    for row in rows:
+        assert len({(w.row0, w.row1) for w in row}) == 1  # a row of sub-windows shares rows
+        for sub in row:
+            cover[sub.row0:sub.row1, sub.col0:sub.col1] += 1
+            assert (sub.row0 - row0) % stride == 0 and (sub.col0 - col0) % stride == 0
+    assert (cover[row0:, col0:] == 1).all() and cover.sum() == height * width
+    assert len(rows) == (2 if height > stride and height // 2 // stride > 0 else 1)
+    assert len(rows[0]) == (2 if width > stride and width // 2 // stride > 0 else 1)

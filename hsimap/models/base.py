@@ -5,6 +5,11 @@ a frozen config dataclass, named presets, a ``build`` function and a ``fit`` fun
 A built model is an :class:`HsiModel`: a ``torch.nn.Module`` that maps a normalised cube
 tile to class logits for every pixel of the tile, and says how far its context reaches
 (``halo``) so that tiled prediction is exact.
+
+Size (about 490 lines, over the ~450 of the style guide): it is the whole plugin contract
+(progress events, training data, the model and spec types, config (de)serialisation and the
+registry) that a new model kind reads in one place; splitting it would make a plugin author
+open five files.
 """
 
 from __future__ import annotations

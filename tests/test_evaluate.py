@@ -1,13 +1,10 @@
-"""Tests of hsimap.report: evaluate a generated map against polygons and rasters."""
+"""hsimap.evaluate and the files hsimap.report writes: a generated map vs polygons, rasters."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import geopandas as gpd
@@ -20,7 +17,10 @@ from shapely.geometry import box
 
 from hsimap.classes import ClassTable
 from hsimap.errors import InputFileError, LabelError, OutputError
-from hsimap.report import OUTPUT_NAMES, evaluate_map, find_series
+from hsimap.evaluate import evaluate_map
+from hsimap.plots import find_series
+from hsimap.report import OUTPUT_NAMES
+from tests.chromium import assert_images_render, needs_chromium
 
 CLASSES = ClassTable.from_names(["water", "forest", "urban"])
 H, W, PX = 45, 70, 30.0  # not multiples of the 16 px blocks: edge blocks are partial
@@ -216,32 +216,9 @@ def test_html_is_self_contained(evaluated):
         assert name in text
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-IMAGE_CHECK = """<script>
-window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.length > 0 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
-  document.body.setAttribute("data-images", String(imgs.length));
-  document.body.setAttribute("data-images-ok", ok ? "yes" : "no");
-});
-</script>"""
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install "
-                    "-y --no-install-recommends chromium)")
+@needs_chromium
 def test_html_renders_in_headless_chromium(evaluated, tmp_path):
-    r = evaluated
-    page = tmp_path / "probe.html"  # the report plus a probe script, read back via the DOM
-    page.write_text(r.report_path.read_text().replace("</body>", IMAGE_CHECK + "</body>"))
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
-    env = {**os.environ, "HOME": str(tmp_path)}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, check=False)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert 'data-images="3"' in out.stdout
-    assert 'data-images-ok="yes"' in out.stdout
+    assert_images_render(evaluated.report_path, tmp_path, n_images=3)
 
 
 SALINAS_A = Path(__file__).parent / "data" / "salinas_a"
