@@ -314,8 +314,8 @@ def test_inside_the_model_shows_the_denoisers_error_per_timestep():
     predicting zero, and the amplified change denoising makes."""
     import re
 
-    from hsimap.models.diffspectralnet.inspect import inspection_panels
     from hsimap.models.diffspectralnet.noise import position_noise
+    from hsimap.models.diffspectralnet.panels import inspection_panels
 
     model = randomized(PIXEL, 12, seed=2)
     x = torch.randn(1, 12, 10, 9)
@@ -327,7 +327,7 @@ def test_inside_the_model_shows_the_denoisers_error_per_timestep():
         assert len(titles) == 1
         shown, zero = map(float, re.findall(r"\d+\.\d+", titles[0]))
         eps = position_noise((3, 4), tuple(xp.shape[1:]), t, PIXEL.noise_seed)[None]
-        a = float(fx.abar[t])
+        a = float(fx.process.abar[t])
         xt = a ** 0.5 * xp + (1 - a) ** 0.5 * eps
         with torch.no_grad():
             pred = fx.unet(xt, torch.full((1,), t))

@@ -99,3 +99,19 @@ def test_position_noise_is_standard_normal():
     # neighbours (space, band) are uncorrelated
     for a, b in ((z[:, 1:], z[:, :-1]), (z[:, :, 1:], z[:, :, :-1]), (z[1:], z[:-1])):
         assert abs(float(torch.corrcoef(torch.stack((a.flatten(), b.flatten())))[0, 1])) < 0.02
+
+
+def test_diffusion_object_noises_and_recovers_as_the_functions_do():
+    from hsimap.models.base import get_spec
+    from hsimap.models.diffspectralnet.schedule import Diffusion, alpha_bar, make_betas, q_sample
+
+    config = get_spec("diffspectralnet").make_config("fast")
+    d = Diffusion.from_config(config)
+    assert torch.equal(d.abar, alpha_bar(make_betas("linear", 500, 1e-4, 0.02)))
+    x0, noise = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    t = torch.tensor([50, 100, 50])
+    assert torch.equal(d.q_sample(x0, t, noise), q_sample(x0, t, noise, d.abar))
+    xt = d.noisy(x0[:1], 50, noise[:1])
+    assert torch.allclose(xt, d.q_sample(x0[:1], t[:1], noise[:1]), atol=1e-6)
+    assert torch.allclose(d.predict_x0(xt, 50, noise[:1]), x0[:1], atol=1e-5)
+    assert torch.allclose(d.noise_of(xt, 50, x0[:1]), noise[:1], atol=1e-4)

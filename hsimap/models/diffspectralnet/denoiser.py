@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
+from hsimap.device import autocast  # noqa: F401  (re-exported for the classifier)
 from hsimap.errors import TrainingError
 from hsimap.models.base import ProgressCallback, ProgressEvent
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.noise import position_noise
-from hsimap.models.diffspectralnet.schedule import alpha_bar, eps_loss, make_betas, q_sample
+from hsimap.models.diffspectralnet.schedule import Diffusion
 from hsimap.models.diffspectralnet.unet import DenoisingUNet, receptive_radius
 
 MIN_VALID_FRACTION = 0.5  # crops are drawn from windows at least this valid
@@ -21,13 +21,6 @@ MAX_HISTORY = 1000  # loss entries kept in the history (binned means beyond that
 HOLDOUT_FRACTION = 0.1  # share of crop-sized blocks kept out of denoiser training
 MAX_HOLDOUT_BLOCKS = 16  # cap, so the held-out check stays cheap on large scenes
 EVAL_NOISE_SEED = 7919  # noise of the held-out check (not the feature-extraction noise)
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA only (bf16 is emulated and very slow on CPUs)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _window_counts(mask: np.ndarray, size: int) -> np.ndarray:
@@ -97,8 +90,7 @@ def evaluate_denoiser(unet: DenoisingUNet, xp: torch.Tensor, mask: np.ndarray,
     """
     was_training = unet.training
     unet.eval()
-    abar = alpha_bar(make_betas(config.schedule, config.diffusion_steps, config.beta_start,
-                                config.beta_end))
+    diffusion = Diffusion.from_config(config)
     r = max(receptive_radius(config, i) for i in range(config.n_blocks + 1))
     _, h, w = xp.shape
     ys, xs = np.nonzero(mask)
@@ -124,7 +116,7 @@ def evaluate_denoiser(unet: DenoisingUNet, xp: torch.Tensor, mask: np.ndarray,
                     eps = position_noise((py0, px0), tuple(x0_.shape[1:]), t,  # type: ignore[arg-type]
                                          EVAL_NOISE_SEED, device=device)[None]
                     tt = torch.full((1,), t, dtype=torch.int64, device=device)
-                    pred = unet(q_sample(x0_, tt, eps, abar), tt)
+                    pred = unet(diffusion.q_sample(x0_, tt, eps), tt)
                     err[k] += float((pred.float() - eps).abs()[..., sel].sum())
                     zero[k] += float(eps.abs()[..., sel].sum())
                 n_pix += int(core.sum())
@@ -194,8 +186,7 @@ def train_denoiser(unet: DenoisingUNet, xp: torch.Tensor, valid: torch.Tensor,
     held = holdout_blocks(valid.numpy(), size, seed=int(rng.integers(2**31)))
     origins = crop_origins(valid.numpy(), size, exclude=held)
     eval_mask = held if held.any() else valid.numpy()
-    abar = alpha_bar(make_betas(config.schedule, config.diffusion_steps, config.beta_start,
-                                config.beta_end))
+    diffusion = Diffusion.from_config(config)
     opt = torch.optim.Adam(unet.parameters(), lr=config.lr)
     unet.train()
     losses: list[float] = []
@@ -207,10 +198,7 @@ def train_denoiser(unet: DenoisingUNet, xp: torch.Tensor, valid: torch.Tensor,
         t = _timesteps(config, config.batch, gen)
         noise = torch.randn(x0.shape, generator=gen)
         x0, mask, t, noise = (v.to(device) for v in (x0, mask, t, noise))
-        xt = q_sample(x0, t, noise, abar)
-        with autocast(device):
-            pred = unet(xt, t)
-        loss = eps_loss(pred.float(), noise, mask, config.loss)
+        loss = diffusion.loss(unet, x0, t, noise, mask, config.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

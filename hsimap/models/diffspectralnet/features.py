@@ -15,7 +15,7 @@ from torch import nn
 
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.noise import position_noise
-from hsimap.models.diffspectralnet.schedule import alpha_bar, make_betas
+from hsimap.models.diffspectralnet.schedule import Diffusion
 from hsimap.models.diffspectralnet.unet import DenoisingUNet, layer_channels
 
 MapKey = tuple[int, int]  # (timestep, layer)
@@ -141,9 +141,7 @@ class FeatureExtractor(nn.Module):
         self.projection = SpectralProjection(n_bands, p, whiten=config.proj_whiten)
         self.diffusion = config.features == "diffusion"
         self.unet = DenoisingUNet(config, p) if self.diffusion else None
-        betas = make_betas(config.schedule, config.diffusion_steps, config.beta_start,
-                           config.beta_end)
-        self.register_buffer("abar", alpha_bar(betas), persistent=False)  # (T,) float64
+        self.process = Diffusion.from_config(config)  # schedule and noising formulas
         self.keys: list[MapKey] = []
         chans: list[int] = []
         if not self.diffusion or config.with_spectra:  # the projected spectra as a map
@@ -157,7 +155,6 @@ class FeatureExtractor(nn.Module):
         self.map_channels = chans
         self.out_dims = sum(reduced_dims(config, c) for c in chans)
 
-    abar: torch.Tensor
 
     def noisy(self, xp: torch.Tensor, t: int, origin: tuple[int, int],
               draw: int = 0) -> torch.Tensor:
@@ -166,8 +163,7 @@ class FeatureExtractor(nn.Module):
         _, p, h, w = xp.shape
         seed = self.config.noise_seed + NOISE_DRAW_STRIDE * draw
         eps = position_noise(origin, (p, h, w), t, seed, device=xp.device)
-        a = float(self.abar[t])
-        return a ** 0.5 * xp + (1.0 - a) ** 0.5 * eps.to(xp.dtype)[None]
+        return self.process.noisy(xp, t, eps.to(xp.dtype)[None])
 
     def raw_maps(self, x: torch.Tensor,
                  origin: tuple[int, int]) -> Iterator[tuple[int, torch.Tensor]]:

@@ -71,8 +71,8 @@ class DiffSpectralNet(HsiModel):
 
     def inspect(self, x: torch.Tensor, *, origin: tuple[int, int],
                 rgb_bands: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
-        """Input, noised and denoised views and feature PCs per timestep (see ``inspect``)."""
-        from hsimap.models.diffspectralnet.inspect import inspection_panels
+        """Input, noised and denoised views and feature PCs per timestep (see ``panels``)."""
+        from hsimap.models.diffspectralnet.panels import inspection_panels
 
         return inspection_panels(self, x, origin=origin, rgb_bands=rgb_bands)
 

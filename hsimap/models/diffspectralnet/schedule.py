@@ -9,6 +9,7 @@ prod_{s <= t} (1 - beta_s)`` (as in SpectralDiff's code). With the linear schedu
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,6 +60,59 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
     s1 = a.sqrt().to(x0.dtype).view(shape)
     s2 = (1 - a).sqrt().to(x0.dtype).view(shape)
     return s1 * x0 + s2 * noise
+
+
+class Diffusion:
+    """The forward (noising) process of one config in one object, as improved-diffusion's
+    ``GaussianDiffusion``: the schedule, ``q_sample``, the clean signal recovered from a
+    noise prediction, and the training loss. The network is an argument, never a member, so
+    the denoiser's training, the feature extractor and the inspection panels share one
+    definition of ``alpha_bar`` and of the noising formulas."""
+
+    def __init__(self, betas: torch.Tensor) -> None:
+        self.betas = betas  # (T,) float64
+        self.abar = alpha_bar(betas)  # (T,) float64, on the CPU
+
+    @classmethod
+    def from_config(cls, config: Any) -> Diffusion:
+        """The schedule named by a config (``schedule``, ``diffusion_steps``, ``beta_*``)."""
+        return cls(make_betas(config.schedule, config.diffusion_steps, config.beta_start,
+                              config.beta_end))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x_t`` for a batch of integer timesteps ``t`` (see :func:`q_sample`)."""
+        return q_sample(x0, t, noise, self.abar)
+
+    def scales(self, t: int) -> tuple[float, float]:
+        """``(sqrt(abar_t), sqrt(1 - abar_t))`` of one timestep."""
+        a = float(self.abar[t])
+        return a ** 0.5, (1.0 - a) ** 0.5
+
+    def noisy(self, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` at one timestep."""
+        s1, s2 = self.scales(t)
+        return s1 * x0 + s2 * noise
+
+    def predict_x0(self, xt: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+        """The clean signal implied by a noise prediction ``eps`` at one timestep."""
+        s1, s2 = self.scales(t)
+        return (xt - s2 * eps) / s1
+
+    def noise_of(self, xt: torch.Tensor, t: int, x0: torch.Tensor) -> torch.Tensor:
+        """The noise that turned ``x0`` into ``xt`` at one timestep."""
+        s1, s2 = self.scales(t)
+        return (xt - s1 * x0) / s2
+
+    def loss(self, unet: Any, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             mask: torch.Tensor | None, kind: str) -> torch.Tensor:
+        """The epsilon-prediction loss of ``unet`` on ``x0`` noised at ``t`` (bf16 autocast
+        on CUDA; see :func:`eps_loss`)."""
+        from hsimap.device import autocast
+
+        xt = self.q_sample(x0, t, noise)
+        with autocast(x0.device):
+            pred = unet(xt, t)
+        return eps_loss(pred.float(), noise, mask, kind)
 
 
 def eps_loss(pred: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor | None = None,

@@ -12,10 +12,13 @@ projected components as RGB), so they are comparable across panels.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-from hsimap.models.diffspectralnet.model import DiffSpectralNet
+if TYPE_CHECKING:
+    from hsimap.models.diffspectralnet.model import DiffSpectralNet
 
 
 @torch.no_grad()
@@ -47,14 +50,13 @@ def inspection_panels(model: DiffSpectralNet, x: torch.Tensor, *, origin: tuple[
     per_t = len(model.config.layers)
     first = 1 if fx.keys[0] == (-1, -1) else 0  # the projected-spectra map comes first
     for n, t in enumerate(model.config.timesteps):
-        a = float(fx.abar[t])
         xt = fx.noisy(xp, t, origin)
         tt = torch.full((1,), t, dtype=torch.int64, device=x.device)
         eps, _ = fx.unet.run(xt, tt)
         assert eps is not None  # no taps: the net runs to its output
-        x0 = (xt - (1 - a) ** 0.5 * eps) / a ** 0.5
+        x0 = fx.process.predict_x0(xt, t, eps)
         ref = xp[0, :3]
-        true_eps = (xt - a ** 0.5 * xp) / (1 - a) ** 0.5  # the noise that was added
+        true_eps = fx.process.noise_of(xt, t, xp)  # the noise that was added
         err = (eps - true_eps).abs().mean(1)[0]  # (h, w) mean over projected bands
         zero = float(true_eps.abs().mean())
         panels[f"t={t}: noised"] = _rgb(xt[0, :3], like=ref)
