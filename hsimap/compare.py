@@ -191,7 +191,7 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     from hsimap.checkpoint import Checkpoint
     from hsimap.classfile import read_class_file
     from hsimap.cube import open_cube
-    from hsimap.device import resolve_device
+    from hsimap.device import fitting_threads, resolve_device
     from hsimap.labels import read_labels
     from hsimap.models.base import TrainData, get_spec
     from hsimap.predict import classify_array
@@ -261,8 +261,9 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
                                guard=guard, seed=options.seed, block_size=options.block_size)
             data = TrainData(cube_std, valid, index, inner.train, inner.val, n_classes)
             torch.manual_seed(options.seed)
-            model, _ = spec.fit(data, configs[m.kind], seed=options.seed, device=device,
-                                progress=progress, **label_free)
+            with fitting_threads(device):
+                model, _ = spec.fit(data, configs[m.kind], seed=options.seed, device=device,
+                                    progress=progress, **label_free)
             if m.kind == "diffspectralnet" and getattr(configs[m.kind], "features",
                                                        "") == "diffusion" and not label_free:
                 label_free = {"init": model}

@@ -36,7 +36,7 @@ from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, Normalisation, sav
 from hsimap.classes import ClassTable
 from hsimap.classfile import read_class_file
 from hsimap.cube import Cube, band_validity, open_cube, path_name, validity
-from hsimap.device import resolve_device
+from hsimap.device import fitting_threads, resolve_device
 from hsimap.errors import ConfigError, CubeError, HsimapWarning, OutputError, TrainingError
 from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
@@ -172,7 +172,9 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
     _log_split(split, labels)
     data = TrainData(cube_std, valid, index, split.train, split.val, len(labels.classes))
     torch.manual_seed(options.seed)
-    model, history = spec.fit(data, config, seed=options.seed, device=device, progress=progress)
+    with fitting_threads(device):
+        model, history = spec.fit(data, config, seed=options.seed, device=device,
+                                  progress=progress)
     meta = _metadata(cube, labels, split, options, cube_path, labels_path)
     if len(scenes) > 1:
         meta["training"]["scenes"] = [scene.describe() for scene in scenes]
@@ -198,9 +200,10 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
                  "model; the validation figure is that of the model fitted without them",
                  fitted)
         torch.manual_seed(options.seed)
-        model, history["refit"] = spec.refit(
-            model, everything, config, history, seed=options.seed, device=device,
-            progress=lambda e: progress(dataclasses.replace(e, stage=f"refit {e.stage}")))
+        with fitting_threads(device):
+            model, history["refit"] = spec.refit(
+                model, everything, config, history, seed=options.seed, device=device,
+                progress=lambda e: progress(dataclasses.replace(e, stage=f"refit {e.stage}")))
         ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
     # that pass's speed and the saved model's activations: `predict --dry-run` without torch
     meta[INFERENCE_KEY] = inference_record(ckpt, device, shape=raw.shape[1:],
