@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import torch
 
@@ -69,19 +71,17 @@ def training_threads() -> int | None:
     return 1 if (os.cpu_count() or 1) <= SMALL_MACHINE_CORES else None
 
 
-class fitting_threads:  # noqa: N801 (used as a context manager, like torch.no_grad)
+@contextlib.contextmanager
+def fitting_threads(device: torch.device) -> Iterator[None]:
     """Within the block, torch uses :func:`training_threads` intra-op threads when fitting on
     the CPU; the previous number is restored afterwards (prediction keeps its threads)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.threads = training_threads() if device.type == "cpu" else None
-        self.saved = torch.get_num_threads()
-
-    def __enter__(self) -> fitting_threads:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.threads is not None:
-            torch.set_num_threads(self.saved)
+    threads = training_threads() if device.type == "cpu" else None
+    if threads is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hsimap.device import autocast
 from hsimap.models.base import ProgressCallback, ProgressEvent
 from hsimap.models.diffspectralnet.classifier import WindowClassifier, gather_patches
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
-from hsimap.models.diffspectralnet.denoiser import autocast
 from hsimap.models.training_utils import class_weights, epoch_order
 
 EVAL_CHUNK = 2048

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsimap.device import autocast  # noqa: F401  (re-exported for the classifier)
 from hsimap.errors import TrainingError
 from hsimap.models.base import ProgressCallback, ProgressEvent
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hsimap.device import autocast
+
 
 def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Linear beta schedule (DDPM, SpectralDiff), ``(steps,)`` float64."""
@@ -107,8 +109,6 @@ class Diffusion:
              mask: torch.Tensor | None, kind: str) -> torch.Tensor:
         """The epsilon-prediction loss of ``unet`` on ``x0`` noised at ``t`` (bf16 autocast
         on CUDA; see :func:`eps_loss`)."""
-        from hsimap.device import autocast
-
         xt = self.q_sample(x0, t, noise)
         with autocast(x0.device):
             pred = unet(xt, t)
