@@ -223,7 +223,7 @@ def cnn_runner(components: int = 30, size: int = 9, epochs: int = 100,
         from torch import nn
 
         from hsimap.models.diffspectralnet.classifier import gather_patches
-        from hsimap.models.diffspectralnet.clf_training import dihedral
+        from hsimap.models.diffspectralnet.fit_classifier import dihedral
 
         torch.manual_seed(seed)
         z, _, _ = standardise(scene)

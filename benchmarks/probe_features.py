@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from hsimap.models.base import get_spec
     from hsimap.models.diffspectralnet.features import reduced_dims
-    from hsimap.models.diffspectralnet.training import extract_features
+    from hsimap.models.diffspectralnet.fit import extract_features
     from hsimap.predict import classify_array
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)

@@ -73,7 +73,7 @@ def test_empty_val_mask_trains_all_epochs():
 
 def test_small_training_sets_get_at_least_clf_min_batches_steps_per_epoch():
     from hsimap.models.diffspectralnet.classifier import WindowClassifier
-    from hsimap.models.diffspectralnet.clf_training import PatchSampler, _epoch
+    from hsimap.models.diffspectralnet.fit_classifier import PatchSampler, _epoch
 
     spec = get_spec("diffspectralnet")
     config = spec.make_config("tiny", {"clf_batch": 4, "clf_min_batches": 5})
@@ -225,7 +225,7 @@ def test_denoiser_stops_when_the_held_out_error_plateaus():
 
 
 def test_feature_timestep_sampling_puts_half_the_draws_on_feature_timesteps():
-    from hsimap.models.diffspectralnet.denoiser import _timesteps
+    from hsimap.models.diffspectralnet.fit_denoiser import _timesteps
 
     spec = get_spec("diffspectralnet")
     gen = torch.Generator().manual_seed(0)
@@ -238,7 +238,7 @@ def test_feature_timestep_sampling_puts_half_the_draws_on_feature_timesteps():
 
 
 def test_held_out_blocks_are_never_in_a_training_crop():
-    from hsimap.models.diffspectralnet.denoiser import crop_origins, holdout_blocks
+    from hsimap.models.diffspectralnet.fit_denoiser import crop_origins, holdout_blocks
 
     valid = np.ones((40, 48), bool)
     held = holdout_blocks(valid, 8, seed=3)

@@ -12,7 +12,7 @@ from hsimap.errors import ConfigError
 from hsimap.models.base import config_from_dict, get_spec
 from hsimap.models.diffspectralnet import PRESETS, DiffSpectralNetConfig, build
 from hsimap.models.diffspectralnet.classifier import WindowClassifier, gather_patches
-from hsimap.models.diffspectralnet.training import tile_windows
+from hsimap.models.diffspectralnet.fit import tile_windows
 from hsimap.models.diffspectralnet.unet import (
     DenoisingUNet,
     layer_channels,
@@ -261,7 +261,7 @@ def test_unwhitened_projection_keeps_relative_variances():
 
 
 def test_dihedral_augmentation_gives_the_8_symmetries_and_keeps_the_centre():
-    from hsimap.models.diffspectralnet.clf_training import dihedral
+    from hsimap.models.diffspectralnet.fit_classifier import dihedral
 
     patch = torch.randn(1, 3, 9, 9)
     outs = [dihedral(patch, torch.tensor([w])) for w in range(8)]
@@ -278,7 +278,7 @@ def test_dihedral_augmentation_gives_the_8_symmetries_and_keeps_the_centre():
 
 
 def test_patch_sampler_gives_the_patches_of_gather_and_dihedral():
-    from hsimap.models.diffspectralnet.clf_training import PatchSampler, dihedral
+    from hsimap.models.diffspectralnet.fit_classifier import PatchSampler, dihedral
 
     padded = torch.randn(5, 14, 17)  # (D, H + 2p, W + 2p) for 7 x 7 patches, p = 3
     rows, cols = torch.randint(0, 8, (40,)), torch.randint(0, 11, (40,))

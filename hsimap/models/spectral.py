@@ -28,7 +28,7 @@ from hsimap.models.base import (
     config_to_dict,
     register,
 )
-from hsimap.models.training_utils import class_weights, epoch_order
+from hsimap.models.fitting import class_weights, epoch_order
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from hsimap.models.base import ModelSpec, register
 from hsimap.models.diffspectralnet.config import PRESETS, DiffSpectralNetConfig
+from hsimap.models.diffspectralnet.fit import fit, refit
 from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, model_halo
-from hsimap.models.diffspectralnet.training import fit, refit
 
 SPEC = register(ModelSpec(
     kind="diffspectralnet",

@@ -15,7 +15,7 @@ from hsimap.device import autocast
 from hsimap.models.base import ProgressCallback, ProgressEvent
 from hsimap.models.diffspectralnet.classifier import WindowClassifier, gather_patches
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
-from hsimap.models.training_utils import class_weights, epoch_order
+from hsimap.models.fitting import class_weights, epoch_order
 
 EVAL_CHUNK = 2048
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from hsimap.errors import ConfigError
 from hsimap.models.base import TrainData, get_spec
-from hsimap.models.training_utils import class_weights, epoch_order
+from hsimap.models.fitting import class_weights, epoch_order
 
 
 def test_epoch_order_cycles_small_sets_and_keeps_one_pass_otherwise():

@@ -13,9 +13,9 @@ import torch
 from hsimap.errors import ConfigError, TrainingError
 from hsimap.models.base import ProgressCallback, ProgressEvent, TrainData, config_to_dict
 from hsimap.models.diffspectralnet.classifier import ClassifierEnsemble
-from hsimap.models.diffspectralnet.clf_training import train_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
-from hsimap.models.diffspectralnet.denoiser import train_denoiser
+from hsimap.models.diffspectralnet.fit_classifier import train_classifier
+from hsimap.models.diffspectralnet.fit_denoiser import train_denoiser
 from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, unet_radius
 
 MAX_PROJECTION_PIXELS = 200_000  # valid pixels sampled to fit the spectral projection
