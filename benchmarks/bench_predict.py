@@ -61,7 +61,7 @@ def model_file(spec: str, folder: Path, quick: bool, train: bool) -> Path:
     if not path.exists():
         print(f"training {spec} on the sample scene -> {path}", file=sys.stderr)
         train_model(SAMPLE, LABELS, out=path, options=TrainOptions(
-            model=kind, preset=preset or None, overrides=QUICK.get(kind, {}) if quick else {}))
+            kind=kind, preset=preset or None, overrides=QUICK.get(kind, {}) if quick else {}))
     return path
 
 

@@ -137,7 +137,7 @@ def train(ctx: click.Context, cube_args: tuple[Path, ...], cube_opt: tuple[Path,
     from hsimap.training import TrainOptions, train_model
 
     options = TrainOptions(
-        model=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
+        kind=model_kind or file_kind or DEFAULT_MODEL, preset=preset or file_preset,
         overrides=overrides, class_field=class_field, color_field=color_field,
         classes_file=None if classes_file is None else str(classes_file),
         layer=pairs[0][2] or layer,

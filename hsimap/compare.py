@@ -227,7 +227,7 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     for m in models:  # every model's memory and scene bounds, before anything is read
         probe = specs[m.kind].build(configs[m.kind], n_bands=len(cube.good_bands), n_classes=2)
         check_scene_fits(cube, probe, configs[m.kind],
-                         TrainOptions(model=m.kind, overrides=m.overrides,
+                         TrainOptions(kind=m.kind, overrides=m.overrides,
                                       max_memory=options.max_memory), device)
     class_specs = None if options.classes_file is None else \
         read_class_file(options.classes_file)
@@ -310,7 +310,7 @@ def _train_best(cube_path: str | Path, labels_path: str | Path, choice: ModelCho
     log.info("training the best model, %s, on all labels", choice.kind)
     result = train_model(cube_path, labels_path, out=out, overwrite=overwrite, progress=progress,
                          options=TrainOptions(
-                             model=choice.kind, preset=choice.preset, overrides=choice.overrides,
+                             kind=choice.kind, preset=choice.preset, overrides=choice.overrides,
                              class_field=options.class_field, all_touched=options.all_touched,
                              layer=options.layer, classes_file=options.classes_file,
                              mask=options.mask, mask_layer=options.mask_layer,

@@ -68,13 +68,20 @@ MIN_PIXELS_PER_CLASS = 2
 # mask), the int64 class index, the validity and split masks, the distance transform and the
 # predicted training map: bytes per scene pixel.
 LABEL_BYTES_PER_PIXEL = 48.0
+# The key of the model kind in the stored options record (TrainOptions.kind was `model`).
+RECORD_KIND_KEY = "model"
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Everything ``hsimap train`` can be told besides the input and output paths."""
+    """Everything ``hsimap train`` can be told besides the input and output paths.
 
-    model: str = DEFAULT_MODEL
+    ``kind``: the model kind (``hsimap train --model-type``). The model file and the
+    training log store these options as :meth:`record` (``meta["training"]["options"]``),
+    where the kind is stored under its old name ``"model"`` (the file format is unchanged).
+    """
+
+    kind: str = DEFAULT_MODEL
     preset: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     class_field: str | None = None
@@ -94,6 +101,27 @@ class TrainOptions:
     bad_bands: tuple[int, ...] = ()
     max_memory: int | None = None  # bytes; None: resources.default_budget()
     refit: bool = True
+
+    def record(self) -> dict[str, Any]:
+        """The options as stored in the model file and the log (JSON-able): every field by
+        its name, except ``kind``, stored as ``"model"`` like files written before the rename."""
+        stored = json_safe(asdict(self))
+        return {RECORD_KIND_KEY if k == "kind" else k: v for k, v in stored.items()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TrainOptions:
+        """The options a model was trained with, from its stored :meth:`record` (old and new
+        files alike; a ``"kind"`` key is read too). Unknown keys are ignored, missing ones
+        take their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {("kind" if k == RECORD_KIND_KEY else k): v for k, v in record.items()}
+        values = {k: v for k, v in values.items() if k in names}
+        if isinstance(values.get("bad_bands"), list):
+            values["bad_bands"] = tuple(values["bad_bands"])
+        if isinstance(values.get("overrides"), Mapping):
+            values["overrides"] = {k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in values["overrides"].items()}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -153,7 +181,7 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
         for path in split_files:
             check_output(path, inputs=inputs, overwrite=overwrite)
     device = resolve_device(options.device)
-    spec = get_spec(options.model)
+    spec = get_spec(options.kind)
     preset = options.preset or spec.preset_for(device.type)
     log.info("model %s, preset %s%s, on %s", spec.kind, preset,
              "" if options.preset else " (default)", device)
@@ -588,7 +616,7 @@ def _metadata(cube: Cube, labels: Labels, split: Split, options: TrainOptions,
         "crs": None if cube.grid.crs is None else cube.grid.crs.to_string(),
         "resolution": [abs(cube.grid.transform.a), abs(cube.grid.transform.e)],
         "training": {"cube": str(cube_path), "labels": str(labels_path),
-                     "class_field": labels.class_field, "options": asdict(options),
+                     "class_field": labels.class_field, "options": options.record(),
                      "pixel_counts": {c.name: n for c, n in zip(
                          labels.classes, labels.pixel_counts().values(), strict=True)}},
         "split": split.summary(),

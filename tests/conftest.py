@@ -30,7 +30,7 @@ def mlp_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("mlp") / "mlp.safetensors"
     train_model(SAMPLE_CUBE, SAMPLE_LABELS, out=out,
-                options=TrainOptions(model="spectral-mlp", overrides={"epochs": 5}))
+                options=TrainOptions(kind="spectral-mlp", overrides={"epochs": 5}))
     return out
 
 

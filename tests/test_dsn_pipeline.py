@@ -13,7 +13,7 @@ from hsimap.checkpoint import load_checkpoint
 from hsimap.predict import predict_scene
 from hsimap.training import TrainOptions, train_model
 
-TINY = TrainOptions(model="diffspectralnet", preset="tiny", seed=3)
+TINY = TrainOptions(kind="diffspectralnet", preset="tiny", seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -291,7 +291,7 @@ def test_two_model_kinds_get_the_same_split(scene: tuple[np.ndarray, np.ndarray]
     from hsimap.training import TrainOptions, dataset_split
 
     index, groups = scene
-    a, b = (dataset_split(index, groups, TrainOptions(model=k, validation=method, seed=seed,
+    a, b = (dataset_split(index, groups, TrainOptions(kind=k, validation=method, seed=seed,
                                                       guard=guard)) for k in kinds)
     np.testing.assert_array_equal(a.train, b.train)
     np.testing.assert_array_equal(a.val, b.val)

@@ -44,7 +44,7 @@ def fit(scene: dict[str, Path], name: str, **options: object):
 def test_refit_fits_the_saved_model_on_every_labelled_pixel(scene, kind, overrides):
     over = dict(overrides)
     preset = over.pop("preset", None)
-    common = {"model": kind, "preset": preset, "overrides": over}
+    common = {"kind": kind, "preset": preset, "overrides": over}
     kept, kept_log = fit(scene, f"{kind}_kept", refit=False, **common)
     refit, refit_log = fit(scene, f"{kind}_refit", **common)
     n_train, n_val = refit.split["n_train"], refit.split["n_val"]
@@ -69,7 +69,7 @@ def test_refit_fits_the_saved_model_on_every_labelled_pixel(scene, kind, overrid
 
 
 def test_dsn_refit_reuses_the_denoiser_and_keeps_the_schedule(scene):
-    result, log = fit(scene, "dsn_reuse", model="diffspectralnet", preset="tiny",
+    result, log = fit(scene, "dsn_reuse", kind="diffspectralnet", preset="tiny",
                       overrides=DSN_TINY)
     refit = log["history"]["refit"]
     assert refit["denoiser"] == {"reused": True}
@@ -77,7 +77,7 @@ def test_dsn_refit_reuses_the_denoiser_and_keeps_the_schedule(scene):
     assert refit["classifier"]["n_val"] == 0
     assert len(refit["classifier"]["epochs"]) == DSN_TINY["clf_epochs"]
     saved = load_checkpoint(result.model_path).model
-    kept, _ = fit(scene, "dsn_reuse_kept", model="diffspectralnet", preset="tiny",
+    kept, _ = fit(scene, "dsn_reuse_kept", kind="diffspectralnet", preset="tiny",
                   overrides=DSN_TINY, refit=False)
     first = load_checkpoint(kept.model_path).model
     for (name, p), q in zip(saved.features.unet.state_dict().items(),
@@ -88,7 +88,7 @@ def test_dsn_refit_reuses_the_denoiser_and_keeps_the_schedule(scene):
 def test_fixed_schedule_keeps_the_last_epoch(scene):
     """patience 0 = a fixed schedule: the kept state is the last epoch's, not the epoch with
     the best validation accuracy (choosing one would bias the validation figure)."""
-    _, log = fit(scene, "dsn_fixed", model="diffspectralnet", preset="tiny",
+    _, log = fit(scene, "dsn_fixed", kind="diffspectralnet", preset="tiny",
                  overrides={**DSN_TINY, "clf_epochs": 4, "patience": 0}, refit=False)
     clf = log["history"]["classifier"]
     assert clf["best_epoch"] == 4
@@ -124,7 +124,7 @@ def test_cli_says_it_refitted_and_evaluate_warns_on_the_validation_part(scene):
 def test_the_checkpoint_keeps_the_config_asked_for(scene):
     """The refit runs the epochs early stopping kept, but the model file (and `info`) keep the
     config the user gave; the log has the schedule the refit ran."""
-    result, log = fit(scene, "mlp_config", model="spectral-mlp",
+    result, log = fit(scene, "mlp_config", kind="spectral-mlp",
                       overrides={"epochs": 6, "min_batches": 2, "patience": 1})
     saved = load_checkpoint(result.model_path).model
     assert saved.config.epochs == 6

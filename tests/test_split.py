@@ -95,7 +95,7 @@ def test_train_validates_two_model_kinds_on_the_same_pixels(tmp_path):
     for kind, overrides in (("spectral-mlp", {"epochs": 2}),
                             ("random-forest", {"n_trees": 5, "n_jobs": 1})):
         result = train_model(cube, labels, out=tmp_path / f"{kind}.safetensors",
-                             options=TrainOptions(model=kind, overrides=overrides))
+                             options=TrainOptions(kind=kind, overrides=overrides))
         assert result.split["guard_px"] == default_guard()
         codes.append(load_checkpoint(result.model_path).extras["split"].numpy())
     np.testing.assert_array_equal(codes[0], codes[1])
