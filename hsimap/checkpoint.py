@@ -145,7 +145,9 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
         # behaviour), never a preset's current values.
         config = config_from_dict(spec.config_cls, meta["model_config"]) \
             if meta["model_config"] else None
-        model = spec.build(config, n_bands=len(meta["band_indices"]),
+        # An empty model_config (a damaged or edited file) builds with no config, as it
+        # always did: the build or the weights below refuse it.
+        model = spec.build(config, n_bands=len(meta["band_indices"]),  # type: ignore[arg-type]
                            n_classes=len(meta["classes"]))
     except KeyError as exc:
         raise CheckpointError(f"metadata lacks the entry {exc}", path=path,

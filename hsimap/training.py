@@ -41,7 +41,9 @@ from hsimap.errors import ConfigError, CubeError, HsimapWarning, OutputError, Tr
 from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
 from hsimap.models.base import (
+    AnySpec,
     HsiModel,
+    ModelConfig,
     ProgressCallback,
     TrainData,
     check_config_for_scene,
@@ -293,7 +295,8 @@ class _Scene:
                 "split": self.split.summary(), "mosaic_column": self.col}
 
 
-def _read_scenes(pairs: Sequence[ScenePair], spec: Any, config: Any, options: TrainOptions,
+def _read_scenes(pairs: Sequence[ScenePair], spec: AnySpec, config: ModelConfig,
+                 options: TrainOptions,
                  device: torch.device, class_specs: Any) -> list[_Scene]:
     """Open, check, label and read every scene (one band set, one class table)."""
     from hsimap.scenes import check_band_sets, merge_labels
@@ -374,7 +377,7 @@ def _drop_empty_bands(scenes: list[_Scene]) -> None:
         s.valid = validity(s.raw, s.cube.good_nodata)
 
 
-def _pool_scenes(scenes: list[_Scene], spec: Any, config: Any, options: TrainOptions
+def _pool_scenes(scenes: list[_Scene], spec: AnySpec, config: ModelConfig, options: TrainOptions
                  ) -> tuple[Cube, Labels, np.ndarray, np.ndarray, np.ndarray, Split, HsiModel]:
     """The scenes as one training scene: the first cube (its metadata and grid), the pooled
     labels, raw values, validity, class index and split on the mosaic, and the model probe.
@@ -424,7 +427,7 @@ def _pool_scenes(scenes: list[_Scene], spec: Any, config: Any, options: TrainOpt
     return first.cube, labels, raw, valid, index, split, probe
 
 
-def check_scene_fits(cube: Cube, probe: HsiModel, config: Any, options: TrainOptions,
+def check_scene_fits(cube: Cube, probe: HsiModel, config: ModelConfig, options: TrainOptions,
                      device: torch.device) -> int:
     """Refuse, before any large allocation, a config the scene cannot honour (a window, crop
     or projection larger than the scene, for the fields the user set) and a scene whose

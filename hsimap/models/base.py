@@ -6,7 +6,7 @@ A built model is an :class:`HsiModel`: a ``torch.nn.Module`` that maps a normali
 tile to class logits for every pixel of the tile, and says how far its context reaches
 (``halo``) so that tiled prediction is exact.
 
-Size (about 490 lines, over the ~450 of the style guide): it is the whole plugin contract
+Size (about 510 lines, over the ~450 of the style guide): it is the whole plugin contract
 (progress events, training data, the model and spec types, config (de)serialisation and the
 registry) that a new model kind reads in one place; splitting it would make a plugin author
 open five files.
@@ -19,7 +19,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -148,19 +148,31 @@ class HsiModel(nn.Module):
         return {}
 
 
-class BuildFn(Protocol):
+class ModelConfig(Protocol):
+    """What every model kind's config is: a (frozen) dataclass instance
+    (:func:`dataclasses.fields` and :func:`dataclasses.asdict` work on it)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
+#: A model kind's own config class (``SVMConfig``, ``DiffSpectralNetConfig``, ...).
+ConfigT = TypeVar("ConfigT", bound=ModelConfig)
+ConfigT_contra = TypeVar("ConfigT_contra", bound=ModelConfig, contravariant=True)
+
+
+class BuildFn(Protocol[ConfigT_contra]):
     """Signature of ``ModelSpec.build``."""
 
-    def __call__(self, config: Any, *, n_bands: int, n_classes: int) -> HsiModel: ...
+    def __call__(self, config: ConfigT_contra, *, n_bands: int, n_classes: int) -> HsiModel: ...
 
 
-class FitFn(Protocol):
+class FitFn(Protocol[ConfigT_contra]):
     """Signature of ``ModelSpec.fit``: returns the trained model (eval mode) and a history."""
 
     def __call__(
         self,
         data: TrainData,
-        config: Any,
+        config: ConfigT_contra,
         *,
         seed: int,
         device: torch.device,
@@ -168,7 +180,7 @@ class FitFn(Protocol):
     ) -> tuple[HsiModel, dict[str, Any]]: ...
 
 
-class RefitFn(Protocol):
+class RefitFn(Protocol[ConfigT_contra]):
     """Signature of ``ModelSpec.refit``: fit again on ``data`` (every labelled pixel in
     ``train_mask``, ``val_mask`` empty) with the schedule the validated fit used, reusing what
     of ``model`` is label-free. Returns the refitted model (eval mode) and its history."""
@@ -177,7 +189,7 @@ class RefitFn(Protocol):
         self,
         model: HsiModel,
         data: TrainData,
-        config: Any,
+        config: ConfigT_contra,
         history: Mapping[str, Any],
         *,
         seed: int,
@@ -187,22 +199,22 @@ class RefitFn(Protocol):
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A registered model kind.
+class ModelSpec(Generic[ConfigT]):
+    """A registered model kind, generic over its config class ``ConfigT``.
 
     ``refit`` (optional) fits the final model on every labelled pixel once validation is
     done (see :class:`RefitFn`); kinds without one keep the validated model.
     """
 
     kind: str
-    config_cls: type
+    config_cls: type[ConfigT]
     presets: Mapping[str, Mapping[str, Any]]
     default_preset: str
-    build: BuildFn
-    fit: FitFn
+    build: BuildFn[ConfigT]
+    fit: FitFn[ConfigT]
     description: str = ""
     gpu_preset: str | None = None
-    refit: RefitFn | None = None
+    refit: RefitFn[ConfigT] | None = None
 
     def preset_for(self, device_type: str) -> str:
         """The default preset on a device type (``cuda`` may have its own)."""
@@ -211,7 +223,7 @@ class ModelSpec:
         return self.default_preset
 
     def make_config(self, preset: str | None = None,
-                    overrides: Mapping[str, Any] | None = None) -> Any:
+                    overrides: Mapping[str, Any] | None = None) -> ConfigT:
         """Config from a named preset plus field overrides (e.g. from a TOML file)."""
         name = preset or self.default_preset
         if name not in self.presets:
@@ -402,7 +414,7 @@ def check_config_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_config_for_scene(config: Any, *, n_bands: int, height: int, width: int,
+def check_config_for_scene(config: ModelConfig, *, n_bands: int, height: int, width: int,
                            fields: Iterable[str] | None = None) -> None:
     """Refuse config values the scene cannot honour: a window or crop larger than the scene,
     a projection to more bands than it has (:data:`SCENE_SIDE_FIELDS`,
@@ -429,7 +441,7 @@ def check_config_for_scene(config: Any, *, n_bands: int, height: int, width: int
                 fix=f"give {f.name} at most {n_bands} (0 keeps every band)")
 
 
-def config_from_dict(cls: type, values: Mapping[str, Any]) -> Any:
+def config_from_dict(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
     """Build a frozen config dataclass, naming unknown keys instead of failing obscurely.
 
     Every value is checked against its field's type and range first
@@ -451,7 +463,7 @@ def config_from_dict(cls: type, values: Mapping[str, Any]) -> Any:
         raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
     """JSON-able dict of a config dataclass (tuples become lists)."""
     return json_safe(dataclasses.asdict(config))
 
@@ -465,16 +477,20 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+#: A spec looked up by name: its config class is known at run time only, so it is typed
+#: as taking any model config (pass it back only what its own ``make_config`` made).
+AnySpec = ModelSpec[ModelConfig]
+
+_REGISTRY: dict[str, AnySpec] = {}
 
 
-def register(spec: ModelSpec) -> ModelSpec:
+def register(spec: ModelSpec[ConfigT]) -> ModelSpec[ConfigT]:
     """Add a model kind to the registry."""
-    _REGISTRY[spec.kind] = spec
+    _REGISTRY[spec.kind] = cast(AnySpec, spec)
     return spec
 
 
-def get_spec(kind: str) -> ModelSpec:
+def get_spec(kind: str) -> AnySpec:
     """Look up a registered model kind (importing the built-in kinds first)."""
     from hsimap.models import load_builtin_models
 

@@ -10,12 +10,12 @@ load and checks the tensors' consistency before anything uses them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic
 
 import numpy as np
 import torch
 
-from hsimap.models.base import HsiModel, TrainData, config_to_dict
+from hsimap.models.base import ConfigT, HsiModel, TrainData, config_to_dict
 
 #: Pixels per chunk of the heavy steps: bounds their working memory whatever the tile size.
 PIXEL_CHUNK = 4096
@@ -23,7 +23,7 @@ PIXEL_CHUNK = 4096
 MIN_PROB = 1e-30
 
 
-class FittedTensorsModel(HsiModel):
+class FittedTensorsModel(HsiModel, Generic[ConfigT]):
     """A per-pixel model made of tensors whose shapes are set by fitting.
 
     Subclasses list their stored tensors in :attr:`stored` (name -> dtype and number of
@@ -33,7 +33,7 @@ class FittedTensorsModel(HsiModel):
 
     stored: ClassVar[Mapping[str, tuple[torch.dtype, int]]]
 
-    def __init__(self, config: Any, *, n_bands: int, n_classes: int) -> None:
+    def __init__(self, config: ConfigT, *, n_bands: int, n_classes: int) -> None:
         super().__init__()
         self.config = config
         self.n_bands = n_bands

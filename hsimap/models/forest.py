@@ -80,7 +80,7 @@ class RandomForestConfig:
                               f"got {mf!r}")
 
 
-class RandomForestModel(FittedTensorsModel):
+class RandomForestModel(FittedTensorsModel[RandomForestConfig]):
     """A forest of binary trees on single bands, applied per pixel in torch."""
 
     kind = "random-forest"

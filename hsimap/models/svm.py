@@ -94,7 +94,7 @@ class SVMConfig:
                               f"{self.max_train_pixels} and {self.cv_max_pixels}")
 
 
-class SVMModel(FittedTensorsModel):
+class SVMModel(FittedTensorsModel[SVMConfig]):
     """One-vs-one RBF-SVM with Platt probabilities, applied per pixel in torch."""
 
     kind = "svm"

@@ -8,11 +8,9 @@ at random, reproducibly. Used by the benchmarks and the scale and CUDA tests.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from hsimap.models.base import HsiModel, get_spec
+from hsimap.models.base import HsiModel, ModelConfig, get_spec
 
 
 def randomize_buffers(module: torch.nn.Module) -> None:
@@ -26,7 +24,7 @@ def randomize_buffers(module: torch.nn.Module) -> None:
                 buf.uniform_(0.5, 1.5)
 
 
-def untrained_model(kind: str, config: Any, *, n_bands: int, n_classes: int,
+def untrained_model(kind: str, config: ModelConfig, *, n_bands: int, n_classes: int,
                     seed: int = 0) -> HsiModel:
     """A ``kind`` model built from ``config`` with random weights and buffers, in eval mode.
 

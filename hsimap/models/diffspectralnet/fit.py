@@ -25,7 +25,7 @@ TILE_CORE = {"2d": 256, "3d": 64, "pixel": 256}  # core tile (no halo) for scene
 Window = tuple[slice, slice, slice, slice]  # padded rows/cols, core rows/cols within it
 
 
-def _check(data: TrainData, config: Any) -> None:
+def _check(data: TrainData, config: DiffSpectralNetConfig) -> None:
     if not isinstance(config, DiffSpectralNetConfig):
         raise ConfigError(f"diffspectralnet needs a DiffSpectralNetConfig, got "
                           f"{type(config).__name__}")
@@ -161,7 +161,7 @@ def _train_classifiers(model: DiffSpectralNet, feats: torch.Tensor, data: TrainD
             "seconds": round(sum(r["seconds"] for r in runs), 3)}
 
 
-def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
+def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: torch.device,
         progress: ProgressCallback,
         init: DiffSpectralNet | None = None) -> tuple[DiffSpectralNet, dict[str, Any]]:
     """Train a DiffSpectralNet on one scene (see the module docstring for the stages).
@@ -215,8 +215,8 @@ def fit(data: TrainData, config: Any, *, seed: int, device: torch.device,
     return model, history
 
 
-def refit(model: Any, data: TrainData, config: Any, history: Mapping[str, Any], *, seed: int,
-          device: torch.device,
+def refit(model: Any, data: TrainData, config: DiffSpectralNetConfig, history: Mapping[str, Any],
+          *, seed: int, device: torch.device,
           progress: ProgressCallback) -> tuple[DiffSpectralNet, dict[str, Any]]:
     """Refit the classifier on every labelled pixel (``data.train_mask``), reusing ``model``'s
     label-free stages (spectral projection and denoiser: they never saw a label).
@@ -225,10 +225,9 @@ def refit(model: Any, data: TrainData, config: Any, history: Mapping[str, Any], 
     (``patience = 0``), else the epoch early stopping kept, now as a fixed schedule (there is
     nothing left to validate on), recorded in the refit's history.
     """
-    cfg: DiffSpectralNetConfig = config
-    kept = int(history.get("classifier", {}).get("best_epoch") or cfg.clf_epochs)
-    epochs = cfg.clf_epochs if cfg.patience == 0 else max(1, kept)
-    fixed = dataclasses.replace(cfg, clf_epochs=epochs, patience=0)
+    kept = int(history.get("classifier", {}).get("best_epoch") or config.clf_epochs)
+    epochs = config.clf_epochs if config.patience == 0 else max(1, kept)
+    fixed = dataclasses.replace(config, clf_epochs=epochs, patience=0)
     new, history = fit(data, fixed, seed=seed, device=device, progress=progress, init=model)
-    new.config = cfg  # the checkpoint keeps the config asked for; the log, the schedule used
+    new.config = config  # the checkpoint keeps the config asked for; the log, the schedule used
     return new, history

@@ -85,7 +85,7 @@ class DiffSpectralNet(HsiModel):
         return config_to_dict(self.config)
 
 
-def build(config: Any, *, n_bands: int, n_classes: int) -> DiffSpectralNet:
+def build(config: DiffSpectralNetConfig, *, n_bands: int, n_classes: int) -> DiffSpectralNet:
     """Create a DiffSpectralNet with every parameter and buffer at its final shape.
 
     ``load_state_dict`` on the result restores a trained model exactly.

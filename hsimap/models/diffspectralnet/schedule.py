@@ -9,12 +9,15 @@ prod_{s <= t} (1 - beta_s)`` (as in SpectralDiff's code). With the linear schedu
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from hsimap.device import autocast
+
+if TYPE_CHECKING:
+    from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 
 
 def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -76,7 +79,7 @@ class Diffusion:
         self.abar = alpha_bar(betas)  # (T,) float64, on the CPU
 
     @classmethod
-    def from_config(cls, config: Any) -> Diffusion:
+    def from_config(cls, config: DiffSpectralNetConfig) -> Diffusion:
         """The schedule named by a config (``schedule``, ``diffusion_steps``, ``beta_*``)."""
         return cls(make_betas(config.schedule, config.diffusion_steps, config.beta_start,
                               config.beta_end))
