@@ -260,8 +260,8 @@ def _model_item(model_path: Path) -> tuple[Path, str, str]:
 def _plan(scene: str, model_path: Path, tile: int | str, device: str,
           probabilities: bool) -> str:
     """The dry-run plan: from the model file's stored speed without torch when it can
-    (:mod:`hsimap.plan`), else measured on a sample tile."""
-    from hsimap.plan import plan_from_metadata
+    (:mod:`hsimap.dry_run`), else measured on a sample tile."""
+    from hsimap.dry_run import plan_from_metadata
 
     plan = plan_from_metadata(scene, model=model_path, tile=tile, device=device,
                               probabilities=probabilities)

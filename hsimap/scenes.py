@@ -23,9 +23,9 @@ import numpy as np
 from hsimap.classes import ClassInfo, ClassTable
 from hsimap.classfile import ClassSpec
 from hsimap.cube import Cube
+from hsimap.dry_run import WAVELENGTH_TOLERANCE_NM  # the tolerance of predict's band check
 from hsimap.errors import ConfigError, InputFileError, LabelError, SceneMismatchError
 from hsimap.labels import Labels
-from hsimap.plan import WAVELENGTH_TOLERANCE_NM  # the tolerance of predict's band check
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,7 @@ from hsimap.classes import ClassTable
 from hsimap.classfile import read_class_file
 from hsimap.cube import Cube, band_validity, open_cube, path_name, validity
 from hsimap.device import fitting_threads, resolve_device
+from hsimap.dry_run import INFERENCE_KEY
 from hsimap.errors import ConfigError, CubeError, HsimapWarning, OutputError, TrainingError
 from hsimap.labels import Labels, OnOverlap, read_labels
 from hsimap.models import DEFAULT_MODEL
@@ -51,7 +52,6 @@ from hsimap.models.base import (
     json_safe,
     no_progress,
 )
-from hsimap.plan import INFERENCE_KEY
 from hsimap.plots import write_curves, write_inspection
 from hsimap.predict import classify_array, inference_record
 from hsimap.preflight import (  # torch-free; log_path_for kept importable here

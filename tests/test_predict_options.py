@@ -217,8 +217,8 @@ def test_dry_run_of_a_model_without_a_stored_speed_measures_it(tmp_path: Path,
     small sample tile instead, with the same tile grid."""
     from safetensors.numpy import load_file, save_file
 
+    from hsimap.dry_run import INFERENCE_KEY
     from hsimap.model_file import META_KEY, read_metadata
-    from hsimap.plan import INFERENCE_KEY
 
     meta = read_metadata(mlp_model)
     assert meta[INFERENCE_KEY]["device"] == "cpu" and meta[INFERENCE_KEY]["read_px_per_second"] > 0

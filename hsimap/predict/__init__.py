@@ -3,7 +3,7 @@
 - :mod:`~hsimap.predict.engine`: the scene reader, the per-tile compute (with the CUDA
   out-of-memory split) and :func:`classify_array` for in-memory cubes;
 - :mod:`~hsimap.predict.plan`: band check, tile size from the memory budget, ``--dry-run``
-  (its torch-free arithmetic is :mod:`hsimap.plan`);
+  (its torch-free arithmetic is :mod:`hsimap.dry_run`);
 - :mod:`~hsimap.predict.run`: :func:`predict_scene`, the local read/compute/write loop, resume;
 - :mod:`~hsimap.predict.cluster`: the same tile work on a Dask cluster;
 - :mod:`~hsimap.predict.outputs`: partial outputs, the resume record, the output lock.

@@ -25,9 +25,9 @@ from rasterio.windows import Window as RioWindow
 from hsimap.checkpoint import Checkpoint
 from hsimap.cube import Nodata, band_validity, unreadable_pixels, validity
 from hsimap.device import autocast
+from hsimap.dry_run import GDAL_CACHE_RANGE
 from hsimap.errors import DeviceError
 from hsimap.geotiff import MAP_NODATA
-from hsimap.plan import GDAL_CACHE_RANGE
 from hsimap.predict.outputs import PROB_SCALE, ConfidenceKind, ProbDtype, TileResult
 from hsimap.tiling import Tile, TileGrid, Window, split_window
 

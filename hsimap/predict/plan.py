@@ -5,7 +5,7 @@
 fits the memory budget, from the model's activation bytes per pixel measured on a probe
 tile); :func:`plan_prediction` adds peak-memory and run-time estimates and writes nothing.
 The torch-free arithmetic (budgets, block maths, the plan from a model file's metadata)
-is :mod:`hsimap.plan`, which ``hsimap predict --dry-run`` uses without importing torch.
+is :mod:`hsimap.dry_run`, which ``hsimap predict --dry-run`` uses without importing torch.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import numpy as np
 import rasterio
 import torch
 
-from hsimap import plan
+from hsimap import dry_run
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint, load_checkpoint
 from hsimap.cube import Cube, open_cube
 from hsimap.device import autocast, resolve_device
+from hsimap.dry_run import PredictPlan, check_bands, io_bytes_per_pixel
 from hsimap.errors import ConfigError
-from hsimap.plan import PredictPlan, check_bands, io_bytes_per_pixel
 from hsimap.predict.engine import DEFAULT_TILE, SceneReader, TileWork, compute_tile
 from hsimap.predict.outputs import OutputSpec
 from hsimap.tiling import Tile, TileGrid
@@ -119,8 +119,8 @@ def activation_bytes_per_pixel(ckpt: Checkpoint, device: torch.device, *,
 
 
 def memory_budget(device: torch.device) -> int:
-    """Working-set bytes ``tile="auto"`` aims for (see :func:`hsimap.plan.memory_budget`)."""
-    return plan.memory_budget()
+    """Working-set bytes ``tile="auto"`` aims for (see :func:`hsimap.dry_run.memory_budget`)."""
+    return dry_run.memory_budget()
 
 
 def auto_tile_size(ckpt: Checkpoint, device: torch.device, *, budget: int | None = None,
@@ -133,7 +133,7 @@ def auto_tile_size(ckpt: Checkpoint, device: torch.device, *, budget: int | None
     """
     act = activation_bytes_per_pixel(ckpt, device)
     halo, stride = ckpt.model.halo(), ckpt.model.stride()
-    io = plan.io_bytes_per_pixel(len(ckpt.band_indices), len(ckpt.classes),
+    io = dry_run.io_bytes_per_pixel(len(ckpt.band_indices), len(ckpt.classes),
                                  work is not None and work.probabilities)
     budget = budget or memory_budget(device)
     if device.type == "cuda":  # activations live on the GPU, buffers in host memory
@@ -143,7 +143,7 @@ def auto_tile_size(ckpt: Checkpoint, device: torch.device, *, budget: int | None
         side = min(side_dev, side_host)
     else:
         side = math.sqrt(budget / (act + io))
-    tile = plan.tile_for_side(side, halo=halo, stride=stride, input_block=input_block)
+    tile = dry_run.tile_for_side(side, halo=halo, stride=stride, input_block=input_block)
     return tile, act
 
 
@@ -197,10 +197,10 @@ def prepare_run(scene: str | Path, model_path: str | Path, tile: TileSize, devic
         block_h, block_w = src.block_shapes[0]
         itemsize = np.dtype(src.dtypes[0]).itemsize
     size, act = _resolve_tile(tile, ckpt, torch_device, work, record,
-                              plan.tiled_block(block_h, block_w, cube.grid.width))
+                              dry_run.tiled_block(block_h, block_w, cube.grid.width))
     grid = TileGrid(cube.grid.height, cube.grid.width, size, halo, stride)
-    blocks = max(plan.blocks_touched(t.read.rows, t.read.cols, block_h, block_w) for t in grid)
-    cache = plan.read_cache_bytes(blocks, block_h, block_w, itemsize, cube.count)
+    blocks = max(dry_run.blocks_touched(t.read.rows, t.read.cols, block_h, block_w) for t in grid)
+    cache = dry_run.read_cache_bytes(blocks, block_h, block_w, itemsize, cube.count)
     reader = SceneReader(cube.path, bands=cube.good_bands, nodata=cube.good_nodata,
                          cache_bytes=cache)
     return PreparedRun(ckpt, cube, torch_device, grid, work, reader, act)
@@ -213,12 +213,12 @@ def plan_prediction(scene: str | Path, *, model_path: str | Path = DEFAULT_MODEL
     """Tile count, tile size, halo, peak-memory and run-time estimates; writes nothing.
 
     From the scene's header and the speed stored in the model file when it has one for this
-    device (:func:`hsimap.plan.plan_from_metadata`: no torch, no model run, no pixel read).
+    device (:func:`hsimap.dry_run.plan_from_metadata`: no torch, no model run, no pixel read).
     Otherwise the model is loaded and the run time extrapolated from ``sample_tiles`` runs
     of one tile of at most ``sample_tile`` px (+ halo) read and computed here (the fastest
     counts; the first includes warm-up), scaled by read-window pixels.
     """
-    quick = plan.plan_from_metadata(scene, model=model_path, tile=tile, device=device,
+    quick = dry_run.plan_from_metadata(scene, model=model_path, tile=tile, device=device,
                                     probabilities=probabilities)
     if quick is not None:
         return quick

@@ -28,11 +28,11 @@ import torch
 from hsimap.aoi import AreaMask
 from hsimap.checkpoint import DEFAULT_MODEL_PATH, Checkpoint
 from hsimap.cube import Cube, RasterPath, gdal_path, path_name
+from hsimap.dry_run import MAX_WRITES_IN_FLIGHT, PREFETCH
 from hsimap.errors import CubeError
 from hsimap.fingerprint import file_sha256, scene_fingerprint
 from hsimap.geotiff import pixel_hectares
 from hsimap.models.base import ProgressCallback, ProgressEvent, no_progress
-from hsimap.plan import MAX_WRITES_IN_FLIGHT, PREFETCH
 from hsimap.predict.cluster import probe_scheduler, run_on_cluster
 from hsimap.predict.engine import DEFAULT_TILE, SceneReader, TileWork, compute_tile, mask_tile
 from hsimap.predict.outputs import (
