@@ -85,27 +85,6 @@ all_touched_opt = click.option(
     help="Label every pixel a polygon touches (default: pixels whose centre is inside).")
 
 
-def require_files(*items: tuple[str | Path | None, str, str]) -> None:
-    """Fail fast on missing input files, before any heavy import (torch) or reading.
-
-    ``items`` are ``(path, what it is, the fix)``; ``None`` paths and GDAL virtual paths
-    (``/vsizip/...``, URLs; GDAL checks those) are skipped. Every missing file is reported at
-    once.
-    """
-    from hsimap.errors import InputFileError
-
-    missing = [(Path(p), what, fix) for p, what, fix in items
-               if p is not None and not str(p).startswith("/vsi") and "://" not in str(p)
-               and not Path(p).exists()]
-    if len(missing) == 1:
-        path, what, fix = missing[0]
-        raise InputFileError(f"{what} not found", path=path, fix=fix)
-    if missing:
-        listed = "; ".join(f"{what} {path}" for path, what, _ in missing)
-        raise InputFileError(f"{len(missing)} input files are not found: {listed}",
-                             fix="; ".join(fix for _, _, fix in missing))
-
-
 def progress_bars(quiet: bool) -> tuple[Callable[[Any], None], Callable[..., None]]:
     """A library progress callback and its closer: a tqdm bar per stage in a terminal, one
     plain line per stage otherwise (:mod:`hsimap.cli.progress`)."""

@@ -52,8 +52,7 @@ class Problems:
         skipped.
         """
         missing = [(Path(p), what, fix) for p, what, fix in items
-                   if p is not None and not str(p).startswith("/vsi") and "://" not in str(p)
-                   and not Path(p).exists()]
+                   if p is not None and not self.exists(p)]
         if len(missing) == 1:
             path, what, fix = missing[0]
             self.errors.append(InputFileError(f"{what} not found", path=path, fix=fix))

@@ -15,11 +15,12 @@ tile is ever rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,13 @@ def _tag(name: str, dst: Any, spec: OutputSpec, classes: ClassTable) -> None:
         tag_probabilities(dst, classes, scale=spec.scale)
     else:
         tag_confidence(dst, spec.confidence_kind, scale=spec.scale)
+
+
+@dataclass
+class _Writing:
+    """The file a :meth:`PartialOutputs._writing` block is writing (named if it fails)."""
+
+    path: Path
 
 
 @dataclass
@@ -218,25 +226,33 @@ class PartialOutputs:
         if self._broken:
             raise OutputError("an earlier write failed; the partial outputs are not usable",
                               path=partial_path(self.spec.map))
-        target = record_path(self.spec.map)
-        try:
+        with self._writing(record_path(self.spec.map)) as where:
             for name in list(self._open):
-                target = self.spec.named_paths()[name]
+                where.path = self.spec.named_paths()[name]
                 self._open.pop(name).close()
             if self._pending:
                 self.record["done"] = sorted(set(self.record["done"]) | set(self._pending))
                 assert self._pending_counts is not None
                 self.record["counts"] = (self.counts + self._pending_counts).tolist()
             self._pending, self._pending_counts = [], None
-            target = record_path(self.spec.map)
+            where.path = record_path(self.spec.map)
             self._save_record()
+        self._reopen()
+        self._last_flush = time.monotonic()
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[_Writing]:
+        """Write to the outputs within: an ``OSError`` marks them broken and is raised as
+        :func:`write_error` naming ``where.path``, the file being written when it failed
+        (``path`` at first; the caller moves it along); hsimap's own errors pass unchanged."""
+        where = _Writing(path)
+        try:
+            yield where
         except HsimapError:
             raise
         except OSError as exc:
             self._broken = True
-            raise write_error(exc, target) from exc
-        self._reopen()
-        self._last_flush = time.monotonic()
+            raise write_error(exc, where.path) from exc
 
     def _reopen(self) -> None:
         finalized = set(self.record.get("finalized", []))
@@ -308,7 +324,7 @@ class PartialOutputs:
         for name in names:
             path = self.spec.named_paths()[name]
             if name not in finalized:
-                try:
+                with self._writing(path):
                     if name == "map" and "sidecars" not in finalized:
                         write_sidecars(path, self.classes)  # the map appears last, complete
                         self.record.setdefault("finalized", []).append("sidecars")
@@ -319,11 +335,6 @@ class PartialOutputs:
                     self.record.setdefault("finalized", []).append(name)
                     if name != "map":
                         self._save_record()
-                except HsimapError:
-                    raise
-                except OSError as exc:
-                    self._broken = True
-                    raise write_error(exc, path) from exc
             written.append(path)
         record_path(self.spec.map).unlink(missing_ok=True)
         return written
