@@ -29,7 +29,7 @@ def sample_pixels() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from hsimap.cube import open_cube
     from hsimap.labels import read_labels
     from hsimap.split import make_split
-    from hsimap.training import load_scene
+    from hsimap.training_data import load_scene
 
     cube, raw, valid = load_scene(open_cube(SAMPLE))
     labels = read_labels(LABELS, grid=cube.grid)

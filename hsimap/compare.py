@@ -195,7 +195,8 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     from hsimap.labels import read_labels
     from hsimap.models.base import TrainData, get_spec
     from hsimap.predict import classify_array
-    from hsimap.training import (
+    from hsimap.preflight import log_path_for
+    from hsimap.training_data import (
         TrainOptions,
         check_scene_fits,
         default_guard,
@@ -203,7 +204,6 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
         labels_inside,
         labels_on_valid,
         load_scene,
-        log_path_for,
     )
 
     if not models:

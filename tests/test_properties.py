@@ -288,7 +288,7 @@ def test_two_model_kinds_get_the_same_split(scene: tuple[np.ndarray, np.ndarray]
                                             kinds: list[str], method: str, seed: int,
                                             guard: int | None) -> None:
     """The split is a function of the labels and the split options, never of the model kind."""
-    from hsimap.training import TrainOptions, dataset_split
+    from hsimap.training_data import TrainOptions, dataset_split
 
     index, groups = scene
     a, b = (dataset_split(index, groups, TrainOptions(kind=k, validation=method, seed=seed,
@@ -302,7 +302,7 @@ def test_two_model_kinds_get_the_same_split(scene: tuple[np.ndarray, np.ndarray]
 def test_default_guard_covers_every_shipped_window() -> None:
     """The default guard is at least the window radius of every preset of every built-in kind."""
     from hsimap.models.base import get_spec
-    from hsimap.training import default_guard
+    from hsimap.training_data import default_guard
 
     widest = 0
     for kind in BUILTIN_KINDS:

@@ -65,7 +65,7 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     index map (-1 unlabelled)."""
     from hsimap.cube import open_cube
     from hsimap.labels import read_labels
-    from hsimap.training import load_scene
+    from hsimap.training_data import load_scene
 
     cube, raw, valid = load_scene(open_cube(SAMPLE_CUBE))
     return raw, valid, read_labels(SAMPLE_LABELS, grid=cube.grid).index()

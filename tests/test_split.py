@@ -85,7 +85,8 @@ def test_patchwork_of_touching_polygons_keeps_validation_for_every_class(
 def test_train_validates_two_model_kinds_on_the_same_pixels(tmp_path):
     """train_model stores the same split for spectral-mlp and random-forest (same options)."""
     from hsimap.checkpoint import load_checkpoint
-    from hsimap.training import TrainOptions, default_guard, train_model
+    from hsimap.training import TrainOptions, train_model
+    from hsimap.training_data import default_guard
 
     from .fixtures import write_cube, write_polygons
 
