@@ -13,6 +13,16 @@ SAMPLE_LABELS = ROOT / "sample_data" / "potsdam_landcover.shp"
 SALINAS_A = ROOT / "tests" / "data" / "salinas_a"
 
 
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the end-to-end suites (``tests/e2e/``) ``e2e``: ``-m 'not e2e'`` runs the rest."""
+    for item in items:
+        if E2E in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def sample_cube() -> Path:
     return SAMPLE_CUBE

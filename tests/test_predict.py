@@ -1,7 +1,7 @@
 """The ``hsimap.predict`` package: its public names, the old import paths, no cycle with Dask.
 
-The prediction stage itself is tested end to end in test_predict_scale.py (resume, memory,
-tiling), test_predict_options.py, test_properties.py (tiled = untiled) and test_cli.py.
+The prediction stage itself is tested end to end in e2e/test_scale.py (resume, memory,
+tiling), test_predict_options.py, test_properties.py (tiled = untiled) and e2e/test_pipeline.py.
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ def test_qgis_train_script_offers_every_kind_with_its_progress_stages(trained: d
     builtin = [k for k in available_models()  # kinds other tests register don't count
                if get_spec(k).build.__module__.startswith(BUILTIN_MODULES)]
     assert sorted(consts["MODEL_TYPES"]) == builtin
-    assert consts["MODEL_TYPES"][1] == "spectral-mlp"  # tests/test_qgis.py's index
+    assert consts["MODEL_TYPES"][1] == "spectral-mlp"  # tests/e2e/test_qgis.py's index
     assert {"fast", "thorough"} <= set(consts["PRESETS"])
     for kind in KINDS:
         output = trained[kind][1]

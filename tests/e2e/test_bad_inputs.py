@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from . import bad_inputs as bad
-from .bad_inputs import Snapshot, assert_clean_failure, run_cli, train_args
-from .fixtures import write_cube, write_polygons
+from .. import bad_inputs as bad
+from ..bad_inputs import Snapshot, assert_clean_failure, run_cli, train_args
+from ..fixtures import write_cube, write_polygons
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -291,7 +291,7 @@ def test_a_single_class(env: Env) -> None:
 def test_a_class_with_one_pixel(env: Env) -> None:
     from shapely.geometry import box
 
-    from .fixtures import ORIGIN
+    from ..fixtures import ORIGIN
 
     x0, y0 = ORIGIN  # a 20 m square around the centre of pixel (row 2, col 18)
     rows = bad.halves(class_name=["meadow", "roof"])

@@ -29,7 +29,7 @@ import pytest
 
 pytestmark = pytest.mark.qgis
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "qgis"
 SAMPLE = ROOT / "sample_data"
 SAMPLE_CUBE = SAMPLE / "potsdam_enmap.tif"
