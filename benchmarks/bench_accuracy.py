@@ -330,38 +330,107 @@ def fit_on_split(scene: Scene, train: np.ndarray, seed: int, model: str, config:
     return fitted, ckpt, history
 
 
+def fit_hsimap(scene: Scene, train: np.ndarray, seed: int, model: str, preset: str | None,
+               overrides: dict) -> tuple[object, float, dict]:
+    """Fit an hsimap model kind on a fold (the label-free DiffSpectralNet stages cached per
+    scene and training seed); returns its checkpoint, fit seconds and extra fields."""
+    from hsimap.models.base import get_spec
+
+    config = get_spec(model).make_config(preset, overrides)
+    key = None
+    if model == "diffspectralnet" and config.features == "diffusion":
+        key = (scene.name, TRAIN_SEED["offset"],
+               tuple(getattr(config, f) for f in _LABEL_FREE))
+    cached = _DENOISERS.get(key)
+    t0 = time.perf_counter()
+    fitted, ckpt, history = fit_on_split(scene, train, seed + 1000 * TRAIN_SEED["offset"],
+                                         model, config, None if cached is None else cached[0])
+    t_fit = time.perf_counter() - t0
+    if key is not None and cached is None:
+        _DENOISERS[key] = (fitted, history.get("denoiser_eval", {}))
+    extra = {}
+    if key is not None:
+        ev = _DENOISERS[key][1]
+        extra = {"denoiser_ratio": ev.get("ratio"), "denoiser_t": ev.get("timesteps")}
+    if "classifier" in history:
+        extra["best_epoch"] = history["classifier"].get("best_epoch")
+    return ckpt, t_fit, extra
+
+
 def hsimap_runner(model: str, preset: str | None, overrides: dict) -> Runner:
     """An hsimap model kind trained through its ``fit`` and applied by tiled inference."""
 
     def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
-        from hsimap.models.base import get_spec
         from hsimap.predict import classify_array
 
-        config = get_spec(model).make_config(preset, overrides)
-        key = None
-        if model == "diffspectralnet" and config.features == "diffusion":
-            key = (scene.name, TRAIN_SEED["offset"],
-                   tuple(getattr(config, f) for f in _LABEL_FREE))
-        cached = _DENOISERS.get(key)
-        t0 = time.perf_counter()
-        fitted, ckpt, history = fit_on_split(scene, train, seed + 1000 * TRAIN_SEED["offset"],
-                                             model, config, None if cached is None else cached[0])
+        ckpt, t_fit, extra = fit_hsimap(scene, train, seed, model, preset, overrides)
         t1 = time.perf_counter()
-        if key is not None and cached is None:
-            _DENOISERS[key] = (fitted, history.get("denoiser_eval", {}))
-        extra = {}
-        if key is not None:
-            ev = _DENOISERS[key][1]
-            extra = {"denoiser_ratio": ev.get("ratio"), "denoiser_t": ev.get("timesteps")}
-        if "classifier" in history:
-            extra["best_epoch"] = history["classifier"].get("best_epoch")
         pred = classify_array(ckpt, scene.cube, scene.valid)
-        return pred, t1 - t0, time.perf_counter() - t1, extra
+        return pred, t_fit, time.perf_counter() - t1, extra
 
     return run
 
 
 TRAIN_SEED = {"offset": 0}  # set from --train-seed in main()
+
+
+def prob_array(ckpt: object, cube: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Class probabilities ``(K, H, W)`` float32 of a fitted model over an in-memory cube,
+    through the same per-tile step as :func:`classify_array` (uint16 probabilities)."""
+    from hsimap.predict.engine import DEFAULT_TILE, TileWork, compute_tile
+    from hsimap.tiling import TileGrid
+
+    _, height, width = cube.shape
+    k = len(ckpt.classes)
+    grid = TileGrid(height, width, DEFAULT_TILE, ckpt.model.halo(), ckpt.model.stride())
+    work = TileWork(np.arange(1, k + 1), "int64", grid.halo, grid.stride,
+                    probabilities=True, prob_dtype="uint16")
+    out = np.zeros((k, height, width), np.float32)
+    for t in grid:
+        window = (slice(None), slice(*t.read.rows), slice(*t.read.cols))
+        v = np.array(cube[window], dtype=np.float32)
+        done = compute_tile(ckpt, v, valid[window[1:]], t, work, torch_cpu())
+        p = done.probabilities.astype(np.float32)
+        p[p == 65535] = 0
+        out[:, slice(*t.write.rows), slice(*t.write.cols)] = p / 10000
+    return out
+
+
+def torch_cpu() -> object:
+    import torch
+
+    return torch.device("cpu")
+
+
+BLEND_WEIGHTS = (0.25, 0.5, 0.75)  # spatial-model weight; 0.5 fixed a priori (issue 12)
+
+
+def blend_runner(spatial: tuple[str, str | None, dict],
+                 spectral: tuple[str, str | None, dict]) -> Runner:
+    """A spatial hsimap model and a per-pixel one fitted on the same fold, their class
+    probabilities averaged (weight w on the spatial one). The row itself is w = 0.5; the
+    components and the other weights come as sub-rows (``name/part``) of the same fold, so
+    every comparison among them is paired."""
+    def run(scene: Scene, train: np.ndarray, test: np.ndarray, seed: int):
+        parts, t_fit, t_pred, extra = [], 0.0, 0.0, {}
+        for model, preset, overrides in (spatial, spectral):
+            ckpt, t, ex = fit_hsimap(scene, train, seed, model, preset, overrides)
+            extra = extra or ex
+            t1 = time.perf_counter()
+            parts.append(prob_array(ckpt, scene.cube, scene.valid))
+            t_fit += t
+            t_pred += time.perf_counter() - t1
+
+        def label(p: np.ndarray) -> np.ndarray:
+            return np.where(scene.valid, p.argmax(0), -1)
+
+        also = {"spatial": label(parts[0]), "spectral": label(parts[1])}
+        for w in BLEND_WEIGHTS:
+            if w != 0.5:
+                also[f"w{w}"] = label(w * parts[0] + (1 - w) * parts[1])
+        return label(0.5 * parts[0] + 0.5 * parts[1]), t_fit, t_pred, {**extra, "also": also}
+
+    return run
 
 
 def method_table(args: argparse.Namespace) -> dict[str, Runner]:
@@ -383,6 +452,8 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
                                  {"features": "projection", "proj_bands": 0}),
         "clf-pca": hsimap_runner("diffspectralnet", "fast",
                                  {"features": "projection", "proj_bands": 32}),
+        "blend-dsn-svm": blend_runner(("diffspectralnet", "fast", dict(dsn)),
+                                      ("svm", None, {})),
     }
     for extra in args.extra_rows:  # name=model:preset:json-overrides
         name, _, spec = extra.partition("=")
@@ -443,13 +514,15 @@ def main(argv: list[str] | None = None) -> None:
                 train, test, info = protocol_masks(scene, proto, seed, args.guard)
                 for name in args.methods.split(","):
                     pred, t_fit, t_pred, extra = rows[name](scene, train, test, seed)
-                    r = {"dataset": ds, "protocol": proto, "method": name, "seed": seed,
-                         "train_seed": args.train_seed, "clf_val": args.clf_val,
-                         "n_train": int(train.sum()), "n_test": int(test.sum()), **info,
-                         **scores(pred, scene, test), "train_s": t_fit, "predict_s": t_pred,
-                         **extra}
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
+                    also = extra.pop("also", {})
+                    for sub, p in [(name, pred), *((f"{name}/{k}", v) for k, v in also.items())]:
+                        r = {"dataset": ds, "protocol": proto, "method": sub, "seed": seed,
+                             "train_seed": args.train_seed, "clf_val": args.clf_val,
+                             "n_train": int(train.sum()), "n_test": int(test.sum()), **info,
+                             **scores(p, scene, test), "train_s": t_fit, "predict_s": t_pred,
+                             **extra}
+                        results.append(r)
+                        print(json.dumps(r), flush=True)
                     args.out.write_text(json.dumps(results, indent=1))
     print_table(results)
 
