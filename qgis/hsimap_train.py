@@ -52,12 +52,12 @@ VALIDATIONS = ("polygon", "block", "random")
 ON_OVERLAP = ("error", "drop")
 # Progress stages hsimap reports per model type, in order, and those of the refit on every
 # labelled pixel that follows validation (DiffSpectralNet reuses its denoiser there).
-STAGES = {"diffspectralnet": ("denoiser", "features", "classifier"),
+STAGES = {"diffspectralnet": ("denoiser", "features", "classifier", "cross-validation", "svm"),
           "spectral-mlp": ("classifier",), "svm": ("cross-validation", "svm"),
           "random-forest": ("forest",)}
-REFIT_STAGES = {"diffspectralnet": ("refit features", "refit classifier"),
+REFIT_STAGES = {"diffspectralnet": ("refit features", "refit classifier", "refit svm"),
                 "spectral-mlp": ("refit classifier",),
-                "svm": ("refit cross-validation", "refit svm"),
+                "svm": ("refit svm",),
                 "random-forest": ("refit forest",)}
 
 

@@ -90,16 +90,19 @@ def test_older_config_without_new_fields_loads_with_dataclass_defaults(tmp_path:
     from hsimap.models.base import get_spec
 
     spec = get_spec("diffspectralnet")
-    config = spec.make_config("fast", {"with_spectra": False, "reducer": "pca"})
+    config = spec.make_config("fast", {"with_spectra": False, "reducer": "pca",
+                                       "spectral_weight": 0.0})
     model = spec.build(config, n_bands=20, n_classes=3)
     meta = {"n_bands": 20, "band_indices": list(range(20)), "wavelengths": None}
     path = save_checkpoint(tmp_path / "old.safetensors", Checkpoint(
         model, Normalisation(np.zeros(20, np.float32), np.ones(20, np.float32)),
         ClassTable.from_names(["a", "b", "c"]), meta))
     stored = read_metadata(path)
-    for field in ("with_spectra", "features"):  # as written before these fields existed
+    # as written before these fields existed
+    for field in ("with_spectra", "features", "spectral_weight"):
         del stored["model_config"][field]
     save_file(load_file(str(path)), str(path), metadata={"hsimap": json.dumps(stored)})
     loaded = load_checkpoint(path)
     assert loaded.model.config.with_spectra is False
     assert loaded.model.config.features == "diffusion"
+    assert loaded.model.config.spectral_weight == 0.0 and loaded.model.spectral is None

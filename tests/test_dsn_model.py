@@ -19,6 +19,7 @@ from hsimap.models.diffspectralnet.unet import (
     padded_bands,
     receptive_radius,
 )
+from hsimap.models.untrained import fit_random_svm
 
 FAST = DiffSpectralNetConfig(**PRESETS["fast"])
 TINY = DiffSpectralNetConfig(**PRESETS["tiny"])
@@ -45,6 +46,8 @@ def randomized(config: DiffSpectralNetConfig, n_bands: int, n_classes: int = 4, 
                 buf.normal_(0, 0.1)
             elif name.endswith("running_var"):
                 buf.uniform_(0.5, 1.5)
+    if model.spectral is not None:
+        fit_random_svm(model.spectral, seed=seed, n_pixels=60)
     return model.eval()
 
 

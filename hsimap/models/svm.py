@@ -329,6 +329,11 @@ def grid_search(x: np.ndarray, y: np.ndarray, flat: np.ndarray, width: int,
         "groups": n_groups, "pixels": len(yc), "scoring": "accuracy (overall, per fold)",
         "subsample": f"stratified, at most {config.cv_max_pixels} px (cv_max_pixels)",
     }
+    if len(config.c_values) == 1 and len(config.gamma_factors) == 1:  # e.g. a refit
+        info.update(skipped="one grid point: nothing to choose, no cross-validation",
+                    grid=[], chosen={"C": float(config.c_values[0]),
+                                     "gamma_factor": float(config.gamma_factors[0])})
+        return info
     if folds < 2 or len(np.unique(yc)) < 2:
         info.update(skipped=f"{n_groups} spatial group(s), {len(np.unique(yc))} class(es): "
                             "no cross-validation; C=1 and gamma='scale' used",

@@ -3,14 +3,21 @@
 The time and memory of a forward pass do not depend on the weights' values, but a freshly
 built model holds some buffers as zeros or ones (the projection, the reducers, batch-norm
 statistics), which would make its features degenerate. :func:`untrained_model` draws them
-at random, reproducibly. Used by the benchmarks and the scale and CUDA tests.
+at random, reproducibly; a fitted per-pixel member (DiffSpectralNet's ``spectral_weight``
+SVM) is fitted on random spectra. Used by the benchmarks and the scale and CUDA tests.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 
 from hsimap.models.base import HsiModel, ModelConfig, get_spec
+
+if TYPE_CHECKING:
+    from hsimap.models.svm import SVMModel
 
 
 def randomize_buffers(module: torch.nn.Module) -> None:
@@ -34,4 +41,23 @@ def untrained_model(kind: str, config: ModelConfig, *, n_bands: int, n_classes: 
     torch.manual_seed(seed)
     model = spec.build(config, n_bands=n_bands, n_classes=n_classes)
     randomize_buffers(model)
+    spectral = getattr(model, "spectral", None)
+    if spectral is not None:  # DiffSpectralNet's SVM member
+        fit_random_svm(spectral, seed=seed)
     return model.eval()
+
+
+def fit_random_svm(member: SVMModel, *, seed: int = 0, n_pixels: int = 2000) -> None:
+    """Fit an SVM member on ``n_pixels`` random spectra with random labels: nearly every
+    pixel becomes a support vector, about the count of a real fit on the sample (2,051 and
+    2,324 after the refit; the member's cost grows with it)."""
+    from hsimap.models.svm import SVMConfig, fit_svc, make_svc, svc_tensors
+
+    n_bands, n_classes = int(member.n_bands), int(member.n_classes)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_pixels, n_bands)).astype(np.float32)
+    if n_classes < 2:
+        raise ValueError("an SVM member needs at least two classes")
+    y = np.arange(n_pixels) % n_classes
+    svc = fit_svc(make_svc(10.0, 1.0 / n_bands, SVMConfig(), probability=True, seed=seed), x, y)
+    member.set_tensors(svc_tensors(svc))

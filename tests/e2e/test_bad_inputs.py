@@ -490,8 +490,8 @@ def test_unknown_model_type(env: Env) -> None:
 # --------------------------------------------------------------------------- Ctrl-C
 
 
-def _interrupt(args: list[str], *, wait_for: str, cwd: Path, timeout: float = 60.0
-               ) -> tuple[int, str]:
+def _interrupt(args: list[str], *, wait_for: str, cwd: Path, timeout: float = 60.0,
+               delay: float = 0.3) -> tuple[int, str]:
     """Run ``hsimap ARGS``, send SIGINT once stderr shows ``wait_for``, return (code, output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only contend
     # A suite started in the background of a non-interactive shell inherits SIGINT ignored,
@@ -515,7 +515,7 @@ def _interrupt(args: list[str], *, wait_for: str, cwd: Path, timeout: float = 60
         if not seen.wait(timeout):
             proc.kill()
             pytest.fail(f"never saw {wait_for!r}: {b''.join(chunks).decode(errors='replace')}")
-        time.sleep(0.3)
+        time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     finally:
@@ -529,12 +529,15 @@ def _interrupt(args: list[str], *, wait_for: str, cwd: Path, timeout: float = 60
 def test_ctrl_c_during_train_leaves_no_model(tmp_path: Path) -> None:
     cube = write_cube(tmp_path / "cube.tif", height=120, width=120)
     labels = write_polygons(tmp_path / "gt.shp")
-    config = bad.quick_config(tmp_path, "[config]\nepochs = 100000\n")
+    # Off a terminal the "classifier" line comes when that stage ends; waiting for it, the
+    # fit (stopped early) had saved within the 0.3 s wait on idle cores. Now: the split's
+    # line, then 1 s into a fit that neither ends nor stops early.
+    config = bad.quick_config(tmp_path, "[config]\nepochs = 100000\npatience = 100000\n")
     out = tmp_path / "out"
     out.mkdir()
     code, text = _interrupt([str(a) for a in train_args(cube, labels, out / "m.safetensors",
                                                         config)],
-                            wait_for="classifier", cwd=tmp_path)
+                            wait_for="validation: ", cwd=tmp_path, delay=1.0)
     assert code == 130, text
     assert "Interrupted" in text and "Traceback" not in text
     assert list(out.iterdir()) == [], "the interrupted run left files behind"

@@ -161,9 +161,29 @@ def _train_classifiers(model: DiffSpectralNet, feats: torch.Tensor, data: TrainD
             "seconds": round(sum(r["seconds"] for r in runs), 3)}
 
 
+def _fit_spectral(model: DiffSpectralNet, data: TrainData, *, seed: int, device: torch.device,
+                  progress: ProgressCallback,
+                  chosen: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Fit the per-pixel SVM member (``spectral_weight > 0``) on the training pixels: hsimap's
+    ``svm`` kind, C and gamma by its spatial CV, or the ``chosen`` ones of an earlier fit
+    (the refit: nothing left to cross-validate on)."""
+    from hsimap.models import svm
+
+    assert model.spectral is not None
+    svm_config = model.spectral.config
+    if chosen is not None:
+        svm_config = dataclasses.replace(svm_config, c_values=(chosen["C"],),
+                                         gamma_factors=(chosen["gamma_factor"],))
+    member, history = svm.fit(data, svm_config, seed=seed, device=device, progress=progress)
+    model.spectral.set_tensors({name: member.get_buffer(name) for name in member.stored})
+    model.spectral.to(device)
+    return {**history["svm"], "weight": model.config.spectral_weight}
+
+
 def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: torch.device,
-        progress: ProgressCallback,
-        init: DiffSpectralNet | None = None) -> tuple[DiffSpectralNet, dict[str, Any]]:
+        progress: ProgressCallback, init: DiffSpectralNet | None = None,
+        spectral_chosen: Mapping[str, Any] | None = None,
+        ) -> tuple[DiffSpectralNet, dict[str, Any]]:
     """Train a DiffSpectralNet on one scene (see the module docstring for the stages).
 
     Same seed, data and config give identical weights on CPU. The global torch RNG state is
@@ -172,6 +192,8 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
     ``init``: a model fitted on the same scene with the same projection/denoiser settings
     whose spectral projection and denoiser are reused (both are label-free), skipping those
     stages; used by benchmarks that compare label splits on one scene.
+    ``spectral_chosen``: the SVM member's C and gamma factor (an earlier fit's choice), instead
+    of its cross-validation.
     """
     _check(data, config)
     cfg: DiffSpectralNetConfig = config
@@ -201,15 +223,21 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
         t2 = time.perf_counter()
         clf = _train_classifiers(model, feats, data, cfg, gen=gen, progress=progress,
                                  cube=cube)
+        t3 = time.perf_counter()
+        spectral = None if model.spectral is None else \
+            _fit_spectral(model, data, seed=seed, device=device, progress=progress,
+                          chosen=spectral_chosen)
     model.eval()
     history = {
         "kind": model.kind, "config": config_to_dict(cfg), "seed": seed,
         "halo": model.halo(), "stride": model.stride(), "feature_dims": model.features.out_dims,
         "denoiser": den, "classifier": clf,
+        **({"spectral": spectral} if spectral is not None else {}),
         **({"denoiser_eval": den["eval"]} if "eval" in den else {}),
         "timings": {"projection_and_denoiser_s": round(t1 - t0, 3),
                     "features_s": round(t2 - t1, 3),
-                    "classifier_s": round(time.perf_counter() - t2, 3),
+                    "classifier_s": round(t3 - t2, 3),
+                    "spectral_s": round(time.perf_counter() - t3, 3),
                     "total_s": round(time.perf_counter() - start, 3)},
     }
     return model, history
@@ -228,6 +256,8 @@ def refit(model: Any, data: TrainData, config: DiffSpectralNetConfig, history: M
     kept = int(history.get("classifier", {}).get("best_epoch") or config.clf_epochs)
     epochs = config.clf_epochs if config.patience == 0 else max(1, kept)
     fixed = dataclasses.replace(config, clf_epochs=epochs, patience=0)
-    new, history = fit(data, fixed, seed=seed, device=device, progress=progress, init=model)
+    spectral = history.get("spectral")
+    new, history = fit(data, fixed, seed=seed, device=device, progress=progress, init=model,
+                       spectral_chosen=None if spectral is None else spectral["cv"]["chosen"])
     new.config = config  # the checkpoint keeps the config asked for; the log, the schedule used
     return new, history

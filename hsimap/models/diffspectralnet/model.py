@@ -13,6 +13,9 @@ from hsimap.models.diffspectralnet.classifier import make_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.features import FeatureExtractor
 from hsimap.models.diffspectralnet.unet import receptive_radius
+from hsimap.models.svm import SVMConfig, SVMModel
+
+MIN_PROB = 1e-30  # floor of the blended probabilities before the log
 
 
 def unet_radius(config: DiffSpectralNetConfig) -> int:
@@ -47,6 +50,9 @@ class DiffSpectralNet(HsiModel):
         self.n_classes = n_classes
         self.features = FeatureExtractor(config, n_bands)
         self.classifier = make_classifier(config, self.features.out_dims, n_classes, n_bands)
+        # the per-pixel member (``spectral_weight``): its tensors come from fitting or loading
+        self.spectral = SVMModel(SVMConfig(), n_bands=n_bands, n_classes=n_classes) \
+            if config.spectral_weight > 0 else None
 
     def halo(self) -> int:
         """U-Net receptive radius + tokenizer radius + ``window // 2`` (stride is 1)."""
@@ -66,8 +72,18 @@ class DiffSpectralNet(HsiModel):
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != self.n_bands:
             raise ValueError(f"expected a (1, {self.n_bands}, h, w) tile, got {tuple(x.shape)}")
         feats = self.features(x, (int(origin[0]), int(origin[1])))  # (1, D, h, w)
-        return self.classifier.forward_map(
+        logits = self.classifier.forward_map(
             feats, spectra=x if self.config.spectrum_path else None)
+        if self.spectral is None:
+            return logits
+        return self.blend(logits, self.spectral.forward_tile(x, origin=origin))
+
+    def blend(self, logits: torch.Tensor, spectral_logp: torch.Tensor) -> torch.Tensor:
+        """Log of ``(1 - w) * softmax(logits) + w * p_spectral`` over the class axis (float32)."""
+        w = float(self.config.spectral_weight)
+        p = torch.softmax(logits.float(), 1).mul_(1 - w).add_(spectral_logp.float().exp(),
+                                                              alpha=w)
+        return p.clamp_min_(MIN_PROB).log_()
 
     def inspect(self, x: torch.Tensor, *, origin: tuple[int, int],
                 rgb_bands: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
