@@ -143,15 +143,20 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
         spec = get_spec(meta["model_kind"])
         # Fields missing from an older file take the dataclass defaults (which keep the old
         # behaviour), never a preset's current values.
-        config = config_from_dict(spec.config_cls, meta["model_config"]) \
-            if meta["model_config"] else None
-        # An empty model_config (a damaged or edited file) builds with no config, as it
-        # always did: the build or the weights below refuse it.
-        model = spec.build(config, n_bands=len(meta["band_indices"]),  # type: ignore[arg-type]
+        stored = meta["model_config"]
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"its model_config is {type(stored).__name__}, not a table",
+                                  path=path, fix="the file is damaged or was edited; retrain")
+        # Fields missing (an empty table included) take the dataclass defaults; weights that
+        # do not fit them are refused below.
+        config = config_from_dict(spec.config_cls, stored)
+        model = spec.build(config, n_bands=len(meta["band_indices"]),
                            n_classes=len(meta["classes"]))
     except KeyError as exc:
         raise CheckpointError(f"metadata lacks the entry {exc}", path=path,
                               fix="the file is damaged or was edited; retrain") from exc
+    except CheckpointError:
+        raise
     except HsimapError as exc:
         raise CheckpointError(
             f"cannot rebuild its {meta.get('model_kind')!r} model: {exc.format()}", path=path,

@@ -106,3 +106,32 @@ def test_older_config_without_new_fields_loads_with_dataclass_defaults(tmp_path:
     assert loaded.model.config.with_spectra is False
     assert loaded.model.config.features == "diffusion"
     assert loaded.model.config.spectral_weight == 0.0 and loaded.model.spectral is None
+
+
+@pytest.mark.parametrize("stored", [{}, None, [1, 2]], ids=["empty", "null", "list"])
+def test_edited_model_config_is_a_clear_checkpoint_error_or_defaults(
+        tmp_path: Path, stored: object) -> None:
+    """An emptied model_config takes the defaults (refused if the weights do not fit them);
+    one that is not a table is refused: always a CheckpointError, never another exception."""
+    import json
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from hsimap.checkpoint import Checkpoint, Normalisation, save_checkpoint
+    from hsimap.classes import ClassTable
+    from hsimap.errors import CheckpointError
+    from hsimap.models.base import get_spec
+
+    spec = get_spec("spectral-mlp")
+    model = spec.build(spec.make_config(None, {"hidden": [7]}), n_bands=5, n_classes=2)
+    meta = {"n_bands": 5, "band_indices": list(range(5)), "wavelengths": None}
+    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint(
+        model, Normalisation(np.zeros(5, np.float32), np.ones(5, np.float32)),
+        ClassTable.from_names(["a", "b"]), meta))
+    edited = read_metadata(path)
+    edited["model_config"] = stored
+    save_file(load_file(str(path)), str(path), metadata={"hsimap": json.dumps(edited)})
+    with pytest.raises(CheckpointError) as err:  # 7 hidden units are not the default
+        load_checkpoint(path)
+    assert str(path) in err.value.format()

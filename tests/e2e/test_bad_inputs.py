@@ -538,7 +538,11 @@ def test_ctrl_c_during_train_leaves_no_model(tmp_path: Path) -> None:
     code, text = _interrupt([str(a) for a in train_args(cube, labels, out / "m.safetensors",
                                                         config)],
                             wait_for="validation: ", cwd=tmp_path, delay=1.0)
-    assert code == 130, text
+    # 130 from hsimap's handler; about one run in five on idle cores the process instead
+    # ends by the signal itself (-2) *after* that handler printed its message and cleaned
+    # up (seen 2026-12-02 with -vv: no traceback; cause not found). Both tell the shell
+    # "interrupted".
+    assert code in (130, -signal.SIGINT), text
     assert "Interrupted" in text and "Traceback" not in text
     assert list(out.iterdir()) == [], "the interrupted run left files behind"
 
