@@ -26,9 +26,14 @@ cnn-pca-11aug (the same CNN on 11 x 11 patches with rotation/mirror augmentation
 the CNN variants tried);
 spectral-mlp (hsimap's baseline); hsimap-svm / hsimap-rf: hsimap's own `svm` (C and gamma
 by grouped spatial CV on the training pixels) and `random-forest` kinds, default presets;
-dsn-fast (DiffSpectralNet, fast preset), dsn-fast-1t (one feature timestep), dsn-paper;
+dsn-fast (DiffSpectralNet, fast preset: since 2026-12-02 with its SVM member,
+spectral_weight 0.5), dsn-fast-1t (one feature timestep), dsn-paper;
+blend-dsn-svm: the fast preset without its member (sub-row /spatial), hsimap's svm
+(/spectral) and their probability average (the row: w = 0.5, i.e. the fast preset;
+/w0.25, /w0.75), all fitted on the same fold;
 clf-raw / clf-pca: the same window-transformer classifier on the standardised spectra / on
-32 PCA components instead of diffusion features (is the diffusion stage worth it?).
+32 PCA components instead of diffusion features (is the diffusion stage worth it?), like
+dsn-fast with its SVM member.
 The denoiser is label-free, so for one scene and seed it is trained once and reused by the
 DiffSpectralNet rows of every protocol (its train time is counted in the first fit only).
 
@@ -374,34 +379,6 @@ def hsimap_runner(model: str, preset: str | None, overrides: dict) -> Runner:
 TRAIN_SEED = {"offset": 0}  # set from --train-seed in main()
 
 
-def prob_array(ckpt: object, cube: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Class probabilities ``(K, H, W)`` float32 of a fitted model over an in-memory cube,
-    through the same per-tile step as :func:`classify_array` (uint16 probabilities)."""
-    from hsimap.predict.engine import DEFAULT_TILE, TileWork, compute_tile
-    from hsimap.tiling import TileGrid
-
-    _, height, width = cube.shape
-    k = len(ckpt.classes)
-    grid = TileGrid(height, width, DEFAULT_TILE, ckpt.model.halo(), ckpt.model.stride())
-    work = TileWork(np.arange(1, k + 1), "int64", grid.halo, grid.stride,
-                    probabilities=True, prob_dtype="uint16")
-    out = np.zeros((k, height, width), np.float32)
-    for t in grid:
-        window = (slice(None), slice(*t.read.rows), slice(*t.read.cols))
-        v = np.array(cube[window], dtype=np.float32)
-        done = compute_tile(ckpt, v, valid[window[1:]], t, work, torch_cpu())
-        p = done.probabilities.astype(np.float32)
-        p[p == 65535] = 0
-        out[:, slice(*t.write.rows), slice(*t.write.cols)] = p / 10000
-    return out
-
-
-def torch_cpu() -> object:
-    import torch
-
-    return torch.device("cpu")
-
-
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)  # spatial-model weight; 0.5 fixed a priori (issue 12)
 
 
@@ -412,12 +389,14 @@ def blend_runner(spatial: tuple[str, str | None, dict],
     components and the other weights come as sub-rows (``name/part``) of the same fold, so
     every comparison among them is paired."""
     def run(scene: Scene, train: np.ndarray, test: np.ndarray, seed: int):
+        from hsimap.predict.engine import class_probabilities
+
         parts, t_fit, t_pred, extra = [], 0.0, 0.0, {}
         for model, preset, overrides in (spatial, spectral):
             ckpt, t, ex = fit_hsimap(scene, train, seed, model, preset, overrides)
             extra = extra or ex
             t1 = time.perf_counter()
-            parts.append(prob_array(ckpt, scene.cube, scene.valid))
+            parts.append(class_probabilities(ckpt, scene.cube, scene.valid))
             t_fit += t
             t_pred += time.perf_counter() - t1
 
@@ -452,7 +431,8 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
                                  {"features": "projection", "proj_bands": 0}),
         "clf-pca": hsimap_runner("diffspectralnet", "fast",
                                  {"features": "projection", "proj_bands": 32}),
-        "blend-dsn-svm": blend_runner(("diffspectralnet", "fast", dict(dsn)),
+        # the model alone (no SVM member) and hsimap's svm, averaged: 0.5 is today's fast
+        "blend-dsn-svm": blend_runner(("diffspectralnet", "fast", {**dsn, "spectral_weight": 0.0}),
                                       ("svm", None, {})),
     }
     for extra in args.extra_rows:  # name=model:preset:json-overrides

@@ -245,3 +245,66 @@ def test_held_out_blocks_are_never_in_a_training_crop():
     assert 0 < held.sum() < valid.sum() // 5
     for y, x in crop_origins(valid, 8, exclude=held):
         assert not held[y:y + 8, x:x + 8].any()
+
+
+def test_svm_member_is_fitted_blended_refitted_without_cv_and_saved(tmp_path: Path):
+    """``spectral_weight``: the SVM member is fitted on the training pixels (its CV in the
+    history), the map is the log of the weighted mean of the two models' probabilities, the
+    refit reuses the chosen C and gamma (no CV), and the member survives save and load."""
+    from hsimap.checkpoint import Checkpoint, Normalisation, load_checkpoint, save_checkpoint
+    from hsimap.classes import ClassTable
+
+    data = synthetic()
+    model, history, events = run_fit(data, {"spectral_weight": 0.5})
+    member = history["spectral"]
+    assert member["weight"] == 0.5 and member["cv"]["grid"] and member["support_vectors"] > 0
+    assert {"cross-validation", "svm"} <= {e.stage for e in events}
+    assert model.spectral is not None and model.spectral.fitted
+    x = torch.from_numpy(data.cube)[None]
+    with torch.no_grad():
+        alone = model.classifier.forward_map(model.features(x, (0, 0)), spectra=x)
+        svm_logp = model.spectral.forward_tile(x, origin=(0, 0))
+        blended = model.forward_tile(x, origin=(0, 0))
+    expected = 0.5 * torch.softmax(alone, 1) + 0.5 * svm_logp.exp()
+    assert torch.allclose(blended.exp(), expected, atol=1e-6)
+
+    spec = get_spec("diffspectralnet")
+    config = spec.make_config("tiny", {**QUICK, "spectral_weight": 0.5})
+    events.clear()
+    refitted, refit_history = spec.refit(model, data, config, history, seed=0,
+                                         device=torch.device("cpu"), progress=events.append)
+    again = refit_history["spectral"]
+    assert "skipped" in again["cv"] and "cross-validation" not in {e.stage for e in events}
+    assert (again["C"], again["gamma_factor"]) == (member["C"], member["gamma_factor"])
+
+    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint(
+        refitted, Normalisation(np.zeros(10, np.float32), np.ones(10, np.float32)),
+        ClassTable.from_names(["a", "b", "c"]), {"n_bands": 10, "band_indices": list(range(10)),
+                                                 "wavelengths": None}))
+    loaded = load_checkpoint(path).model
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_tile(x, origin=(0, 0)),
+                           refitted.forward_tile(x, origin=(0, 0)))
+
+
+def test_class_probabilities_match_the_class_map_tile_by_tile():
+    """``class_probabilities`` (the benchmark's blend input): per-pixel probabilities summing
+    to 1, 0 where invalid, whose argmax is ``classify_array``'s map, with tiles smaller than
+    the scene (so halos and mosaicking are exercised)."""
+    from hsimap.checkpoint import Checkpoint, Normalisation
+    from hsimap.classes import ClassTable
+    from hsimap.predict import classify_array
+    from hsimap.predict.engine import class_probabilities
+
+    data = synthetic()
+    model, _, _ = run_fit(data, {"spectral_weight": 0.5})
+    ckpt = Checkpoint(model, Normalisation(np.zeros(10, np.float32), np.ones(10, np.float32)),
+                      ClassTable.from_names(["a", "b", "c"]), {})
+    probs = class_probabilities(ckpt, data.cube.copy(), data.valid, tile=8)
+    labels = classify_array(ckpt, data.cube.copy(), data.valid, tile=8)
+    assert probs.shape == (3, *data.valid.shape) and (probs[:, ~data.valid] == 0).all()
+    assert np.allclose(probs[:, data.valid].sum(0), 1, atol=1e-3)
+    top = np.sort(probs[:, data.valid], axis=0)
+    clear = top[-1] - top[-2] > 1e-3  # not a tie at the 1e-4 rounding
+    assert (probs.argmax(0)[data.valid][clear] == labels[data.valid][clear]).all()
+    assert (labels[~data.valid] == -1).all()

@@ -369,13 +369,18 @@ def grid_search(x: np.ndarray, y: np.ndarray, flat: np.ndarray, width: int,
     return info
 
 
+def chosen_grid(config: SVMConfig, chosen: Mapping[str, Any]) -> SVMConfig:
+    """``config`` with the one-point grid of an earlier cross-validation's choice (``C`` and
+    ``gamma_factor``): fitting it runs no CV."""
+    return dataclasses.replace(config, c_values=(chosen["C"],),
+                               gamma_factors=(chosen["gamma_factor"],))
+
+
 def refit(model: Any, data: TrainData, config: SVMConfig, history: Mapping[str, Any], *,
           seed: int, device: torch.device,
           progress: ProgressCallback) -> tuple[SVMModel, dict[str, Any]]:
     """Fit again on every labelled pixel with the C and gamma factor the grid search chose."""
-    chosen = history["svm"]["cv"]["chosen"]
-    fixed = dataclasses.replace(config, c_values=(chosen["C"],),
-                                gamma_factors=(chosen["gamma_factor"],))
+    fixed = chosen_grid(config, history["svm"]["cv"]["chosen"])
     new, refit_history = fit(data, fixed, seed=seed, device=device, progress=progress)
     new.config = config  # the checkpoint keeps the config asked for; the log, the C used
     return new, refit_history

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,18 +211,42 @@ def mask_tile(result: TileResult, *, aoi: AreaMask, work: TileWork) -> TileResul
     return TileResult(result.index, result.write, values, counts, probs, conf)
 
 
-def classify_array(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
-                   tile: int = DEFAULT_TILE, device: torch.device | None = None) -> np.ndarray:
-    """Class index map ``(H, W)`` (-1 where invalid) of an in-memory raw ``(C, H, W)`` cube."""
+def _array_tiles(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *, tile: int,
+                 device: torch.device | None,
+                 probabilities: bool = False) -> Iterator[tuple[Tile, TileResult]]:
+    """Each tile of an in-memory raw ``(C, H, W)`` cube through the per-tile step of
+    ``predict_scene`` (map value = class index + 1, 0 = invalid; uint16 probabilities)."""
     device = device or torch.device("cpu")
     _, height, width = values.shape
     grid = TileGrid(height, width, tile, ckpt.model.halo(), ckpt.model.stride())
-    # the per-tile step of predict_scene, with map value = class index + 1 (0 = invalid)
-    work = TileWork(np.arange(1, len(ckpt.classes) + 1), "int64", grid.halo, grid.stride)
-    result = np.full((height, width), -1, dtype=np.int64)
+    work = TileWork(np.arange(1, len(ckpt.classes) + 1), "int64", grid.halo, grid.stride,
+                    probabilities=probabilities, prob_dtype="uint16")
     for t in grid:
         window = (slice(None), slice(*t.read.rows), slice(*t.read.cols))
         v = np.array(values[window], dtype=np.float32)  # normalised in place by compute_tile
-        done = compute_tile(ckpt, v, valid[window[1:]], t, work, device)
+        yield t, compute_tile(ckpt, v, valid[window[1:]], t, work, device)
+
+
+def classify_array(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
+                   tile: int = DEFAULT_TILE, device: torch.device | None = None) -> np.ndarray:
+    """Class index map ``(H, W)`` (-1 where invalid) of an in-memory raw ``(C, H, W)`` cube."""
+    result = np.full(values.shape[1:], -1, dtype=np.int64)
+    for t, done in _array_tiles(ckpt, values, valid, tile=tile, device=device):
         result[slice(*t.write.rows), slice(*t.write.cols)] = done.values - 1
     return result
+
+
+def class_probabilities(ckpt: Checkpoint, values: np.ndarray, valid: np.ndarray, *,
+                        tile: int = DEFAULT_TILE,
+                        device: torch.device | None = None) -> np.ndarray:
+    """Class probabilities ``(K, H, W)`` float32 (0 where invalid) of an in-memory raw cube,
+    as ``predict --probabilities`` writes them (uint16 scale, 1e-4 steps)."""
+    scale, nodata = PROB_SCALE["uint16"]
+    out = np.zeros((len(ckpt.classes), *values.shape[1:]), np.float32)
+    for t, done in _array_tiles(ckpt, values, valid, tile=tile, device=device,
+                                probabilities=True):
+        assert done.probabilities is not None
+        p = done.probabilities.astype(np.float32)
+        p[done.probabilities == nodata] = 0
+        out[:, slice(*t.write.rows), slice(*t.write.cols)] = p / scale
+    return out

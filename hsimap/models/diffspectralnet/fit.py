@@ -170,13 +170,11 @@ def _fit_spectral(model: DiffSpectralNet, data: TrainData, *, seed: int, device:
     from hsimap.models import svm
 
     assert model.spectral is not None
-    svm_config = model.spectral.config
-    if chosen is not None:
-        svm_config = dataclasses.replace(svm_config, c_values=(chosen["C"],),
-                                         gamma_factors=(chosen["gamma_factor"],))
-    member, history = svm.fit(data, svm_config, seed=seed, device=device, progress=progress)
-    model.spectral.set_tensors({name: member.get_buffer(name) for name in member.stored})
-    model.spectral.to(device)
+    config = model.spectral.config
+    member, history = svm.fit(data, config if chosen is None else svm.chosen_grid(config, chosen),
+                              seed=seed, device=device, progress=progress)
+    member.config = config  # as built from the checkpoint: the grid asked for, not the one used
+    model.spectral = member
     return {**history["svm"], "weight": model.config.spectral_weight}
 
 
