@@ -340,3 +340,11 @@ def test_inside_the_model_shows_the_denoisers_error_per_timestep():
         assert diff.shape == (10, 9, 3) and 0 <= diff.min() and diff.max() <= 1
         assert diff.std() > 0.01  # a random denoiser changes the input
         assert panels[titles[0]].shape == (10, 9, 3)
+
+
+@pytest.mark.parametrize("weight", [1.0, 1.5, -0.1, True])
+def test_spectral_weight_outside_0_1_is_a_config_error(weight):
+    from hsimap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spectral_weight"):
+        get_spec("diffspectralnet").make_config("fast", {"spectral_weight": weight})
