@@ -377,6 +377,7 @@ def hsimap_runner(model: str, preset: str | None, overrides: dict) -> Runner:
 
 
 TRAIN_SEED = {"offset": 0}  # set from --train-seed in main()
+PROTOCOL = {"name": ""}  # the protocol being run (for --dump's file names)
 
 
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)  # spatial-model weight; 0.5 fixed a priori (issue 12)
@@ -391,10 +392,11 @@ def blend_runner(spatial: tuple[str, str | None, dict],
     def run(scene: Scene, train: np.ndarray, test: np.ndarray, seed: int):
         from hsimap.predict.engine import class_probabilities
 
-        parts, t_fit, t_pred, extra = [], 0.0, 0.0, {}
+        parts, t_fit, t_pred, extra, ckpts = [], 0.0, 0.0, {}, []
         for model, preset, overrides in (spatial, spectral):
             ckpt, t, ex = fit_hsimap(scene, train, seed, model, preset, overrides)
             extra = extra or ex
+            ckpts.append(ckpt)
             t1 = time.perf_counter()
             parts.append(class_probabilities(ckpt, scene.cube, scene.valid))
             t_fit += t
@@ -407,9 +409,33 @@ def blend_runner(spatial: tuple[str, str | None, dict],
         for w in BLEND_WEIGHTS:
             if w != 0.5:
                 also[f"w{w}"] = label(w * parts[0] + (1 - w) * parts[1])
+        if DUMP["dir"] is not None:
+            dump_fold(scene, train, test, seed, parts, ckpts[0])
         return label(0.5 * parts[0] + 0.5 * parts[1]), t_fit, t_pred, {**extra, "also": also}
 
     return run
+
+
+DUMP: dict[str, Path | None] = {"dir": None}  # set from --dump in main()
+
+
+def dump_fold(scene: Scene, train: np.ndarray, test: np.ndarray, seed: int,
+              parts: list[np.ndarray], spatial_ckpt: object) -> None:
+    """Write one blend fold's class probabilities (spatial, spectral), masks, labels and the
+    DiffSpectralNet's spectral projection of the scene (the guide of its probability
+    smoothing) to ``--dump``, for ``bench_smoothing.py``."""
+    import torch
+
+    z, _, _ = standardise(scene)
+    with torch.no_grad():
+        guide = spatial_ckpt.model.features.projection(torch.from_numpy(z)[None])[0]
+    out = DUMP["dir"]
+    assert out is not None
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out / f"{scene.name}_{PROTOCOL['name']}_{seed}_t{TRAIN_SEED['offset']}.npz",
+        spatial=parts[0], spectral=parts[1], guide=guide.numpy(), train=train, test=test,
+        labels=scene.labels, valid=scene.valid, seed=seed)
 
 
 def method_table(args: argparse.Namespace) -> dict[str, Runner]:
@@ -432,8 +458,10 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
         "clf-pca": hsimap_runner("diffspectralnet", "fast",
                                  {"features": "projection", "proj_bands": 32}),
         # the model alone (no SVM member) and hsimap's svm, averaged: 0.5 is today's fast
-        "blend-dsn-svm": blend_runner(("diffspectralnet", "fast", {**dsn, "spectral_weight": 0.0}),
-                                      ("svm", None, {})),
+        "blend-dsn-svm": blend_runner(
+            ("diffspectralnet", "fast", {**dsn, **json.loads(args.blend_spatial),
+                                         "spectral_weight": 0.0, "smooth_radius": 0}),
+            ("svm", None, {})),
     }
     for extra in args.extra_rows:  # name=model:preset:json-overrides
         name, _, spec = extra.partition("=")
@@ -475,6 +503,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="training-seed offset: the same folds, other initialisations "
                         "(denoiser included), for the seed-spread rows")
     p.add_argument("--out", type=Path, default=Path("bench_accuracy.json"))
+    p.add_argument("--blend-spatial", default="{}", metavar="JSON",
+                   help="config overrides of blend-dsn-svm's DiffSpectralNet, e.g. "
+                        "'{\"window\": 9}'")
+    p.add_argument("--dump", type=Path, metavar="DIR",
+                   help="blend rows: write each fold's class probabilities, masks and guide "
+                        "here (for benchmarks/bench_smoothing.py)")
     p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
                    help="only print the table of earlier runs' JSON files")
     args = p.parse_args(argv)
@@ -482,6 +516,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table([r for f in args.table for r in json.loads(f.read_text())])
         return
     VALIDATION["mode"] = args.clf_val
+    DUMP["dir"] = args.dump
     TRAIN_SEED["offset"] = args.train_seed
     loaders = {"salinas_a": load_salinas_a, "potsdam": load_potsdam,
                "indian_pines": load_indian_pines}
@@ -492,6 +527,7 @@ def main(argv: list[str] | None = None) -> None:
         for proto in args.protocols.split(","):
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 train, test, info = protocol_masks(scene, proto, seed, args.guard)
+                PROTOCOL["name"] = proto
                 for name in args.methods.split(","):
                     pred, t_fit, t_pred, extra = rows[name](scene, train, test, seed)
                     also = extra.pop("also", {})

@@ -91,7 +91,7 @@ def test_older_config_without_new_fields_loads_with_dataclass_defaults(tmp_path:
 
     spec = get_spec("diffspectralnet")
     config = spec.make_config("fast", {"with_spectra": False, "reducer": "pca",
-                                       "spectral_weight": 0.0})
+                                       "spectral_weight": 0.0, "smooth_radius": 0})
     model = spec.build(config, n_bands=20, n_classes=3)
     meta = {"n_bands": 20, "band_indices": list(range(20)), "wavelengths": None}
     path = save_checkpoint(tmp_path / "old.safetensors", Checkpoint(
@@ -99,13 +99,15 @@ def test_older_config_without_new_fields_loads_with_dataclass_defaults(tmp_path:
         ClassTable.from_names(["a", "b", "c"]), meta))
     stored = read_metadata(path)
     # as written before these fields existed
-    for field in ("with_spectra", "features", "spectral_weight"):
+    for field in ("with_spectra", "features", "spectral_weight", "smooth_radius",
+                  "smooth_range"):
         del stored["model_config"][field]
     save_file(load_file(str(path)), str(path), metadata={"hsimap": json.dumps(stored)})
     loaded = load_checkpoint(path)
     assert loaded.model.config.with_spectra is False
     assert loaded.model.config.features == "diffusion"
     assert loaded.model.config.spectral_weight == 0.0 and loaded.model.spectral is None
+    assert loaded.model.config.smooth_radius == 0 and loaded.model.halo() == model.halo()
 
 
 @pytest.mark.parametrize("stored", [{}, None, [1, 2]], ids=["empty", "null", "list"])

@@ -308,3 +308,36 @@ def test_class_probabilities_match_the_class_map_tile_by_tile():
     clear = top[-1] - top[-2] > 1e-3  # not a tie at the 1e-4 rounding
     assert (probs.argmax(0)[data.valid][clear] == labels[data.valid][clear]).all()
     assert (labels[~data.valid] == -1).all()
+
+
+def test_smoothing_scale_is_fitted_recorded_and_saved(tmp_path: Path):
+    """``smooth_radius``: fit stores the scene's median neighbour distance in the model and the
+    history; the halo grows by the radius; the map is the smoothed softmax; save and load
+    keep the scale."""
+    from hsimap.checkpoint import Checkpoint, Normalisation, load_checkpoint, save_checkpoint
+    from hsimap.classes import ClassTable
+    from hsimap.models.diffspectralnet.smoothing import smooth_probabilities
+
+    data = synthetic()
+    plain, _, _ = run_fit(data, {})
+    model, history, _ = run_fit(data, {"smooth_radius": 2})
+    assert model.halo() == plain.halo() + 2
+    scale = history["smoothing"]["range_sq"]
+    assert scale > 0 and float(model.smooth_range_sq) == pytest.approx(scale)
+    x = torch.from_numpy(data.cube)[None]
+    with torch.no_grad():
+        logits = model.classifier.forward_map(model.features(x, (0, 0)), spectra=x)
+        want = smooth_probabilities(torch.softmax(logits, 1), model.features.projection(x),
+                                    torch.from_numpy(data.valid)[None, None], radius=2,
+                                    range_sq=scale)
+        got = model.forward_tile(x, origin=(0, 0)).exp()
+    assert torch.allclose(got, want, atol=1e-6)
+    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint(
+        model, Normalisation(np.zeros(10, np.float32), np.ones(10, np.float32)),
+        ClassTable.from_names(["a", "b", "c"]), {"n_bands": 10, "band_indices": list(range(10)),
+                                                 "wavelengths": None}))
+    loaded = load_checkpoint(path).model
+    assert float(loaded.smooth_range_sq) == pytest.approx(scale)
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_tile(x, origin=(0, 0)),
+                           model.forward_tile(x, origin=(0, 0)))

@@ -29,9 +29,12 @@ SMALL_3D = dataclasses.replace(
     timesteps=(100,), layers=(1, 2), reduced_dims=6, window=3, token_dim=8, heads=2,
     head_dim=4, mlp_dim=8, head_hidden=8)
 
-# The per-pixel denoiser with the unwhitened projection and the spectrum path.
+# The per-pixel denoiser with the unwhitened projection and the spectrum path (no smoothing:
+# ``fast`` itself covers the smoothing with the SVM member).
 PIXEL = dataclasses.replace(FAST, unet="pixel", proj_whiten=False, spectrum_path=True,
-                            widths=(16, 16, 16), timesteps=(20, 50))
+                            widths=(16, 16, 16), timesteps=(20, 50), smooth_radius=0)
+# The same with the probability smoothing (and no SVM member, so it smooths the softmax).
+SMOOTHED = dataclasses.replace(PIXEL, spectral_weight=0.0, smooth_radius=2, smooth_range=2.0)
 
 
 def randomized(config: DiffSpectralNetConfig, n_bands: int, n_classes: int = 4, seed: int = 0):
@@ -147,8 +150,8 @@ def test_classifier_train_and_inference_paths_agree(extra):
 
 
 @pytest.mark.parametrize("config,n_bands,ring",
-                         [(FAST, 12, 0), (SMALL_3D, 10, 2), (PIXEL, 12, 0)],
-                         ids=["fast", "3d", "pixel"])
+                         [(FAST, 12, 0), (SMALL_3D, 10, 2), (PIXEL, 12, 0), (SMOOTHED, 12, 0)],
+                         ids=["fast", "3d", "pixel", "smoothed"])
 def test_receptive_field_is_exactly_the_halo(config, n_bands, ring):
     model = randomized(config, n_bands)
     halo = model.halo()
@@ -177,7 +180,8 @@ def test_receptive_field_is_exactly_the_halo(config, n_bands, ring):
 
 @pytest.mark.parametrize("config,n_bands", [
     (FAST, 12), (SMALL_3D, 10), (PIXEL, 12),
-    (dataclasses.replace(PIXEL, noise_draws=3), 12)], ids=["fast", "3d", "pixel", "draws"])
+    (dataclasses.replace(PIXEL, noise_draws=3), 12), (SMOOTHED, 12)],
+    ids=["fast", "3d", "pixel", "draws", "smoothed"])
 def test_tiled_prediction_equals_whole_scene(config, n_bands):
     model = randomized(config, n_bands, n_classes=5, seed=1)
     h, w = 45, 52
@@ -348,3 +352,11 @@ def test_spectral_weight_outside_0_1_is_a_config_error(weight):
 
     with pytest.raises(ConfigError, match="spectral_weight"):
         get_spec("diffspectralnet").make_config("fast", {"spectral_weight": weight})
+
+
+@pytest.mark.parametrize("field,value", [("smooth_radius", -1), ("smooth_radius", 1.5),
+                                         ("smooth_radius", True), ("smooth_range", 0.0),
+                                         ("smooth_range", -2.0), ("smooth_range", True)])
+def test_smoothing_settings_out_of_range_are_config_errors(field, value):
+    with pytest.raises(ConfigError, match=field):
+        get_spec("diffspectralnet").make_config("fast", {field: value})

@@ -17,6 +17,7 @@ from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.fit_classifier import train_classifier
 from hsimap.models.diffspectralnet.fit_denoiser import train_denoiser
 from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, unet_radius
+from hsimap.models.diffspectralnet.smoothing import range_scale
 
 MAX_PROJECTION_PIXELS = 200_000  # valid pixels sampled to fit the spectral projection
 MAX_FIT_VALUES = 200_000_000  # cap on samples x channels gathered to fit the reducers
@@ -178,6 +179,21 @@ def _fit_spectral(model: DiffSpectralNet, data: TrainData, *, seed: int, device:
     return {**history["svm"], "weight": model.config.spectral_weight}
 
 
+def _fit_smoothing(model: DiffSpectralNet, cube: torch.Tensor, data: TrainData,
+                   seed: int) -> dict[str, Any]:
+    """Fit the probability smoothing's spectral scale (``smooth_radius > 0``) on the scene's
+    valid pixels (label-free) and store it in the model. Its pixel sample comes from a
+    generator of its own (``seed``), so the scale does not depend on the stages before it."""
+    device = model.smooth_range_sq.device
+    proj = model.features.projection
+    scale = range_scale(cube, data.valid, radius=model.config.smooth_radius,
+                        project=lambda t: proj(t.to(device)).cpu(),
+                        rng=np.random.default_rng(seed))
+    model.smooth_range_sq.fill_(scale)
+    return {"radius": model.config.smooth_radius, "range_sq": scale,
+            "range": model.config.smooth_range}
+
+
 def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: torch.device,
         progress: ProgressCallback, init: DiffSpectralNet | None = None,
         spectral_chosen: Mapping[str, Any] | None = None,
@@ -225,12 +241,14 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
         spectral = None if model.spectral is None else \
             _fit_spectral(model, data, seed=seed, device=device, progress=progress,
                           chosen=spectral_chosen)
+        smoothing = None if cfg.smooth_radius == 0 else _fit_smoothing(model, cube, data, seed)
     model.eval()
     history = {
         "kind": model.kind, "config": config_to_dict(cfg), "seed": seed,
         "halo": model.halo(), "stride": model.stride(), "feature_dims": model.features.out_dims,
         "denoiser": den, "classifier": clf,
         **({"spectral": spectral} if spectral is not None else {}),
+        **({"smoothing": smoothing} if smoothing is not None else {}),
         **({"denoiser_eval": den["eval"]} if "eval" in den else {}),
         "timings": {"projection_and_denoiser_s": round(t1 - t0, 3),
                     "features_s": round(t2 - t1, 3),

@@ -12,6 +12,7 @@ from hsimap.models.base import HsiModel, config_to_dict
 from hsimap.models.diffspectralnet.classifier import make_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.features import FeatureExtractor
+from hsimap.models.diffspectralnet.smoothing import smooth_probabilities
 from hsimap.models.diffspectralnet.unet import receptive_radius
 from hsimap.models.svm import SVMConfig, SVMModel
 
@@ -26,8 +27,9 @@ def unet_radius(config: DiffSpectralNetConfig) -> int:
 
 
 def model_halo(config: DiffSpectralNetConfig) -> int:
-    """Context radius of one output pixel: U-Net taps + tokenizer (1) + ``window // 2``."""
-    return unet_radius(config) + 1 + config.window // 2
+    """Context radius of one output pixel: U-Net taps + tokenizer (1) + ``window // 2``, plus
+    the probability smoothing's radius."""
+    return unet_radius(config) + 1 + config.window // 2 + config.smooth_radius
 
 
 class DiffSpectralNet(HsiModel):
@@ -53,9 +55,14 @@ class DiffSpectralNet(HsiModel):
         # the per-pixel member (``spectral_weight``): its tensors come from fitting or loading
         self.spectral = SVMModel(SVMConfig(), n_bands=n_bands, n_classes=n_classes) \
             if config.spectral_weight > 0 else None
+        if config.smooth_radius > 0:  # the smoothing's spectral scale, fitted (``smoothing``)
+            self.register_buffer("smooth_range_sq", torch.ones(()))
+
+    smooth_range_sq: torch.Tensor
 
     def halo(self) -> int:
-        """U-Net receptive radius + tokenizer radius + ``window // 2`` (stride is 1)."""
+        """U-Net receptive radius + tokenizer radius + ``window // 2`` + the smoothing's
+        radius (stride is 1)."""
         return model_halo(self.config)
 
     def window_radius(self) -> int:
@@ -74,16 +81,32 @@ class DiffSpectralNet(HsiModel):
         feats = self.features(x, (int(origin[0]), int(origin[1])))  # (1, D, h, w)
         logits = self.classifier.forward_map(
             feats, spectra=x if self.config.spectrum_path else None)
-        if self.spectral is None:
+        if self.spectral is None and self.config.smooth_radius == 0:
             return logits
-        return self.blend(logits, self.spectral.forward_tile(x, origin=origin))
-
-    def blend(self, logits: torch.Tensor, spectral_logp: torch.Tensor) -> torch.Tensor:
-        """Log of ``(1 - w) * softmax(logits) + w * p_spectral`` over the class axis (float32)."""
-        w = float(self.config.spectral_weight)
-        p = torch.softmax(logits.float(), 1).mul_(1 - w).add_(spectral_logp.float().exp(),
-                                                              alpha=w)
+        p = self.probabilities(logits, None if self.spectral is None else
+                               self.spectral.forward_tile(x, origin=origin))
+        if self.config.smooth_radius > 0:
+            p = self.smooth(p, x)
         return p.clamp_min_(MIN_PROB).log_()
+
+    def probabilities(self, logits: torch.Tensor,
+                      spectral_logp: torch.Tensor | None) -> torch.Tensor:
+        """``(1 - w) * softmax(logits) + w * p_spectral`` over the class axis (float32); the
+        softmax alone without a member."""
+        p = torch.softmax(logits.float(), 1)
+        if spectral_logp is None:
+            return p
+        w = float(self.config.spectral_weight)
+        return p.mul_(1 - w).add_(spectral_logp.float().exp(), alpha=w)
+
+    def smooth(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Edge-preserving smoothing of ``(1, K, h, w)`` probabilities over the tile ``x``
+        (``smooth_radius`` px; guide: the spectral projection; invalid pixels, all-zero in
+        ``x``, neither vote nor change)."""
+        valid = (x != 0).any(1, keepdim=True)
+        range_sq = float(self.smooth_range_sq) * float(self.config.smooth_range)
+        return smooth_probabilities(p, self.features.projection(x).float(), valid,
+                                    radius=self.config.smooth_radius, range_sq=range_sq)
 
     def inspect(self, x: torch.Tensor, *, origin: tuple[int, int],
                 rgb_bands: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:

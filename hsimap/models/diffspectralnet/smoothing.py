@@ -1,0 +1,116 @@
+"""Edge-preserving smoothing of the class probabilities: a spatial prior on the map.
+
+Each valid pixel's class probabilities become a weighted mean of those of the valid pixels
+within ``radius`` px (itself included)::
+
+    weight(i, j) = exp(-|i - j|^2 / (2 sigma^2)) * exp(-d(i, j)^2 / (2 s^2))
+
+with ``sigma = radius / 2`` px, ``d(i, j)^2`` the mean squared difference of the two pixels'
+projected spectra and ``s^2`` the median of that distance between neighbouring valid pixels
+of the training scene (:func:`range_scale`, fitted once and stored with the model, so every
+tile of a prediction uses the same value). A bilateral filter on the probability maps, the
+idea of edge-preserving-filter classification of hyperspectral images (Kang, Li and
+Benediktsson, IEEE TGRS 2014, who used a guided filter): neighbours that look alike vote,
+so labels spread within a field but not across its edge.
+
+The filter reads ``radius`` px around every output pixel: the model's halo grows by that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+RANGE_PIXELS = 20_000  # valid centre pixels sampled by ``range_scale``
+_CHUNK = 32  # spectral channels per step of the distance computation
+
+
+def offsets(radius: int) -> list[tuple[int, int]]:
+    """Every ``(dy, dx)`` with ``|dy|, |dx| <= radius``, row-major."""
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+
+def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over channels of ``(a - b)^2`` for ``(1, P, h, w)`` tensors, in channel chunks."""
+    out = torch.zeros((1, 1, *a.shape[2:]), dtype=a.dtype, device=a.device)
+    for c0 in range(0, a.shape[1], _CHUNK):
+        d = a[:, c0:c0 + _CHUNK] - b[:, c0:c0 + _CHUNK]
+        out += d.square_().sum(1, keepdim=True)
+    return out.div_(a.shape[1])
+
+
+def smooth_probabilities(p: torch.Tensor, guide: torch.Tensor, valid: torch.Tensor, *,
+                         radius: int, range_sq: float) -> torch.Tensor:
+    """Bilateral smoothing of ``(1, K, h, w)`` class probabilities over one tile.
+
+    Parameters
+    ----------
+    p
+        Class probabilities (any values outside ``valid`` are ignored).
+    guide
+        ``(1, P, h, w)`` spectra that define similarity (the model's spectral projection).
+    valid
+        ``(1, 1, h, w)`` bool: pixels that vote and are smoothed; others keep ``p``.
+    radius
+        Neighbourhood radius in px (0: ``p`` unchanged).
+    range_sq
+        ``s^2`` of the module docstring (> 0).
+    """
+    if radius <= 0:
+        return p
+    r = radius
+    h, w = p.shape[2:]
+    v = valid.to(p.dtype)
+    pad = (r, r, r, r)
+    pp, vp, gp = F.pad(p * v, pad), F.pad(v, pad), F.pad(guide, pad)
+    num = torch.zeros_like(p)
+    den = torch.zeros_like(v)
+    two_sigma_sq = 2.0 * (radius / 2.0) ** 2
+    for dy, dx in offsets(r):
+        rows, cols = slice(r + dy, r + dy + h), slice(r + dx, r + dx + w)
+        wt = _sq_dist(gp[:, :, rows, cols], guide).div_(-2.0 * range_sq).exp_()
+        wt.mul_(vp[:, :, rows, cols]).mul_(math.exp(-(dy * dy + dx * dx) / two_sigma_sq))
+        num.addcmul_(wt, pp[:, :, rows, cols])
+        den += wt
+    return torch.where(valid, num / den.clamp_min(1e-30), p)
+
+
+def range_scale(cube: torch.Tensor, valid: np.ndarray, *, radius: int,
+                project: Callable[[torch.Tensor], torch.Tensor],
+                rng: np.random.Generator) -> float:
+    """Median squared guide distance between valid pixels at most ``radius`` px apart.
+
+    ``cube`` is the ``(C, H, W)`` normalised scene and ``project`` maps ``(1, C, n, 1)``
+    spectra to ``(1, P, n, 1)`` guide values (the model's spectral projection); up to
+    :data:`RANGE_PIXELS` valid centre pixels are drawn with ``rng``. Label-free, like the
+    projection. 1.0 where no two valid pixels are neighbours or all distances are 0.
+    """
+    h, w = valid.shape
+    idx = np.flatnonzero(valid)
+    if idx.size > RANGE_PIXELS:
+        idx = np.sort(rng.choice(idx, RANGE_PIXELS, replace=False))
+    ys, xs = np.divmod(idx, w)
+    flat = cube.reshape(cube.shape[0], -1)
+
+    def guide(pix: np.ndarray) -> torch.Tensor:
+        return project(flat[:, torch.from_numpy(pix)][None, :, :, None])[0, :, :, 0]
+
+    dists = []
+    with torch.no_grad():
+        for dy, dx in offsets(radius):
+            if dy == 0 and dx == 0:
+                continue
+            y2, x2 = ys + dy, xs + dx
+            ok = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
+            ok[ok] &= valid[y2[ok], x2[ok]]
+            if ok.any():
+                d = guide(y2[ok] * w + x2[ok]) - guide(idx[ok])
+                dists.append(d.square().mean(0))
+    if not dists:
+        return 1.0
+    med = float(torch.cat(dists).median())
+    return med if med > 0 else 1.0
