@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 RANGE_PIXELS = 20_000  # valid centre pixels sampled by ``range_scale``
 _CHUNK = 32  # spectral channels per step of the distance computation
+_PROJECT_VALUES = 50_000_000  # cube values projected per block by ``range_scale``
 
 
 def offsets(radius: int) -> list[tuple[int, int]]:
@@ -84,23 +85,23 @@ def range_scale(cube: torch.Tensor, valid: np.ndarray, *, radius: int,
                 rng: np.random.Generator) -> float:
     """Median squared guide distance between valid pixels at most ``radius`` px apart.
 
-    ``cube`` is the ``(C, H, W)`` normalised scene and ``project`` maps ``(1, C, n, 1)``
-    spectra to ``(1, P, n, 1)`` guide values (the model's spectral projection); up to
-    :data:`RANGE_PIXELS` valid centre pixels are drawn with ``rng``. Label-free, like the
-    projection. 1.0 where no two valid pixels are neighbours or all distances are 0.
+    ``cube`` is the ``(C, H, W)`` normalised scene and ``project`` maps ``(1, C, h, w)``
+    spectra to ``(1, P, h, w)`` guide values (the model's spectral projection, per pixel);
+    the scene is projected once, in row blocks, then up to :data:`RANGE_PIXELS` valid centre
+    pixels drawn with ``rng`` are compared with each of their valid neighbours. Label-free,
+    like the projection. 1.0 where no two valid pixels are neighbours or all distances are 0.
     """
     h, w = valid.shape
     idx = np.flatnonzero(valid)
     if idx.size > RANGE_PIXELS:
         idx = np.sort(rng.choice(idx, RANGE_PIXELS, replace=False))
     ys, xs = np.divmod(idx, w)
-    flat = cube.reshape(cube.shape[0], -1)
-
-    def guide(pix: np.ndarray) -> torch.Tensor:
-        return project(flat[:, torch.from_numpy(pix)][None, :, :, None])[0, :, :, 0]
-
-    dists = []
+    rows = max(1, _PROJECT_VALUES // max(1, w * cube.shape[0]))
     with torch.no_grad():
+        guide = torch.cat([project(cube[None, :, r0:r0 + rows])[0]
+                           for r0 in range(0, h, rows)], 1).reshape(-1, h * w)
+        centre = guide[:, torch.from_numpy(idx)]
+        dists = []
         for dy, dx in offsets(radius):
             if dy == 0 and dx == 0:
                 continue
@@ -108,7 +109,8 @@ def range_scale(cube: torch.Tensor, valid: np.ndarray, *, radius: int,
             ok = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
             ok[ok] &= valid[y2[ok], x2[ok]]
             if ok.any():
-                d = guide(y2[ok] * w + x2[ok]) - guide(idx[ok])
+                nb = torch.from_numpy(y2[ok] * w + x2[ok])
+                d = guide[:, nb] - centre[:, torch.from_numpy(ok)]
                 dists.append(d.square().mean(0))
     if not dists:
         return 1.0
