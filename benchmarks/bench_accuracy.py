@@ -27,10 +27,13 @@ the CNN variants tried);
 spectral-mlp (hsimap's baseline); hsimap-svm / hsimap-rf: hsimap's own `svm` (C and gamma
 by grouped spatial CV on the training pixels) and `random-forest` kinds, default presets;
 dsn-fast (DiffSpectralNet, fast preset: since 2026-12-02 with its SVM member,
-spectral_weight 0.5), dsn-fast-1t (one feature timestep), dsn-paper;
-blend-dsn-svm: the fast preset without its member (sub-row /spatial), hsimap's svm
-(/spectral) and their probability average (the row: w = 0.5, i.e. the fast preset;
-/w0.25, /w0.75), all fitted on the same fold;
+spectral_weight 0.5, since 2026-12-06 with its probability smoothing), dsn-fast-1t (one
+feature timestep), dsn-paper;
+blend-dsn-svm: the fast preset without its member and without smoothing (sub-row
+/spatial; --blend-spatial adds config overrides), hsimap's svm (/spectral) and their
+probability average (the row: w = 0.5, i.e. the fast preset before its smoothing; /w0.25,
+/w0.75), all fitted on the same fold; --dump stores each fold's probabilities for
+bench_smoothing.py, which applies the smoothing;
 clf-raw / clf-pca: the same window-transformer classifier on the standardised spectra / on
 32 PCA components instead of diffusion features (is the diffusion stage worth it?), like
 dsn-fast with its SVM member.
