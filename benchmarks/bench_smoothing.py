@@ -4,18 +4,23 @@ Reads the folds that ``bench_accuracy.py --methods svm-rbf,blend-dsn-svm --dump 
 (per fold: the class probabilities of DiffSpectralNet ``fast`` without its SVM member, of
 hsimap's ``svm``, the fold's masks and the model's spectral projection of the scene) and
 applies :func:`hsimap.models.diffspectralnet.smoothing.smooth_probabilities` -- the very
-function the model runs when ``smooth_radius > 0`` -- to three bases: the 0.5/0.5 blend (the
-``fast`` preset's map before smoothing), the diffusion + transformer model alone, and the
-SVM alone. Each variant (radius, range factor; ``inf``: no spectral term, a plain Gaussian)
-is scored on the fold's test pixels and paired with the fold's ``svm-rbf`` row from the
-benchmark's JSON.
+function the model runs when ``smooth_radius > 0`` -- to five bases: the 0.5/0.5 blend (the
+``fast`` preset's map before smoothing), the blends weighted 0.25 and 0.75 on the spatial
+model, the diffusion + transformer model alone, and the SVM alone. Each variant (radius,
+range factor; ``inf``: no spectral term, a plain Gaussian) is scored on the fold's test
+pixels and paired with the fold's ``svm-rbf`` row from the benchmark's JSON.
 
 Model selection never sees a reported fold: ``--dev-seeds`` (by default 10-14) are the folds
 the variant is chosen on (the best mean paired gain over SVM-RBF across every scene and
 protocol given, one setting for all), and the table reports ``--seeds`` (by default 0-9).
 
-Example:
-  python benchmarks/bench_smoothing.py --dumps /tmp/dumps --results /tmp/bench/*.json
+Examples:
+  python benchmarks/bench_smoothing.py --dumps /tmp/dumps --results /tmp/bench/*.json \
+      --out /tmp/rows.json
+  # the same classifier without diffusion features (bench_accuracy --blend-spatial
+  # '{"features": "projection"}' --dump /tmp/dumps_nodiff), paired with the run above:
+  python benchmarks/bench_smoothing.py --dumps /tmp/dumps_nodiff --results /tmp/nodiff.json \
+      --dev-seeds none --settings 6x0.5 --versus /tmp/rows.json
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ def seed_range(text: str) -> list[int]:
     return out
 
 
-def variants(fold: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+def variants(fold: dict[str, np.ndarray], seed: int,
+             grid: list[tuple[int, float]]) -> dict[str, np.ndarray]:
     """Label maps of every (base, radius, range) variant of one fold."""
     import torch
 
@@ -60,11 +66,11 @@ def variants(fold: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
                 for w in OTHER_WEIGHTS}}
     out = {name: np.where(valid, p.argmax(0), -1) for name, p in bases.items()}
     vt = torch.from_numpy(valid)[None, None]
-    for r in RADII:
+    for r in sorted({r for r, _ in grid}):
         # as the model's fit does: the median neighbour distance of its own projection
         scale = range_scale(guide, valid, radius=r, project=lambda t: t,
                             rng=np.random.default_rng(seed))
-        for f in RANGES:
+        for f in (f for rr, f in grid if rr == r):
             range_sq = 1e30 if math.isinf(f) else scale * f
             for name, p in bases.items():
                 with torch.no_grad():
@@ -81,20 +87,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, nargs="+", required=True,
                    help="bench_accuracy JSON files with the folds' svm-rbf rows")
     p.add_argument("--seeds", default="0-9", help="reported folds")
-    p.add_argument("--dev-seeds", default="10-14", help="folds the variant is chosen on")
+    p.add_argument("--dev-seeds", default="10-14",
+                   help="folds the variant is chosen on; none: no choice, the fast preset's "
+                        "setting is reported")
     p.add_argument("--show", nargs="*", default=[],
                    help="variants to report besides the chosen one, e.g. blend/r2x1")
     p.add_argument("--train-seed", type=int, default=0,
                    help="the folds of bench_accuracy's --train-seed N (seed-spread runs)")
+    p.add_argument("--settings", nargs="*", metavar="RxF",
+                   help="only these smoothing settings (radius x range factor, e.g. 6x0.5); "
+                        "default: the whole grid")
+    p.add_argument("--versus", type=Path, metavar="JSON",
+                   help="another run's --out (e.g. without diffusion features): also print "
+                        "each shown variant's paired difference to it on the same folds")
     p.add_argument("--out", type=Path, help="write every fold's scores (JSON)")
     args = p.parse_args(argv)
+    grid = [(r, f) for r in RADII for f in RANGES] if not args.settings else \
+        [(int(r), float(f)) for r, _, f in (x.partition("x") for x in args.settings)]
 
     base_oa = {}
     for f in args.results:
         for r in json.loads(f.read_text()):
             if r.get("method") == "svm-rbf" and r.get("train_seed", 0) == args.train_seed:
                 base_oa[(r["dataset"], r["protocol"], r["seed"])] = r["oa"]
-    report, dev = set(seed_range(args.seeds)), set(seed_range(args.dev_seeds))
+    report = set(seed_range(args.seeds))
+    dev = set() if args.dev_seeds == "none" else set(seed_range(args.dev_seeds))
     rows: list[dict] = []
     for path in sorted(args.dumps.glob(f"*_t{args.train_seed}.npz")):
         fold = dict(np.load(path))
@@ -103,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         if seed not in report | dev or (scene, proto, seed) not in base_oa:
             continue
         labels, test = fold["labels"], fold["test"]
-        for name, pred in variants(fold, seed + 1000 * args.train_seed).items():
+        for name, pred in variants(fold, seed + 1000 * args.train_seed, grid).items():
             hit = pred[test] == labels[test]
             oa = 100.0 * float(hit.mean())
             aa = 100.0 * float(np.mean([hit[labels[test] == c].mean()
@@ -114,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
     print_tables(rows, report, dev, args.show)
+    if args.versus:
+        print_versus(rows, json.loads(args.versus.read_text()), report, args.show)
 
 
 SCENES = ("indian_pines", "salinas_a", "potsdam")
@@ -177,6 +196,30 @@ def print_tables(rows: list[dict], report: set[int], dev: set[int], show: list[s
             b, b_se = _mean_se([r["oa"] - plain[r["seed"]] for r in rs])
             print(f"| {g[0]} | {g[1]} | {v} | {len(rs)} | {oas.mean():.2f} ± {oas.std(ddof=1):.2f} "
                   f"| {aa:.2f} | {d:+.2f} ± {d_se:.2f} | {b:+.2f} ± {b_se:.2f} |")
+
+
+def print_versus(rows: list[dict], other: list[dict], report: set[int],
+                 show: list[str]) -> None:
+    """Paired OA difference of this run's variants to the same variants of ``other``."""
+    theirs = {(r["dataset"], r["protocol"], r["seed"], r["variant"]): r["oa"] for r in other}
+    print("\n## This run minus the --versus run, same folds and variant (OA, mean ± s.e.)\n")
+    print("| scene | protocol | variant | folds | this run | versus run | difference "
+          "| better/worse |")
+    print("|---|---|---|---|---|---|---|---|")
+    groups = sorted({(r["dataset"], r["protocol"]) for r in rows})
+    names = show or sorted({r["variant"] for r in rows})
+    for g in groups:
+        for v in names:
+            pairs = [(r["oa"], theirs[(*g, r["seed"], v)]) for r in rows
+                     if (r["dataset"], r["protocol"], r["variant"]) == (*g, v)
+                     and r["seed"] in report and (*g, r["seed"], v) in theirs]
+            if not pairs:
+                continue
+            a = np.asarray(pairs)
+            d, d_se = _mean_se(list(a[:, 0] - a[:, 1]))
+            print(f"| {g[0]} | {g[1]} | {v} | {len(a)} | {a[:, 0].mean():.2f} | "
+                  f"{a[:, 1].mean():.2f} | {d:+.2f} ± {d_se:.2f} | "
+                  f"{int((a[:, 0] > a[:, 1]).sum())}/{int((a[:, 0] < a[:, 1]).sum())} |")
 
 
 if __name__ == "__main__":
