@@ -21,14 +21,22 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from qgis.core import (
     QgsPalettedRasterRenderer,
+    QgsProcessing,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterVectorLayer,
     QgsRasterLayer,
 )
+
+if TYPE_CHECKING:  # not at run time: this module must hold no algorithm class (see above)
+    from qgis.core import QgsProcessingAlgorithm, QgsProcessingContext
 
 ENV_VAR = "HSIMAP_EXECUTABLE"
 
@@ -290,6 +298,42 @@ def file_source(layer: object, what: str) -> str:
             f"{what}: hsimap reads files, and this layer is not a plain file ({source!r}). "
             "Save it to a file first (right-click > Export > Save As...).")
     return path
+
+
+MASK, CLASSES = "MASK", "CLASSES"  # the optional area-of-interest and class-file parameters
+
+
+def label_option_parameters() -> list[QgsProcessingParameterDefinition]:
+    """The optional, advanced ``MASK`` (area-of-interest polygons: ``--mask``) and ``CLASSES``
+    (class file: ``--classes``) parameters that train and compare share."""
+    params: list[QgsProcessingParameterDefinition] = [
+        QgsProcessingParameterVectorLayer(
+            MASK, "Area of interest (polygons; only labels inside are used)",
+            [QgsProcessing.TypeVectorPolygon], optional=True),
+        QgsProcessingParameterFile(
+            CLASSES, "Class file: each class's code, name and colour, in order (JSON list, "
+            "QGIS .qml style or .clr colour map)", optional=True,
+            fileFilter="Class files (*.json *.qml *.clr);;All files (*)"),
+    ]
+    for param in params:
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return params
+
+
+def label_option_args(alg: QgsProcessingAlgorithm, parameters: dict[str, object],
+                      context: QgsProcessingContext,
+                      feedback: QgsProcessingFeedback) -> list[str]:
+    """``--mask`` / ``--classes`` for what the user set of :func:`label_option_parameters`;
+    the mask is the layer's own file when hsimap reads it as is, else a temporary
+    GeoPackage (memory layers, filtered layers, one table of a multi-layer file)."""
+    args: list[str] = []
+    if alg.parameterAsVectorLayer(parameters, MASK, context) is not None:
+        args += ["--mask", alg.parameterAsCompatibleSourceLayerPath(
+            parameters, MASK, context, ["shp", "gpkg", "geojson"], "gpkg", feedback)]
+    classes = alg.parameterAsFile(parameters, CLASSES, context)
+    if classes:
+        args += ["--classes", classes]
+    return args
 
 
 def require_suffix(path: str, suffixes: Sequence[str], what: str) -> None:

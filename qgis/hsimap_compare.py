@@ -100,6 +100,8 @@ class HsimapCompareAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber.Integer, -1, minValue=-1))
         self.addParameter(QgsProcessingParameterNumber(
             self.SEED, "Random seed", QgsProcessingParameterNumber.Integer, 0))
+        for param in common.label_option_parameters():
+            self.addParameter(param)
         self.addParameter(QgsProcessingParameterEnum(
             self.DEVICE, "Compute device", options=list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterBoolean(
@@ -135,6 +137,7 @@ class HsimapCompareAlgorithm(QgsProcessingAlgorithm):
         field = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
         if field:
             args += ["--class-field", field[0]]
+        args += common.label_option_args(self, parameters, context, feedback)
         best_model = self.parameterAsFileOutput(parameters, self.BEST_MODEL, context)
         outputs = [os.path.join(folder, "compare.json"), os.path.join(folder, "compare.html")]
         if best_model:

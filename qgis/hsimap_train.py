@@ -129,6 +129,8 @@ class HsimapTrainAlgorithm(QgsProcessingAlgorithm):
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
+        for param in common.label_option_parameters():
+            self.addParameter(param)
         self.addParameter(QgsProcessingParameterEnum(
             self.DEVICE, "Compute device", options=list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterBoolean(
@@ -166,6 +168,7 @@ class HsimapTrainAlgorithm(QgsProcessingAlgorithm):
         config = self.parameterAsFile(parameters, self.CONFIG, context)
         if config:
             args += ["--config", config]
+        args += common.label_option_args(self, parameters, context, feedback)
         if self.parameterAsBoolean(parameters, self.ALL_TOUCHED, context):
             args.append("--all-touched")
         if self.parameterAsBoolean(parameters, self.OVERWRITE, context):

@@ -57,6 +57,7 @@ FAST_CONFIG = "[config]\nepochs = 4\npatience = 4\n"
 SLOW_CONFIG = "[config]\nepochs = 5000\npatience = 5000\n"
 SPECTRAL_MLP = 1  # index of spectral-mlp in the train script's MODEL_TYPE enum
 CPU = 1  # index of cpu in the DEVICE enum
+MODEL_TYPES_COMPARE = ("diffspectralnet", "spectral-mlp", "svm", "random-forest")  # its enum
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -391,6 +392,101 @@ def test_processing_train_refit_off_saves_the_validated_model(
     assert log["meta"]["accuracy"]["refitted_on_all"] is False
     # one classifier stage only: the bar's single share is the whole bar
     assert rec.progress[-1] == 100 and rec.progress == sorted(rec.progress)
+
+
+def _aoi_layer(cube: Path) -> Any:
+    """A memory layer (the scripts hand hsimap a temporary GeoPackage of it) with one polygon
+    over the western half of the scene."""
+    import rasterio
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    with rasterio.open(cube) as src:
+        b, epsg = src.bounds, src.crs.to_epsg()
+    mid = (b.left + b.right) / 2
+    layer = QgsVectorLayer(f"Polygon?crs=EPSG:{epsg}", "aoi", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromWkt(
+        f"POLYGON(({b.left} {b.bottom}, {mid} {b.bottom}, {mid} {b.top}, {b.left} {b.top}, "
+        f"{b.left} {b.bottom}))"))
+    assert layer.dataProvider().addFeatures([feature])
+    return layer
+
+
+def _class_file(folder: Path) -> tuple[Path, list[tuple[int, str, str]]]:
+    """A JSON class file listing the sample's codes in reverse order with names and colours
+    of its own; returns it and its (value, name, colour) rows."""
+    rows = [(v, f"{n} (file)", f"#{37 * v % 256:02x}{91 * v % 256:02x}{53 * v % 256:02x}")
+            for v, n in sorted(_expected_classes().items(), reverse=True)]
+    path = folder / "classes.json"
+    path.write_text(json.dumps([{"value": v, "name": n, "color": c} for v, n, c in rows]),
+                    encoding="utf-8")
+    return path, rows
+
+
+def _option_value(command: str, option: str) -> str:
+    words = command.split()
+    return words[words.index(option) + 1]
+
+
+def test_processing_train_takes_an_area_of_interest_and_a_class_file(
+        inprocess_model: Path, hsimap_env: None, tmp_path: Path, cube: Path) -> None:
+    """MASK (a memory layer: passed as a temporary GeoPackage) keeps only the labels inside
+    it; CLASSES sets the classes' order, names and colours in the model."""
+    import processing
+
+    from hsimap.checkpoint import read_metadata
+
+    classes, rows = _class_file(tmp_path)
+    model = tmp_path / "aoi.safetensors"
+    rec = _Recorder()
+    processing.run("script:hsimap_train", {
+        "CUBE": str(cube), "LABELS": str(LABELS), "CLASS_FIELD": "class_id",
+        "MODEL_TYPE": SPECTRAL_MLP, "CONFIG": str(_write_config(tmp_path, FAST_CONFIG)),
+        "MASK": _aoi_layer(cube), "CLASSES": str(classes), "REFIT": False, "DEVICE": CPU,
+        "MODEL": str(model)}, feedback=rec.feedback)
+    assert _option_value(rec.commands[0], "--mask").endswith(".gpkg")
+    assert _option_value(rec.commands[0], "--classes") == str(classes)
+    meta = read_metadata(model)
+    assert [(c["value"], c["name"], c["color"].lower()) for c in meta["classes"]] == rows
+
+    def labelled(path: Path) -> int:
+        split = json.loads(path.with_suffix(".log.json").read_text())["meta"]["split"]
+        return int(split["n_train"]) + int(split["n_val"]) + int(split["n_guard_removed"])
+
+    assert 0 < labelled(model) < 0.8 * labelled(inprocess_model)  # the western half only
+
+
+def test_processing_compare_takes_an_area_of_interest_and_a_class_file(
+        qgis_app: Any, hsimap_env: None, tmp_path: Path, cube: Path) -> None:
+    """The compare script, run in QGIS, with MASK and CLASSES: its table names the classes
+    of the file and counts only the pixels inside the area of interest."""
+    import processing
+
+    classes, rows = _class_file(tmp_path)
+    folder = tmp_path / "compare"
+    rec = _Recorder()
+    result = processing.run("script:hsimap_compare", {
+        "CUBE": str(cube), "LABELS": str(LABELS), "CLASS_FIELD": "class_id",
+        "MODELS": [MODEL_TYPES_COMPARE.index("random-forest")], "FOLDS": 2, "DEVICE": CPU,
+        "MASK": _aoi_layer(cube), "CLASSES": str(classes), "OUTPUT_FOLDER": str(folder)},
+        feedback=rec.feedback)
+    assert result["BEST"] == "random-forest"
+    assert Path(result["REPORT"]).is_file() and Path(result["TABLE"]).is_file()
+    report = json.loads((folder / "compare.json").read_text())
+    assert report["inputs"]["classes"] == [n for _, n, _ in rows]
+    assert report["inputs"]["mask"].endswith(".gpkg")
+    assert rec.progress and rec.progress[-1] == 100
+    full = subprocess.run(  # the same comparison without the mask, for the pixel count
+        [HSIMAP or "hsimap", "compare", str(cube), "--labels", str(LABELS), "--class-field",
+         "class_id", "--models", "random-forest", "--folds", "2", "-o", str(tmp_path / "all")],
+        capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    whole = json.loads((tmp_path / "all" / "compare.json").read_text())
+
+    def test_pixels(r: dict[str, Any]) -> int:
+        return sum(f["n_test"] for f in r["folds"]["per_fold"])
+
+    assert 0 < test_pixels(report) < 0.8 * test_pixels(whole)
 
 
 def test_processing_predict_adds_styled_layer_to_project(
