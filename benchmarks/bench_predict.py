@@ -48,6 +48,9 @@ QUICK = {
 }
 
 
+MEMBER_PIXELS = {"n": 2000}  # set from --member-pixels in main()
+
+
 def model_file(spec: str, folder: Path, quick: bool, train: bool) -> Path:
     """The checkpoint for ``kind[:preset]`` in ``folder``, made if missing."""
     from hsimap.training import TrainOptions, train_model
@@ -55,6 +58,8 @@ def model_file(spec: str, folder: Path, quick: bool, train: bool) -> Path:
     kind, _, preset = spec.partition(":")
     random = kind == "diffspectralnet" and not train
     tag = "_random" if random else ("_quick" if quick and kind in QUICK else "")
+    if random and MEMBER_PIXELS["n"] != 2000:
+        tag += f"_member{MEMBER_PIXELS['n']}"
     path = folder / f"{kind}_{preset or 'default'}{tag}.safetensors"
     if not path.exists() and random:
         return random_model(kind, preset, path, model_file("spectral-mlp", folder, True, True))
@@ -73,7 +78,8 @@ def random_model(kind: str, preset: str, path: Path, donor: Path) -> Path:
 
     base = load_checkpoint(donor)
     model = untrained_model(kind, get_spec(kind).make_config(preset or None),
-                            n_bands=len(base.band_indices), n_classes=len(base.classes))
+                            n_bands=len(base.band_indices), n_classes=len(base.classes),
+                            member_pixels=MEMBER_PIXELS["n"])
     save_checkpoint(path, Checkpoint(model.eval(), base.norm, base.classes, dict(base.meta)))
     return path
 
@@ -201,7 +207,12 @@ def main() -> None:
     parser.add_argument("--naive-pixels", type=int, default=300)
     parser.add_argument("--naive-seconds", type=float, default=60.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--member-pixels", type=int, default=2000,
+                        help="random DiffSpectralNet models: random spectra their SVM member "
+                             "is fitted on (about its support vectors; a real fit keeps at "
+                             "most svm's max_train_pixels, 5,000)")
     args = parser.parse_args()
+    MEMBER_PIXELS["n"] = args.member_pixels
     args.model_dir.mkdir(parents=True, exist_ok=True)
     quick = not args.full_train
     specs = [s.strip() for s in args.models.split(",") if s.strip()]

@@ -32,10 +32,12 @@ def randomize_buffers(module: torch.nn.Module) -> None:
 
 
 def untrained_model(kind: str, config: ModelConfig, *, n_bands: int, n_classes: int,
-                    seed: int = 0) -> HsiModel:
+                    seed: int = 0, member_pixels: int = 2000) -> HsiModel:
     """A ``kind`` model built from ``config`` with random weights and buffers, in eval mode.
 
     ``torch.manual_seed(seed)`` is set before building, so the same call gives the same model.
+    A DiffSpectralNet SVM member is fitted on ``member_pixels`` random spectra (about as
+    many support vectors: its prediction cost grows with them).
     """
     spec = get_spec(kind)
     torch.manual_seed(seed)
@@ -43,7 +45,7 @@ def untrained_model(kind: str, config: ModelConfig, *, n_bands: int, n_classes: 
     randomize_buffers(model)
     spectral = getattr(model, "spectral", None)
     if spectral is not None:  # DiffSpectralNet's SVM member
-        fit_random_svm(spectral, seed=seed)
+        fit_random_svm(spectral, seed=seed, n_pixels=member_pixels)
     return model.eval()
 
 
