@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
                         "each shown variant's paired difference to it on the same folds")
     p.add_argument("--out", type=Path, help="write every fold's scores (JSON)")
     args = p.parse_args(argv)
+    from hsimap.metrics import accuracy_metrics, confusion_matrix
+
     grid = [(r, f) for r in RADII for f in RANGES] if not args.settings else \
         [(int(r), float(f)) for r, _, f in (x.partition("x") for x in args.settings)]
 
@@ -120,11 +122,11 @@ def main(argv: list[str] | None = None) -> None:
         if seed not in report | dev or (scene, proto, seed) not in base_oa:
             continue
         labels, test = fold["labels"], fold["test"]
+        classes = list(range(fold["spatial"].shape[0]))
         for name, pred in variants(fold, seed + 1000 * args.train_seed, grid).items():
-            hit = pred[test] == labels[test]
-            oa = 100.0 * float(hit.mean())
-            aa = 100.0 * float(np.mean([hit[labels[test] == c].mean()
-                                        for c in np.unique(labels[test])]))
+            m = accuracy_metrics(confusion_matrix(labels[test], pred[test], classes=classes),
+                                 classes=classes)  # as bench_accuracy's scores()
+            oa, aa = 100.0 * m.overall_accuracy, 100.0 * m.average_accuracy
             rows.append({"dataset": scene, "protocol": proto, "seed": seed, "variant": name,
                          "oa": oa, "aa": aa, "diff": oa - base_oa[(scene, proto, seed)]})
         print(f"{path.name}: done", file=sys.stderr, flush=True)
