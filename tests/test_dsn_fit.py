@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import json
 from pathlib import Path
 
@@ -285,6 +287,17 @@ def test_svm_member_is_fitted_blended_refitted_without_cv_and_saved(tmp_path: Pa
     with torch.no_grad():
         assert torch.equal(loaded.forward_tile(x, origin=(0, 0)),
                            refitted.forward_tile(x, origin=(0, 0)))
+    # the member's kernel runs in float32 however it came (fit, refit, file), within 1e-3 of
+    # the float64 (libsvm-exact) kernel of the ``svm`` kind
+    for m in (model, refitted, loaded):
+        assert m.spectral.kernel_dtype == torch.float32 and m.spectral.sv_k.dtype == torch.float32
+    exact = copy.deepcopy(loaded.spectral)
+    exact.set_kernel_dtype(torch.float64)
+    with torch.no_grad():
+        fast_p = loaded.spectral.forward_tile(x, origin=(0, 0)).exp()
+        exact_p = exact.forward_tile(x, origin=(0, 0)).exp()
+    assert exact.sv_k.dtype == torch.float64 and not torch.equal(fast_p, exact_p)
+    assert torch.allclose(fast_p, exact_p, atol=1e-3)
 
 
 def test_class_probabilities_match_the_class_map_tile_by_tile():

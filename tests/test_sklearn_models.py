@@ -281,6 +281,33 @@ def test_svm_probabilities_are_sklearns(classes: tuple[int, ...], pixels: tuple,
     assert torch.equal(again, logits)
 
 
+def test_svm_float32_kernel_is_close_to_libsvm_and_other_dtypes_are_refused(
+        pixels: tuple) -> None:
+    """The float32 kernel (DiffSpectralNet's member) stays within 1e-3 of scikit-learn's
+    probabilities and gives its argmax on nearly every pixel; the default stays float64;
+    float16 is refused."""
+    from hsimap.models.svm import SVMConfig, SVMModel, fit_svc, make_svc, svc_tensors
+
+    x, y = pixels
+    n_bands = x.shape[1]
+    fit = _sample(y, (0, 1, 2, 3, 4, 5), 60, seed=1)
+    svc = fit_svc(make_svc(100.0, 0.5 / n_bands, SVMConfig(), probability=True, seed=0),
+                  x[fit], y[fit])
+    model = SVMModel(SVMConfig(), n_bands=n_bands, n_classes=6)
+    model.set_tensors(svc_tensors(svc))
+    assert model.kernel_dtype == torch.float64
+    model.set_kernel_dtype(torch.float32)
+    test = np.random.default_rng(2).choice(len(y), 2500, replace=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = svc.predict_proba(x[test])
+    _, probs = _tile_probs(model, x[test])
+    np.testing.assert_allclose(probs.numpy(), expected, atol=1e-3)  # float64: 1e-4
+    assert (expected.argmax(1) == probs.argmax(1).numpy()).mean() > 0.999
+    with pytest.raises(ValueError, match="float32 or float64"):
+        model.set_kernel_dtype(torch.float16)
+
+
 @pytest.mark.parametrize("classes", [(0, 1, 2, 3, 4, 5), (0, 2, 5)], ids=["all", "subset"])
 def test_forest_probabilities_are_sklearns(classes: tuple[int, ...], pixels: tuple,
                                            tmp_path: Path) -> None:

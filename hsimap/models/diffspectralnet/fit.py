@@ -175,7 +175,7 @@ def _fit_spectral(model: DiffSpectralNet, data: TrainData, *, seed: int, device:
     member, history = svm.fit(data, config if chosen is None else svm.chosen_grid(config, chosen),
                               seed=seed, device=device, progress=progress)
     member.config = config  # as built from the checkpoint: the grid asked for, not the one used
-    model.spectral = member
+    model.set_member(member)
     return {**history["svm"], "weight": model.config.spectral_weight}
 
 
