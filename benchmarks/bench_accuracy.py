@@ -451,6 +451,7 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
         "cnn-pca-11aug": cnn_runner(size=11, augment=True),
         "spectral-mlp": hsimap_runner("spectral-mlp", None, {}),
         "hsimap-svm": hsimap_runner("svm", None, {}),
+        "svm-smooth": hsimap_runner("svm", "smooth", {}),
         "hsimap-rf": hsimap_runner("random-forest", None, {}),
         "dsn-fast": hsimap_runner("diffspectralnet", "fast", dict(dsn)),
         "dsn-fast-1t": hsimap_runner("diffspectralnet", "fast",

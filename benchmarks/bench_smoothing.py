@@ -3,7 +3,7 @@
 Reads the folds that ``bench_accuracy.py --methods svm-rbf,blend-dsn-svm --dump DIR`` wrote
 (per fold: the class probabilities of DiffSpectralNet ``fast`` without its SVM member, of
 hsimap's ``svm``, the fold's masks and the model's spectral projection of the scene) and
-applies :func:`hsimap.models.diffspectralnet.smoothing.smooth_probabilities` -- the very
+applies :func:`hsimap.models.smoothing.smooth_probabilities` -- the very
 function the model runs when ``smooth_radius > 0`` -- to five bases: the 0.5/0.5 blend (the
 ``fast`` preset's map before smoothing), the blends weighted 0.25 and 0.75 on the spatial
 model, the diffusion + transformer model alone, and the SVM alone. Each variant (radius,
@@ -56,12 +56,13 @@ def seed_range(text: str) -> list[int]:
     return out
 
 
-def variants(fold: dict[str, np.ndarray], seed: int,
-             grid: list[tuple[int, float]]) -> dict[str, np.ndarray]:
-    """Label maps of every (base, radius, range) variant of one fold."""
+def variants(fold: dict[str, np.ndarray], seed: int, grid: list[tuple[int, float]],
+             only: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Label maps of every (base, radius, range) variant of one fold (of the bases ``only``
+    names, when given)."""
     import torch
 
-    from hsimap.models.diffspectralnet.smoothing import range_scale, smooth_probabilities
+    from hsimap.models.smoothing import range_scale, smooth_probabilities
 
     valid = fold["valid"]
     guide = torch.from_numpy(fold["guide"].astype(np.float32))
@@ -69,6 +70,8 @@ def variants(fold: dict[str, np.ndarray], seed: int,
              "spatial": fold["spatial"], "spectral": fold["spectral"],
              **{f"blend{w:g}": w * fold["spatial"] + (1 - w) * fold["spectral"]
                 for w in OTHER_WEIGHTS}}
+    if only:
+        bases = {name: p for name, p in bases.items() if name in only}
     out = {name: np.where(valid, p.argmax(0), -1) for name, p in bases.items()}
     vt = torch.from_numpy(valid)[None, None]
     for r in sorted({r for r, _ in grid}):
@@ -94,7 +97,7 @@ def alternatives(fold: dict[str, np.ndarray], seed: int, radius: int,
     probabilities themselves, as Hellinger coordinates, and those next to the projection)."""
     import torch
 
-    from hsimap.models.diffspectralnet.smoothing import range_scale, smooth_probabilities
+    from hsimap.models.smoothing import range_scale, smooth_probabilities
 
     valid = fold["valid"]
     vt = torch.from_numpy(valid)[None, None]
@@ -178,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="print where VARIANT (e.g. blend/r6x0.5) errs on the reported folds: "
                         "per scene/protocol, the most frequent (true, predicted) class pairs "
                         "per fold (class indices in the scene's order)")
+    p.add_argument("--bases", nargs="*", metavar="BASE",
+                   help="smooth only these bases (blend, spatial, spectral, blend0.25, "
+                        "blend0.75); default: all")
     p.add_argument("--out", type=Path, help="write every fold's scores (JSON)")
     args = p.parse_args(argv)
 
@@ -225,7 +231,7 @@ def score_dumps(args: argparse.Namespace, grid: list[tuple[int, float]],
             continue
         labels, test = fold["labels"], fold["test"]
         classes = list(range(fold["spatial"].shape[0]))
-        maps = variants(fold, seed + 1000 * args.train_seed, grid)
+        maps = variants(fold, seed + 1000 * args.train_seed, grid, args.bases)
         if args.alternatives:
             r, _, f = args.alternatives.partition("x")
             maps.update(alternatives(fold, seed + 1000 * args.train_seed, int(r), float(f)))
@@ -280,7 +286,8 @@ def print_tables(rows: list[dict], report: set[int], dev: set[int], show: list[s
         cells = [f"{np.mean([r['diff'] for r in by[(v, *g, True)]]):+.2f}"
                  if by[(v, *g, True)] else "" for g in groups]
         print(f"| {v} | {dev_score(v):+.2f} | " + " | ".join(cells) + " |")
-    chosen = next(v for v in ranked if v.startswith("blend") and "/" in v)
+    chosen = next((v for v in ranked if v.startswith("blend") and "/" in v),
+                  next((v for v in ranked if "/" in v), "blend/r6x0.5"))  # --bases spectral
     if math.isinf(-dev_score(chosen)):
         chosen = "blend/r6x0.5"  # no dev folds given: the ``fast`` preset's setting
     print(f"\nchosen on the dev folds: {chosen}\n")
@@ -300,9 +307,11 @@ def print_tables(rows: list[dict], report: set[int], dev: set[int], show: list[s
             oas = np.asarray([r["oa"] for r in rs])
             aa = float(np.mean([r["aa"] for r in rs]))
             d, d_se = _mean_se([r["diff"] for r in rs])
-            b, b_se = _mean_se([r["oa"] - plain[r["seed"]] for r in rs])
+            b, b_se = _mean_se([r["oa"] - plain[r["seed"]] for r in rs
+                                if r["seed"] in plain]) if plain else (math.nan, math.nan)
             print(f"| {g[0]} | {g[1]} | {v} | {len(rs)} | {oas.mean():.2f} ± {oas.std(ddof=1):.2f} "
-                  f"| {aa:.2f} | {d:+.2f} ± {d_se:.2f} | {b:+.2f} ± {b_se:.2f} |")
+                  f"| {aa:.2f} | {d:+.2f} ± {d_se:.2f} | "
+                  + ("" if math.isnan(b) else f"{b:+.2f} ± {b_se:.2f}") + " |")
 
 
 def print_confusions(confusion: dict[tuple[str, str], list[np.ndarray]], variant: str) -> None:

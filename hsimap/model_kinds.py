@@ -16,7 +16,7 @@ SHIPPED: dict[str, tuple[str, tuple[str, ...]]] = {
     "diffspectralnet": ("fast", ("fast", "paper", "tiny")),
     "random-forest": ("fast", ("fast", "thorough")),
     "spectral-mlp": ("default", ("default", "fast")),
-    "svm": ("fast", ("fast", "thorough")),
+    "svm": ("fast", ("fast", "smooth", "thorough")),
 }
 
 

@@ -43,10 +43,10 @@ common = _load_common()
 
 MODEL_TYPES = ("diffspectralnet", "spectral-mlp", "svm", "random-forest")
 # The first entry passes no --preset (the model type's default). Presets belong to a model
-# type: diffspectralnet has paper/fast/tiny, spectral-mlp default/fast, svm and
-# random-forest fast/thorough; hsimap names the valid ones when a preset does not fit the
-# model type.
-PRESETS = ("(default of the model type)", "fast", "tiny", "paper", "thorough")
+# type: diffspectralnet has paper/fast/tiny, spectral-mlp default/fast, svm
+# fast/smooth/thorough and random-forest fast/thorough; hsimap names the valid ones when a
+# preset does not fit the model type.
+PRESETS = ("(default of the model type)", "fast", "tiny", "paper", "thorough", "smooth")
 DEVICES = ("auto", "cpu", "cuda")
 VALIDATIONS = ("polygon", "block", "random")
 ON_OVERLAP = ("error", "drop")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 import json
 from pathlib import Path
 
@@ -329,7 +328,7 @@ def test_smoothing_scale_is_fitted_recorded_and_saved(tmp_path: Path):
     keep the scale."""
     from hsimap.checkpoint import Checkpoint, Normalisation, load_checkpoint, save_checkpoint
     from hsimap.classes import ClassTable
-    from hsimap.models.diffspectralnet.smoothing import smooth_probabilities
+    from hsimap.models.smoothing import smooth_probabilities
 
     data = synthetic()
     plain, _, _ = run_fit(data, {})

@@ -249,7 +249,7 @@ def test_pixel_unet_has_no_spatial_context():
 
 
 def test_unwhitened_projection_keeps_relative_variances():
-    from hsimap.models.diffspectralnet.features import SpectralProjection
+    from hsimap.models.projection import SpectralProjection
 
     gen = torch.Generator().manual_seed(0)
     scales = torch.tensor([5.0, 2.0, 1.0, 0.5, 0.1, 0.05])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsimap.models.diffspectralnet.smoothing import range_scale, smooth_probabilities
+from hsimap.models.smoothing import range_scale, smooth_probabilities
 
 
 def probs(k: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

@@ -211,6 +211,9 @@ def test_qgis_train_script_offers_every_kind_with_its_progress_stages(trained: d
     assert sorted(consts["MODEL_TYPES"]) == builtin
     assert consts["MODEL_TYPES"][1] == "spectral-mlp"  # tests/e2e/test_qgis.py's index
     assert {"fast", "thorough"} <= set(consts["PRESETS"])
+    for kind in builtin:  # every preset is offered (the default one as the first entry)
+        spec = get_spec(kind)
+        assert set(spec.presets) - {spec.default_preset} <= set(consts["PRESETS"]), kind
     for kind in KINDS:
         output = trained[kind][1]
         stages = consts["STAGES"][kind]

@@ -30,6 +30,7 @@ import torch
 from hsimap.errors import ConfigError
 from hsimap.models.base import ModelSpec, ProgressCallback, ProgressEvent, TrainData, register
 from hsimap.models.fitted import (
+    MIN_PROB,
     PIXEL_CHUNK,
     FittedTensorsModel,
     block_groups,
@@ -38,6 +39,7 @@ from hsimap.models.fitted import (
     stratified_subsample,
     training_pixels,
 )
+from hsimap.models.smoothing import ProbabilitySmoother
 
 #: libsvm's floor and ceiling of a pairwise probability (``svm_predict_probability``).
 PAIRWISE_MIN_PROB = 1e-7
@@ -67,6 +69,14 @@ class SVMConfig:
     decision values, so balancing mostly changes libsvm's one-vs-one vote (which hsimap does
     not use) and makes the two disagree on about one labelled pixel in eight of the sample
     (unweighted: one in forty to seventy); the CV scores are the vote's.
+
+    ``smooth_radius`` (px; 0: off) and ``smooth_range``: an edge-preserving (bilateral)
+    smoothing of the class probabilities before the argmax, the one DiffSpectralNet's ``fast``
+    ends with (:mod:`hsimap.models.smoothing`): each pixel's probabilities become a mean over
+    the valid pixels within the radius, weighted by distance and by spectral likeness (a
+    stored 32-component PCA of the bands; tolerance ``smooth_range`` x the scene's median
+    neighbour distance, fitted label-free). The model then reads ``smooth_radius`` px of
+    context (its halo). The ``smooth`` preset turns it on.
     """
 
     c_values: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
@@ -77,6 +87,8 @@ class SVMConfig:
     max_train_pixels: int = 5000
     class_weights: bool = False
     cache_mb: int = 500
+    smooth_radius: int = 0
+    smooth_range: float = 1.0
 
     def __post_init__(self) -> None:
         _positive_numbers("c_values", self.c_values)
@@ -92,6 +104,14 @@ class SVMConfig:
         if self.max_train_pixels < 10 or self.cv_max_pixels < 10:
             raise ConfigError(f"max_train_pixels and cv_max_pixels must be at least 10, got "
                               f"{self.max_train_pixels} and {self.cv_max_pixels}")
+        if isinstance(self.smooth_radius, bool) or not isinstance(self.smooth_radius, int) \
+                or self.smooth_radius < 0:
+            raise ConfigError(f"smooth_radius must be a whole number >= 0, got "
+                              f"{self.smooth_radius!r}")
+        if isinstance(self.smooth_range, bool) or not isinstance(self.smooth_range, (int, float)) \
+                or not math.isfinite(self.smooth_range) or self.smooth_range <= 0:
+            raise ConfigError(f"smooth_range must be a positive number, got "
+                              f"{self.smooth_range!r}")
 
 
 class SVMModel(FittedTensorsModel[SVMConfig]):
@@ -118,6 +138,29 @@ class SVMModel(FittedTensorsModel[SVMConfig]):
     # whose probabilities are averaged with the classifier's and smoothed anyway. (Keeping
     # only the coefficient sums in float64 cost most of the gain: 17 % instead of 50 %.)
     kernel_dtype: torch.dtype = torch.float64
+
+    def __init__(self, config: SVMConfig, *, n_bands: int, n_classes: int) -> None:
+        super().__init__(config, n_bands=n_bands, n_classes=n_classes)
+        # the edge-preserving smoothing of the probabilities (``smooth_radius > 0``): its
+        # guide and scale come from fitting or loading
+        self.smoother = ProbabilitySmoother(n_bands, radius=config.smooth_radius,
+                                            range_factor=float(config.smooth_range)) \
+            if config.smooth_radius > 0 else None
+
+    def halo(self) -> int:
+        """Per pixel, plus the smoothing's radius when it is on."""
+        return int(self.config.smooth_radius)
+
+    def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
+        """``(1, C, h, w)`` -> ``(1, K, h, w)`` log-probabilities, smoothed over the tile when
+        ``smooth_radius > 0`` (pixels within the halo of the tile's edge are the engine's to
+        crop)."""
+        if self.smoother is None:
+            return super().forward_tile(x, origin=origin)
+        logp = super().forward_tile(x, origin=origin)
+        with torch.autocast(x.device.type, enabled=False):
+            p = self.smoother(logp.exp(), x.float())
+        return p.clamp_min_(MIN_PROB).log_()
 
     def set_kernel_dtype(self, dtype: torch.dtype) -> None:
         """Compute the kernel in ``dtype`` (``torch.float32`` or ``torch.float64``) from now
@@ -314,6 +357,9 @@ def fit(data: TrainData, config: SVMConfig, *, seed: int, device: torch.device,
     model = build(config, n_bands=data.n_bands, n_classes=data.n_classes)
     model.set_tensors(svc_tensors(svc))
     progress(ProgressEvent("svm", 1, 1, {"support_vectors": float(len(svc.support_))}))
+    smoothing = None if model.smoother is None else model.smoother.fit(
+        torch.from_numpy(np.ascontiguousarray(data.cube, dtype=np.float32)), data.valid,
+        rng=np.random.default_rng(seed))
     history = {"svm": {
         "training_pixels": n_train, "pixels_used": len(y),
         "subsampled": len(y) < n_train,
@@ -325,7 +371,7 @@ def fit(data: TrainData, config: SVMConfig, *, seed: int, device: torch.device,
         "support_per_class": [int(v) for v in svc.n_support_],
         "fit_seconds": time.perf_counter() - fit_start,
         "seconds": time.perf_counter() - start,
-    }}
+    }, **({"smoothing": smoothing} if smoothing is not None else {})}
     return model.to(device).eval(), history
 
 
@@ -408,6 +454,10 @@ def refit(model: Any, data: TrainData, config: SVMConfig, history: Mapping[str, 
     return new, refit_history
 
 
+# ``smooth``: chosen on development folds of the stored benchmark folds, as ``fast``'s
+# smoothing was (docs/benchmarks.md, 2026-12-06 second session).
+SMOOTH_PRESET = {"smooth_radius": 6, "smooth_range": 2.0}
+
 SPEC = register(ModelSpec(
     kind=SVMModel.kind,
     config_cls=SVMConfig,
@@ -416,6 +466,8 @@ SPEC = register(ModelSpec(
         "thorough": {"c_values": (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
                      "gamma_factors": (1 / 64, 1 / 16, 0.25, 1.0, 4.0),
                      "cv_max_pixels": 6000, "max_train_pixels": 15000},
+        # the default grid, then the probabilities smoothed edge-preservingly (SMOOTH_PRESET)
+        "smooth": SMOOTH_PRESET,
     },
     default_preset="fast",
     build=build,

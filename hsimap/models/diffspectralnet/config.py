@@ -126,7 +126,7 @@ class DiffSpectralNetConfig:
         Radius (px) of an edge-preserving (bilateral) smoothing of the class probabilities
         before the argmax: each pixel's probabilities become a mean over its valid
         neighbours, weighted by distance and by spectral similarity (see
-        ``diffspectralnet.smoothing``). Grows the halo by as much. 0: off.
+        ``hsimap.models.smoothing``). Grows the halo by as much. 0: off.
     smooth_range
         Spectral tolerance of that smoothing, as a multiple of the training scene's median
         squared distance between neighbouring pixels' projected spectra (larger: closer to a

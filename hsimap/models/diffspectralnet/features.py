@@ -17,6 +17,7 @@ from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.noise import position_noise
 from hsimap.models.diffspectralnet.schedule import Diffusion
 from hsimap.models.diffspectralnet.unet import DenoisingUNet, layer_channels
+from hsimap.models.projection import SpectralProjection, fix_signs
 
 MapKey = tuple[int, int]  # (timestep, layer)
 
@@ -77,55 +78,10 @@ class MapReducer(nn.Module):
         scale[:keep] = torch.where(ok, var[:keep].clamp(min=1e-30).rsqrt(),
                                    torch.zeros_like(var[:keep]))
         comps = torch.zeros(dims, x.shape[1], dtype=torch.float64)
-        comps[:keep] = _fix_signs(vh[:keep])
+        comps[:keep] = fix_signs(vh[:keep])
         w = comps * scale[:, None] * inv[None, :]  # (d, ch) acting on raw features
         self.weight.copy_(w.to(self.weight))
         self.bias.copy_((-(w @ mean)).to(self.bias))
-
-
-def _fix_signs(vh: torch.Tensor) -> torch.Tensor:
-    """Make the largest-magnitude entry of every component positive (repeatable signs)."""
-    idx = vh.abs().argmax(dim=1)
-    signs = torch.sign(vh[torch.arange(vh.shape[0]), idx])
-    signs[signs == 0] = 1
-    return vh * signs[:, None]
-
-
-class SpectralProjection(nn.Module):
-    """Stored PCA of the (already standardised) bands: ``(N, C, h, w) -> (N, P, h, w)``.
-
-    Whitened (every component unit variance) or not (orthonormal components times one common
-    scale that makes their mean variance 1, so relative variances survive). No mean is
-    subtracted: the input cube is zero-mean over valid pixels, and keeping the map linear
-    sends invalid (all-zero) pixels to zero.
-    """
-
-    def __init__(self, n_bands: int, n_out: int, *, whiten: bool = True) -> None:
-        super().__init__()
-        self.identity = n_out == n_bands
-        self.whiten = whiten
-        self.register_buffer("matrix", torch.zeros(0 if self.identity else n_out, n_bands))
-
-    matrix: torch.Tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.identity:
-            return x
-        return torch.einsum("pc,nchw->nphw", self.matrix, x)
-
-    @torch.no_grad()
-    def fit(self, pixels: torch.Tensor) -> None:
-        """Fit from ``(n, C)`` valid pixels."""
-        if self.identity:
-            return
-        x = pixels.to(torch.float64)
-        cov = x.T @ x / max(x.shape[0] - 1, 1)  # (C, C), uncentred: data is zero-mean
-        evals, evecs = torch.linalg.eigh(cov)
-        order = torch.argsort(evals, descending=True)[: self.matrix.shape[0]]
-        comps = _fix_signs(evecs[:, order].T)  # (P, C)
-        lam = evals[order].clamp(min=1e-12 * float(evals.max().clamp(min=1e-30)))
-        scale = lam.rsqrt() if self.whiten else lam.mean().rsqrt().expand_as(lam)
-        self.matrix.copy_((comps * scale[:, None]).to(self.matrix))
 
 
 NOISE_DRAW_STRIDE = 7919  # noise seed step between the fixed noise fields of ``noise_draws``

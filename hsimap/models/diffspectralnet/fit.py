@@ -17,7 +17,7 @@ from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.fit_classifier import train_classifier
 from hsimap.models.diffspectralnet.fit_denoiser import train_denoiser
 from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, unet_radius
-from hsimap.models.diffspectralnet.smoothing import range_scale
+from hsimap.models.smoothing import range_scale
 
 MAX_PROJECTION_PIXELS = 200_000  # valid pixels sampled to fit the spectral projection
 MAX_FIT_VALUES = 200_000_000  # cap on samples x channels gathered to fit the reducers

@@ -12,8 +12,8 @@ from hsimap.models.base import HsiModel, config_to_dict
 from hsimap.models.diffspectralnet.classifier import make_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.features import FeatureExtractor
-from hsimap.models.diffspectralnet.smoothing import smooth_probabilities
 from hsimap.models.diffspectralnet.unet import receptive_radius
+from hsimap.models.smoothing import smooth_probabilities
 from hsimap.models.svm import SVMConfig, SVMModel
 
 MIN_PROB = 1e-30  # floor of the blended probabilities before the log

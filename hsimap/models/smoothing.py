@@ -24,6 +24,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from hsimap.models.projection import SpectralProjection
 
 RANGE_PIXELS = 20_000  # valid centre pixels sampled by ``range_scale``
 _CHUNK = 32  # spectral channels per step of the distance computation
@@ -116,3 +119,58 @@ def range_scale(cube: torch.Tensor, valid: np.ndarray, *, radius: int,
         return 1.0
     med = float(torch.cat(dists).median())
     return med if med > 0 else 1.0
+
+
+GUIDE_COMPONENTS = 32  # principal components of the guide (DiffSpectralNet fast's projection)
+MAX_GUIDE_PIXELS = 200_000  # valid pixels sampled to fit the guide's projection
+
+
+class ProbabilitySmoother(nn.Module):
+    """The smoothing with a guide of its own, for a per-pixel model (``svm``): an unwhitened
+    PCA of the standardised bands (:data:`GUIDE_COMPONENTS` components, as DiffSpectralNet's
+    ``fast`` projection) and the fitted scale ``s^2``, both stored with the model.
+
+    Parameters
+    ----------
+    n_bands
+        Input bands.
+    radius, range_factor
+        The smoothing's radius (px, > 0) and its spectral tolerance as a multiple of the
+        fitted scale (the models' ``smooth_radius`` and ``smooth_range``).
+    """
+
+    def __init__(self, n_bands: int, *, radius: int, range_factor: float) -> None:
+        super().__init__()
+        self.radius = radius
+        self.range_factor = range_factor
+        self.projection = SpectralProjection(n_bands, min(GUIDE_COMPONENTS, n_bands),
+                                             whiten=False)
+        self.register_buffer("range_sq", torch.ones((), dtype=torch.float64))
+
+    range_sq: torch.Tensor
+
+    @torch.no_grad()
+    def fit(self, cube: torch.Tensor, valid: np.ndarray, *,
+            rng: np.random.Generator) -> dict[str, float]:
+        """Fit the guide's projection on valid pixels of the ``(C, H, W)`` standardised scene
+        (at most :data:`MAX_GUIDE_PIXELS`, drawn with ``rng``), then the scale
+        (:func:`range_scale`). Label-free. Returns what the log records."""
+        idx = np.flatnonzero(valid)
+        if len(idx) > MAX_GUIDE_PIXELS:
+            idx = np.sort(rng.choice(idx, size=MAX_GUIDE_PIXELS, replace=False))
+        c = cube.shape[0]
+        device = self.range_sq.device
+        self.projection.fit(cube.reshape(c, -1)[:, torch.from_numpy(idx)].T.to(device))
+        scale = range_scale(cube, valid, radius=self.radius,
+                            project=lambda t: self.projection(t.to(device)).cpu(), rng=rng)
+        self.range_sq.fill_(scale)
+        return {"radius": self.radius, "range": self.range_factor, "range_sq": scale,
+                "guide_components": int(self.projection.matrix.shape[0] or c)}
+
+    def forward(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Smooth ``(1, K, h, w)`` probabilities over the tile ``x`` (``(1, C, h, w)``
+        standardised; invalid pixels, all-zero, neither vote nor change)."""
+        valid = (x != 0).any(1, keepdim=True)
+        return smooth_probabilities(p, self.projection(x).to(p.dtype), valid,
+                                    radius=self.radius,
+                                    range_sq=float(self.range_sq) * self.range_factor)
