@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 import torch
 
@@ -72,23 +71,6 @@ def test_smoothing_stops_at_a_spectral_edge():
         pred = pred[0].argmax(0).numpy()
         scores.append(float((pred == data.labels)[data.labels >= 0].mean()))
     assert scores[1] >= scores[0] and scores[1] > 0.95
-
-
-@pytest.mark.parametrize("field, words", [
-    ("smooth_radius = -1", "smooth_radius must be a whole number >= 0"),
-    ("smooth_radius = 2.5", "smooth_radius must be a whole number"),
-    ("smooth_range = 0", "smooth_range must be a positive number"),
-])
-def test_invalid_smoothing_fields_are_config_errors(field: str, words: str, tmp_path: Path):
-    from .bad_inputs import assert_clean_failure
-
-    config = tmp_path / "bad.toml"
-    config.write_text(f'model = "svm"\n[config]\n{field}\n', encoding="utf-8")
-    model = tmp_path / "m.safetensors"
-    result = run_cli(["train", "--cube", SAMPLE_CUBE, "--labels", SAMPLE_LABELS,
-                      "--model", model, "--config", config])
-    assert_clean_failure(result, words=(words, "[config]"), path=config)
-    assert not model.exists()
 
 
 def test_smooth_preset_through_the_cli_is_tile_invariant(tmp_path: Path):
