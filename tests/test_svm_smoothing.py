@@ -37,6 +37,8 @@ def test_smoothed_svm_is_the_svm_smoothed_over_its_own_guide_and_round_trips(tmp
     plain, _ = _fit(data)
     smoothed, history = _fit(data, smooth_radius=2, smooth_range=0.5)
     assert plain.halo() == 0 and smoothed.halo() == 2 and smoothed.smoother is not None
+    # train's memory check counts the guide the scale's fit projects (10 bands: all kept)
+    assert plain.fit_bytes_per_pixel() == 0 and smoothed.fit_bytes_per_pixel() == 40
     log = history["smoothing"]
     assert log["radius"] == 2 and log["range"] == 0.5 and log["range_sq"] > 0
     assert log["guide_components"] == 10  # min(32, bands): the guide keeps every band here

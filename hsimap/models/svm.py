@@ -151,6 +151,12 @@ class SVMModel(FittedTensorsModel[SVMConfig]):
         """Per pixel, plus the smoothing's radius when it is on."""
         return int(self.config.smooth_radius)
 
+    def fit_bytes_per_pixel(self) -> float:
+        """The smoothing's fit projects the whole scene once (float32 guide values)."""
+        if self.smoother is None:
+            return 0.0
+        return 4.0 * int(self.smoother.projection.matrix.shape[0] or self.n_bands)
+
     def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
         """``(1, C, h, w)`` -> ``(1, K, h, w)`` log-probabilities, smoothed over the tile when
         ``smooth_radius > 0`` (pixels within the halo of the tile's edge are the engine's to
