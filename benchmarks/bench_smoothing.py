@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> None:
                         "paired difference to --reference (implied by --alternatives)")
     p.add_argument("--reference", default="blend/r6x0.5",
                    help="the variant --summary pairs the others with (fast's setting)")
-    p.add_argument("--rows", type=Path, metavar="JSON",
-                   help="tabulate an earlier run's --out instead of scoring the dumps again")
+    p.add_argument("--rows", type=Path, nargs="+", metavar="JSON",
+                   help="tabulate earlier runs' --out (rows of the same folds, e.g. two "
+                        "grids) instead of scoring the dumps again")
     p.add_argument("--confusions", metavar="VARIANT",
                    help="print where VARIANT (e.g. blend/r6x0.5) errs on the reported folds: "
                         "per scene/protocol, the most frequent (true, predicted) class pairs "
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                 base_oa[(r["dataset"], r["protocol"], r["seed"])] = r["oa"]
     report = set(seed_range(args.seeds))
     dev = set() if args.dev_seeds == "none" else set(seed_range(args.dev_seeds))
-    rows: list[dict] = [] if args.rows is None else json.loads(args.rows.read_text())
+    rows: list[dict] = [] if args.rows is None else \
+        [r for f in args.rows for r in json.loads(f.read_text())]
     if args.rows is None and (args.dumps is None or not args.results):
         p.error("--dumps and --results are needed unless --rows is given")
     confusion: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
