@@ -353,3 +353,58 @@ def test_smoothing_scale_is_fitted_recorded_and_saved(tmp_path: Path):
     with torch.no_grad():
         assert torch.equal(loaded.forward_tile(x, origin=(0, 0)),
                            model.forward_tile(x, origin=(0, 0)))
+
+
+def test_pseudo_labels_take_the_most_confident_free_pixels_per_class_up_to_the_ratio():
+    """Only valid pixels outside the training and validation masks at or above the
+    confidence; per predicted class at most ratio x its training pixels, most confident
+    first."""
+    from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
+    from hsimap.models.diffspectralnet.fit import pseudo_labels
+
+    h, w = 4, 6
+    labels = -np.ones((h, w), np.int64)
+    train = np.zeros((h, w), bool)
+    train[0, 0], train[0, 1], train[0, 2] = True, True, True
+    labels[0, 0], labels[0, 1], labels[0, 2] = 0, 0, 1  # class 0: 2 training px, class 1: 1
+    val = np.zeros((h, w), bool)
+    val[3, 5] = True
+    valid = np.ones((h, w), bool)
+    valid[3, 4] = False
+    data = TrainData(np.zeros((2, h, w), np.float32), valid, labels, train, val, 2)
+    predicted = np.zeros((h, w), np.int64)
+    predicted[2:] = 1
+    confidence = np.linspace(0.5, 0.99, h * w, dtype=np.float32).reshape(h, w)
+    config = DiffSpectralNetConfig(pseudo_epochs=1, pseudo_confidence=0.6, pseudo_ratio=1.5)
+    chosen = pseudo_labels(predicted, confidence, data, config)
+    free = valid & ~train & ~val & (confidence >= 0.6)
+    assert not (chosen & ~free).any()
+    # class 0 (rows 0-1): ceil(1.5 x 2) = 3, the 3 most confident free ones: row 1's last 3
+    assert chosen[:2].sum() == 3 and chosen[1, 3:].all()
+    # class 1 (rows 2-3): ceil(1.5 x 1) = 2: (3, 3) and (3, 2) ((3, 4) invalid, (3, 5) val)
+    assert chosen[2:].sum() == 2 and chosen[3, 2] and chosen[3, 3]
+
+
+def test_self_training_adds_pseudo_labelled_epochs_and_refits():
+    """``pseudo_epochs``: the history records the pseudo-labelled pixels and the extra
+    epochs, progress names the stage, the same seed gives the same weights, and the refit
+    (reusing the label-free stages) runs it too."""
+    data = synthetic()
+    over = {"spectral_weight": 0.5, "smooth_radius": 2, "pseudo_epochs": 3,
+            "pseudo_confidence": 0.5}
+    model, history, events = run_fit(data, over)
+    st = history["self_training"]
+    assert st["pseudo_pixels"] > 0 and sum(st["per_class"]) == st["pseudo_pixels"]
+    assert len(st["classifier"]["epochs"]) == 3 and st["epochs"] == 3
+    assert st["pseudo_pixels"] <= int(data.train_mask.sum()) + data.n_classes
+    assert "self-training" in {e.stage for e in events}
+    again, _, _ = run_fit(data, over)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    plain, _, _ = run_fit(data, {k: v for k, v in over.items() if k != "pseudo_epochs"})
+    assert not torch.equal(plain.classifier.head[-1].weight, model.classifier.head[-1].weight)
+    spec = get_spec("diffspectralnet")
+    config = spec.make_config("tiny", {**QUICK, **over})
+    _, refit_history = spec.refit(model, data, config, history, seed=0,
+                                  device=torch.device("cpu"), progress=lambda e: None)
+    assert refit_history["self_training"]["pseudo_pixels"] > 0

@@ -356,7 +356,11 @@ def test_spectral_weight_outside_0_1_is_a_config_error(weight):
 
 @pytest.mark.parametrize("field,value", [("smooth_radius", -1), ("smooth_radius", 1.5),
                                          ("smooth_radius", True), ("smooth_range", 0.0),
-                                         ("smooth_range", -2.0), ("smooth_range", True)])
+                                         ("smooth_range", -2.0), ("smooth_range", True),
+                                         ("pseudo_epochs", -1), ("pseudo_epochs", 2.5),
+                                         ("pseudo_confidence", 1.0),
+                                         ("pseudo_confidence", -0.1), ("pseudo_ratio", 0.0),
+                                         ("pseudo_ratio", True)])
 def test_smoothing_settings_out_of_range_are_config_errors(field, value):
     with pytest.raises(ConfigError, match=field):
         get_spec("diffspectralnet").make_config("fast", {field: value})

@@ -131,6 +131,13 @@ class DiffSpectralNetConfig:
         Spectral tolerance of that smoothing, as a multiple of the training scene's median
         squared distance between neighbouring pixels' projected spectra (larger: closer to a
         plain Gaussian blur).
+    pseudo_epochs, pseudo_confidence, pseudo_ratio
+        Self-training (0 epochs: off): once the whole model is fitted (member and smoothing
+        included), its map of the training scene labels the unlabelled valid pixels (never
+        the validation ones) whose smoothed probability reaches ``pseudo_confidence``; per
+        predicted class at most ``pseudo_ratio`` x that class's training pixels, the most
+        confident first; the classifier then trains ``pseudo_epochs`` more epochs on the
+        training and these pseudo-labelled pixels. Uses no label beyond the training ones.
     """
 
     proj_bands: int = 32
@@ -182,6 +189,9 @@ class DiffSpectralNetConfig:
     spectral_weight: float = 0.0
     smooth_radius: int = 0
     smooth_range: float = 1.0
+    pseudo_epochs: int = 0
+    pseudo_confidence: float = 0.9
+    pseudo_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -201,7 +211,7 @@ class DiffSpectralNetConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("proj_bands", "patience", "noise_seed", "denoiser_check_every",
-                     "smooth_radius"):
+                     "smooth_radius", "pseudo_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -226,6 +236,12 @@ class DiffSpectralNetConfig:
             raise ValueError(f"spectral_weight must be in [0, 1), got {self.spectral_weight!r}")
         if isinstance(self.smooth_range, bool) or not float(self.smooth_range) > 0.0:
             raise ValueError(f"smooth_range must be > 0, got {self.smooth_range!r}")
+        if isinstance(self.pseudo_confidence, bool) or \
+                not 0.0 <= float(self.pseudo_confidence) < 1.0:
+            raise ValueError(f"pseudo_confidence must be in [0, 1), got "
+                             f"{self.pseudo_confidence!r}")
+        if isinstance(self.pseudo_ratio, bool) or not float(self.pseudo_ratio) > 0.0:
+            raise ValueError(f"pseudo_ratio must be > 0, got {self.pseudo_ratio!r}")
         if not float(self.clf_weight_decay) >= 0.0:
             raise ValueError(f"clf_weight_decay must be >= 0, got {self.clf_weight_decay!r}")
 

@@ -194,6 +194,72 @@ def _fit_smoothing(model: DiffSpectralNet, cube: torch.Tensor, data: TrainData,
             "range": model.config.smooth_range}
 
 
+PSEUDO_TILE = 128  # core tile of the self-training map of the training scene
+
+
+@torch.no_grad()
+def scene_map(model: DiffSpectralNet, cube: torch.Tensor,
+              device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted model's class index and probability maps ``(H, W)`` of the whole training
+    scene, tile by tile with the model's halo (as prediction reads it)."""
+    _, h, w = cube.shape
+    labels = np.zeros((h, w), dtype=np.int64)
+    confidence = np.zeros((h, w), dtype=np.float32)
+    for pr, pc, cr, cc in tile_windows(h, w, PSEUDO_TILE, model.halo()):
+        logp = model.forward_tile(cube[None, :, pr, pc].to(device),
+                                  origin=(pr.start, pc.start))[0, :, cr, cc]
+        best, idx = logp.float().max(0)
+        rows = slice(pr.start + cr.start, pr.start + cr.stop)
+        cols = slice(pc.start + cc.start, pc.start + cc.stop)
+        labels[rows, cols] = idx.cpu().numpy()
+        confidence[rows, cols] = best.exp().cpu().numpy()
+    return labels, confidence
+
+
+def pseudo_labels(predicted: np.ndarray, confidence: np.ndarray, data: TrainData,
+                  config: DiffSpectralNetConfig) -> np.ndarray:
+    """``(H, W)`` bool mask of the pseudo-labelled pixels: valid, neither training nor
+    validation, confidence >= ``pseudo_confidence``; per predicted class at most
+    ``pseudo_ratio`` x its training pixels, the most confident first (ties: row-major)."""
+    free = data.valid & ~data.train_mask & ~data.val_mask & \
+        (confidence >= config.pseudo_confidence)
+    counts = np.bincount(data.labels[data.train_mask], minlength=data.n_classes)
+    out = np.zeros(free.size, dtype=bool)
+    flat_pred, flat_conf = predicted.reshape(-1), confidence.reshape(-1)
+    for k in range(data.n_classes):
+        idx = np.flatnonzero(free.reshape(-1) & (flat_pred == k))
+        keep = int(np.ceil(config.pseudo_ratio * counts[k]))
+        if len(idx) > keep:
+            idx = idx[np.argsort(-flat_conf[idx], kind="stable")[:keep]]
+        out[idx] = True
+    return out.reshape(free.shape)
+
+
+def _self_train(model: DiffSpectralNet, feats: torch.Tensor, cube: torch.Tensor,
+                data: TrainData, config: DiffSpectralNetConfig, *, gen: torch.Generator,
+                device: torch.device, progress: ProgressCallback) -> dict[str, Any]:
+    """``pseudo_epochs`` more classifier epochs on the training pixels plus the pseudo-labelled
+    ones of the fitted model's own map (see ``DiffSpectralNetConfig``)."""
+    start = time.perf_counter()
+    predicted, confidence = scene_map(model, cube, device)
+    chosen = pseudo_labels(predicted, confidence, data, config)
+    labels = np.where(chosen, predicted, data.labels)
+    extended = dataclasses.replace(data, labels=labels, train_mask=data.train_mask | chosen)
+    tuned = dataclasses.replace(config, clf_epochs=config.pseudo_epochs, patience=0)
+
+    def tagged(e: ProgressEvent) -> None:
+        progress(dataclasses.replace(e, stage="self-training"))
+
+    run = _train_classifiers(model, feats, extended, tuned, gen=gen, progress=tagged,
+                             cube=cube)
+    model.eval()
+    return {"pseudo_pixels": int(chosen.sum()),
+            "per_class": np.bincount(predicted[chosen], minlength=data.n_classes).tolist(),
+            "confidence": float(config.pseudo_confidence), "ratio": float(config.pseudo_ratio),
+            "epochs": config.pseudo_epochs, "classifier": run,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
 def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: torch.device,
         progress: ProgressCallback, init: DiffSpectralNet | None = None,
         spectral_chosen: Mapping[str, Any] | None = None,
@@ -242,6 +308,9 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
             _fit_spectral(model, data, seed=seed, device=device, progress=progress,
                           chosen=spectral_chosen)
         smoothing = None if cfg.smooth_radius == 0 else _fit_smoothing(model, cube, data, seed)
+        pseudo = None if cfg.pseudo_epochs == 0 else \
+            _self_train(model, feats, cube, data, cfg, gen=gen, device=device,
+                        progress=progress)
     model.eval()
     history = {
         "kind": model.kind, "config": config_to_dict(cfg), "seed": seed,
@@ -249,6 +318,7 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
         "denoiser": den, "classifier": clf,
         **({"spectral": spectral} if spectral is not None else {}),
         **({"smoothing": smoothing} if smoothing is not None else {}),
+        **({"self_training": pseudo} if pseudo is not None else {}),
         **({"denoiser_eval": den["eval"]} if "eval" in den else {}),
         "timings": {"projection_and_denoiser_s": round(t1 - t0, 3),
                     "features_s": round(t2 - t1, 3),
