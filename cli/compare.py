@@ -72,7 +72,8 @@ def _check_compare_outputs(out_dir: Path, train_best: Path | None, *,
 @mask_opt
 @mask_layer_opt
 @click.option("--models", default=DEFAULT_MODELS, show_default=True, metavar="K1,K2,...",
-              help="Comma-separated model kinds to compare.")
+              help="Comma-separated model kinds to compare; KIND:PRESET names a preset, so "
+                   "one kind can appear twice, e.g. svm,svm:smooth.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
               help="Number of spatial cross-validation folds.")
 @click.option("--guard", type=click.IntRange(min=0), default=None,
@@ -131,7 +132,8 @@ def compare(ctx: click.Context, cube_arg: Path | None, cube_opt: tuple[Path, ...
     problems = Problems()
     cube = problems.check(one_input, cube_arg, cube_opt, metavar="CUBE", option="--cube",
                           example="hsimap compare scene.tif --labels gt.shp")
-    kinds = [k.strip() for k in models.split(",") if k.strip()]
+    names = [k.strip() for k in models.split(",") if k.strip()]
+    kinds = [n.partition(":")[0].strip() for n in names]  # KIND or KIND:PRESET
     preset_of = problems.check(_pairs, presets, "--preset") or {}
     config_of = problems.check(_pairs, configs, "--config") or {}
     for kind in [*preset_of, *config_of]:
@@ -149,19 +151,21 @@ def compare(ctx: click.Context, cube_arg: Path | None, cube_opt: tuple[Path, ...
                    overwrite=overwrite)
     budget = None if max_memory is None else problems.check(parse_size, max_memory)
     choices = []
-    for kind in kinds:
+    for name, kind in zip(names, kinds, strict=True):
+        fixed = name.partition(":")[2].strip() or None  # svm:smooth names its preset
         overrides: dict[str, Any] = {}
-        preset = preset_of.get(kind)
+        preset = fixed or preset_of.get(kind)
         path = Path(config_of[kind]) if kind in config_of else None
         if path is not None and problems.exists(path):
             read = problems.check(_read_config, path)
             if read is not None:
                 overrides, _, file_preset = read
                 preset = preset or file_preset
-        choices.append((kind, preset, overrides, path))
-    for kind, preset, overrides, path in choices:  # names and values need the model code
-        problems.check(_check_config, path, kind, preset, overrides, kind_from_file=False,
-                       preset_from_file=preset_of.get(kind) is None)
+        choices.append((f"{kind}:{fixed}" if fixed else None, kind, preset, overrides, path,
+                        fixed is None and preset_of.get(kind) is None))
+    for _, kind, preset, overrides, path, from_file in choices:  # names and values need
+        problems.check(_check_config, path, kind, preset, overrides,  # the model code
+                       kind_from_file=False, preset_from_file=from_file)
     problems.raise_all()
     assert cube is not None
     from hsimap.compare import CompareOptions, ModelChoice, compare_models
@@ -176,7 +180,8 @@ def compare(ctx: click.Context, cube_arg: Path | None, cube_opt: tuple[Path, ...
     callback, close = progress_bars(ctx.obj.get("verbosity", 0) < 0)
     try:
         result = compare_models(cube, labels, options=options, out_dir=out_dir,
-                                models=[ModelChoice(k, p, o) for k, p, o, _ in choices],
+                                models=[ModelChoice(k, p, o, name=n)
+                                        for n, k, p, o, _, _ in choices],
                                 overwrite=overwrite, train_best=train_best, progress=callback)
         close(completed=True)  # a stage the model ended before its total is no failure
     finally:

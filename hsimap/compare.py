@@ -56,11 +56,18 @@ FOLD_FIELDS = ("model", "fold", "oa", "aa", "kappa", "n_train", "n_test", "secon
 @dataclass(frozen=True)
 class ModelChoice:
     """One model to compare: its kind, preset (``None``: the kind's default on the device)
-    and config overrides."""
+    and config overrides. ``name`` labels it in the results (default: the kind); two
+    presets of one kind are two choices with different names (the CLI's ``svm:smooth``)."""
 
     kind: str
     preset: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The model's name in the results."""
+        return self.name or self.kind
 
 
 @dataclass(frozen=True)
@@ -208,14 +215,15 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
 
     if not models:
         raise ConfigError("no model to compare", fix="give --models, e.g. svm,random-forest")
-    kinds = [m.kind for m in models]
-    if len(set(kinds)) != len(kinds):
-        raise ConfigError(f"a model is named twice in {','.join(kinds)}",
-                          fix="name each model kind once")
+    names = [m.label for m in models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a model is named twice in {','.join(names)}",
+                          fix="name each model once (two presets of one kind: svm,svm:smooth)")
     device = resolve_device(options.device)
-    specs = {m.kind: get_spec(m.kind) for m in models}  # unknown names fail here
-    presets = {m.kind: m.preset or specs[m.kind].preset_for(device.type) for m in models}
-    configs = {m.kind: specs[m.kind].make_config(presets[m.kind], m.overrides) for m in models}
+    specs = {m.label: get_spec(m.kind) for m in models}  # unknown names fail here
+    presets = {m.label: m.preset or specs[m.label].preset_for(device.type) for m in models}
+    configs = {m.label: specs[m.label].make_config(presets[m.label], m.overrides)
+               for m in models}
     out = check_out_dir(out_dir, overwrite=overwrite)
     if train_best is not None:
         train_best = check_output(train_best, inputs=(cube_path, labels_path),
@@ -225,8 +233,9 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     guard = default_guard() if options.guard is None else options.guard
     cube = open_cube(cube_path, bad_bands=options.bad_bands)
     for m in models:  # every model's memory and scene bounds, before anything is read
-        probe = specs[m.kind].build(configs[m.kind], n_bands=len(cube.good_bands), n_classes=2)
-        check_scene_fits(cube, probe, configs[m.kind],
+        probe = specs[m.label].build(configs[m.label], n_bands=len(cube.good_bands),
+                                     n_classes=2)
+        check_scene_fits(cube, probe, configs[m.label],
                          TrainOptions(kind=m.kind, overrides=m.overrides,
                                       max_memory=options.max_memory), device)
     class_specs = None if options.classes_file is None else \
@@ -249,12 +258,12 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     inner_method = "block" if folds.method == "block" else "polygon"
     rows: list[dict[str, Any]] = []
     for m in models:
-        spec = specs[m.kind]
+        spec, name = specs[m.label], m.label
         # DiffSpectralNet's projection and denoiser see no labels: fitted on the first fold,
         # reused by the others (the same scene and settings give the same label-free stages).
         label_free: dict[str, Any] = {}
         for f in range(folds.k):
-            progress(ProgressEvent(f"{m.kind} folds", f, folds.k))
+            progress(ProgressEvent(f"{name} folds", f, folds.k))
             start = time.perf_counter()
             inner = make_split(np.where(folds.train(f), index, -1), labels.groups,
                                method=inner_method, val_fraction=options.val_fraction,
@@ -262,23 +271,23 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
             data = TrainData(cube_std, valid, index, inner.train, inner.val, n_classes)
             torch.manual_seed(options.seed)
             with fitting_threads(device):
-                model, _ = spec.fit(data, configs[m.kind], seed=options.seed, device=device,
+                model, _ = spec.fit(data, configs[name], seed=options.seed, device=device,
                                     progress=progress, **label_free)
-            if m.kind == "diffspectralnet" and getattr(configs[m.kind], "features",
+            if m.kind == "diffspectralnet" and getattr(configs[name], "features",
                                                        "") == "diffusion" and not label_free:
                 label_free = {"init": model}
             predicted = classify_array(Checkpoint(model.eval(), norm, labels.classes, {}),
                                        raw, valid, device=device)
             test = folds.test(f)
             scores = _scores(index[test], predicted[test], n_classes)
-            rows.append({"model": m.kind, "fold": f, **scores,
+            rows.append({"model": name, "fold": f, **scores,
                          "n_train": int(inner.train.sum()), "n_test": int(test.sum()),
                          "seconds": time.perf_counter() - start})
-            log.info("%s fold %d/%d: OA %.4f, AA %.4f, kappa %.4f (%d test px)", m.kind,
+            log.info("%s fold %d/%d: OA %.4f, AA %.4f, kappa %.4f (%d test px)", name,
                      f + 1, folds.k, scores["oa"], scores["aa"], scores["kappa"], test.sum())
-            progress(ProgressEvent(f"{m.kind} folds", f + 1, folds.k,
+            progress(ProgressEvent(f"{name} folds", f + 1, folds.k,
                                    {"oa": scores["oa"]}))
-    summary = summarise(rows, kinds, presets)
+    summary = summarise(rows, names, presets)
     best = next(r["model"] for r in summary if r["best"])
     document = {
         "hsimap_version": __version__,
@@ -289,14 +298,14 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
                    "classes": [c.name for c in labels.classes]},
         "folds": {"k": folds.k, "guard_px": guard, "method": folds.method,
                   "n_units": folds.n_units, "seed": options.seed, "per_fold": fold_info},
-        "models": [{"model": m.kind, "preset": presets[m.kind], "overrides": dict(m.overrides)}
-                   for m in models],
+        "models": [{"model": m.label, "kind": m.kind, "preset": presets[m.label],
+                    "overrides": dict(m.overrides)} for m in models],
         "summary": summary, "per_fold": rows, "best": best, "protocol": _protocol(folds),
     }
     files = _write_outputs(out, document, folds.fold)
     best_path = None
     if train_best is not None:
-        best_path = _train_best(cube_path, labels_path, models[kinds.index(best)], options,
+        best_path = _train_best(cube_path, labels_path, models[names.index(best)], options,
                                 train_best, overwrite=overwrite, progress=progress)
     return CompareResult(best, summary, rows, out, files, best_path)
 

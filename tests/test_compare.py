@@ -193,6 +193,40 @@ def test_unknown_model_is_a_clean_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_two_presets_of_one_kind_are_two_models(tmp_path):
+    """``--models svm,svm:smooth``: two rows on the same folds, named as given, the --config
+    of the kind applied to both, the preset of each recorded; --train-best trains the
+    winner with its preset; a name given twice or an unknown preset is a clean error before
+    anything is written."""
+    from hsimap.checkpoint import read_metadata
+
+    cube, labels = write_patchwork(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "-q", "compare", str(cube), "--labels", str(labels), "--models", "svm,svm:smooth",
+        "--folds", "2", "--guard", "2", "-o", str(out), "--device", "cpu", "--train-best",
+        str(tmp_path / "best.safetensors"), *config_args(tmp_path, ["svm"])])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "compare.json").read_text())
+    assert [(m["model"], m["kind"], m["preset"]) for m in doc["models"]] == \
+        [("svm", "svm", "fast"), ("svm:smooth", "svm", "smooth")]
+    assert all(m["overrides"]["c_values"] == [10.0] for m in doc["models"])
+    assert [r["model"] for r in doc["summary"]] == ["svm", "svm:smooth"]
+    for f in range(2):
+        rows = [r for r in doc["per_fold"] if r["fold"] == f]
+        assert [r["model"] for r in rows] == ["svm", "svm:smooth"]
+        assert len({r["n_test"] for r in rows}) == 1
+    meta = read_metadata(tmp_path / "best.safetensors")
+    assert meta["training"]["options"]["model"] == "svm"
+    assert meta["halo"] == (6 if doc["best"] == "svm:smooth" else 0)
+    for models, words in (("svm,svm", "named twice"), ("svm:nope", "unknown preset 'nope'")):
+        bad = tmp_path / f"bad_{models.replace(',', '_').replace(':', '_')}"
+        result = CliRunner().invoke(cli, ["compare", str(cube), "--labels", str(labels),
+                                          "--models", models, "-o", str(bad)])
+        assert result.exit_code != 0 and words in result.output, result.output
+        assert "Traceback" not in result.output and not bad.exists()
+
+
 @pytest.mark.slow
 def test_compare_with_diffspectralnet_tiny(tmp_path):
     """diffspectralnet (tiny preset) goes through the same folds as a per-pixel model."""
