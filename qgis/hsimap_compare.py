@@ -46,7 +46,8 @@ def _load_common() -> Any:
 
 common = _load_common()
 
-MODEL_TYPES = ("diffspectralnet", "spectral-mlp", "svm", "random-forest")
+# "svm:smooth": the svm kind with its smooth preset (``--models KIND:PRESET``)
+MODEL_TYPES = ("diffspectralnet", "spectral-mlp", "svm", "random-forest", "svm:smooth")
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -57,7 +57,8 @@ FAST_CONFIG = "[config]\nepochs = 4\npatience = 4\n"
 SLOW_CONFIG = "[config]\nepochs = 5000\npatience = 5000\n"
 SPECTRAL_MLP = 1  # index of spectral-mlp in the train script's MODEL_TYPE enum
 CPU = 1  # index of cpu in the DEVICE enum
-MODEL_TYPES_COMPARE = ("diffspectralnet", "spectral-mlp", "svm", "random-forest")  # its enum
+MODEL_TYPES_COMPARE = ("diffspectralnet", "spectral-mlp", "svm", "random-forest",  # its enum
+                       "svm:smooth")
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -467,12 +468,15 @@ def test_processing_compare_takes_an_area_of_interest_and_a_class_file(
     rec = _Recorder()
     result = processing.run("script:hsimap_compare", {
         "CUBE": str(cube), "LABELS": str(LABELS), "CLASS_FIELD": "class_id",
-        "MODELS": [MODEL_TYPES_COMPARE.index("random-forest")], "FOLDS": 2, "DEVICE": CPU,
+        "MODELS": [MODEL_TYPES_COMPARE.index("random-forest"),
+                   MODEL_TYPES_COMPARE.index("svm:smooth")], "FOLDS": 2, "DEVICE": CPU,
         "MASK": _aoi_layer(cube), "CLASSES": str(classes), "OUTPUT_FOLDER": str(folder)},
         feedback=rec.feedback)
-    assert result["BEST"] == "random-forest"
+    assert result["BEST"] in ("random-forest", "svm:smooth")
     assert Path(result["REPORT"]).is_file() and Path(result["TABLE"]).is_file()
     report = json.loads((folder / "compare.json").read_text())
+    assert {(m["model"], m["kind"], m["preset"]) for m in report["models"]} == \
+        {("random-forest", "random-forest", "fast"), ("svm:smooth", "svm", "smooth")}
     assert report["inputs"]["classes"] == [n for _, n, _ in rows]
     assert report["inputs"]["mask"].endswith(".gpkg")
     assert rec.progress and rec.progress[-1] == 100
