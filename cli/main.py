@@ -95,7 +95,7 @@ class HsimapGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand; turn HsimapError and Ctrl-C into clean exits."""
-        from hsimap.errors import HsimapError
+        from hsimap.errors import HsimapError, caused_by_interrupt
 
         try:
             return super().invoke(ctx)
@@ -104,9 +104,15 @@ class HsimapGroup(click.Group):
                 traceback.print_exc()
             click.secho(f"Error: {exc.format()}", err=True, fg="red")
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except BaseException as exc:  # Ctrl-C, also when Python wrapped it in another error
+            # (an exit a subcommand chose after handling Ctrl-C itself carries the interrupt
+            # as its context: it passes unchanged)
+            if isinstance(exc, (click.exceptions.Exit, SystemExit)) or \
+                    not caused_by_interrupt(exc):
+                raise
             click.secho("Interrupted: no output file was completed.", err=True, fg="yellow")
             ctx.exit(130)
+
 
 
 @click.group(cls=HsimapGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,6 +15,7 @@ from hsimap.cli.options import (
     model_opt,
     overwrite_opt,
 )
+from hsimap.errors import caused_by_interrupt
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -163,7 +164,9 @@ def predict(ctx: click.Context, scenes: tuple[str, ...], cube_opt: tuple[str, ..
             cog=cog, scheduler=scheduler, resume=resume, flush_seconds=flush_seconds,
             progress=callback, creation_options=dict(creation_options), mask=mask,
             mask_layer=mask_layer)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not caused_by_interrupt(exc):
+            raise
         close()
         _interrupted(output)
         ctx.exit(130)
@@ -238,7 +241,9 @@ def _predict_batch(ctx: click.Context, scenes: list[str], out_dir: Path, *, mode
                        mask=mask, mask_layer=mask_layer, scheduler=scheduler, resume=resume,
                        flush_seconds=flush_seconds, progress=callback,
                        on_done=done)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not caused_by_interrupt(exc):
+            raise
         close()
         _interrupted(next((p for p in paths if not p.exists()), paths[-1]))
         click.secho("rerun the same command with --resume to finish the batch (finished "

@@ -99,3 +99,18 @@ class NoCRSWarning(HsimapWarning):
 
 class LabelWarning(HsimapWarning):
     """Something about the labels deserves attention (features outside, reprojection)."""
+
+
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a Ctrl-C lies behind ``exc``: Python turns a KeyboardInterrupt raised while a
+    class is being created (a lazy import of torch's modules, such as the ``torch._dynamo``
+    that the first optimizer imports, defines dataclasses) into a RuntimeError "Error
+    calling __set_name__" whose cause is the interrupt."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
