@@ -99,20 +99,19 @@ class HsimapGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except HsimapError as exc:
+        except (click.exceptions.Exit, SystemExit):
+            raise  # an exit a subcommand chose (after handling a Ctrl-C itself, maybe)
+        except BaseException as exc:
+            if caused_by_interrupt(exc):  # Ctrl-C, also when Python wrapped it in an error
+                click.secho("Interrupted: no output file was completed.", err=True,
+                            fg="yellow")
+                ctx.exit(130)
+            if not isinstance(exc, HsimapError):
+                raise
             if ctx.obj and ctx.obj.get("verbosity", 0) > 0:
                 traceback.print_exc()
             click.secho(f"Error: {exc.format()}", err=True, fg="red")
             ctx.exit(exc.exit_code)
-        except BaseException as exc:  # Ctrl-C, also when Python wrapped it in another error
-            # (an exit a subcommand chose after handling Ctrl-C itself carries the interrupt
-            # as its context: it passes unchanged)
-            if isinstance(exc, (click.exceptions.Exit, SystemExit)) or \
-                    not caused_by_interrupt(exc):
-                raise
-            click.secho("Interrupted: no output file was completed.", err=True, fg="yellow")
-            ctx.exit(130)
-
 
 
 @click.group(cls=HsimapGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -40,10 +40,29 @@ def handles_its_own(ctx: click.Context) -> None:
         ctx.exit(130)
 
 
+@click.command()
+def error_after_interrupt() -> None:
+    """An hsimap error raised while cleaning up after a Ctrl-C is the interrupt's."""
+    from hsimap.errors import TrainingError
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise TrainingError("cleanup failed") from None
+
+
+@click.command()
+def hsimap_error() -> None:
+    from hsimap.errors import TrainingError
+
+    raise TrainingError("only 1 training pixel(s)", fix="label more pixels")
+
+
 @pytest.fixture()
 def commands(monkeypatch: pytest.MonkeyPatch) -> None:
     extra = {name: (__name__, name, "test command")
-             for name in ("wrapped_interrupt", "plain_error", "handles_its_own")}
+             for name in ("wrapped_interrupt", "plain_error", "handles_its_own",
+                          "error_after_interrupt", "hsimap_error")}
     monkeypatch.setattr(cli_main, "SUBCOMMANDS", {**cli_main.SUBCOMMANDS, **extra})
 
 
@@ -63,6 +82,11 @@ def test_other_errors_and_a_commands_own_interrupt_exit_pass_unchanged(commands:
     result = CliRunner().invoke(cli_main.cli, ["handles_its_own"], obj={})
     assert result.exit_code == 130
     assert result.output.count("Interrupted") == 1, result.output  # no second message
+    result = CliRunner().invoke(cli_main.cli, ["error_after_interrupt"], obj={})
+    assert result.exit_code == 130 and "Interrupted" in result.output, result.output
+    result = CliRunner().invoke(cli_main.cli, ["hsimap_error"], obj={})
+    assert result.exit_code not in (0, 130) and "Interrupted" not in result.output
+    assert "only 1 training pixel(s)" in result.output and "label more pixels" in result.output
 
 
 def test_caused_by_interrupt_follows_causes_and_contexts_without_looping() -> None:
