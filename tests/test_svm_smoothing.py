@@ -96,3 +96,18 @@ def test_smooth_preset_through_the_cli_is_tile_invariant(tmp_path: Path):
             maps.append(src.read(1))
     np.testing.assert_array_equal(maps[0], maps[1])
     assert (maps[0] > 0).mean() > 0.5
+    # the same map through a Dask cluster (tiles with the smoothing's halo on workers)
+    from click.testing import CliRunner
+    from dask.distributed import LocalCluster
+
+    from hsimap.cli.main import cli
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster:
+        r = CliRunner().invoke(
+            cli, ["predict", str(SAMPLE_CUBE), "-o", str(tmp_path / "dask.tif"), "--model",
+                  str(model), "--tile-size", "48", "--device", "cpu"],
+            env={"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address})
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "dask.tif") as src:
+        np.testing.assert_array_equal(src.read(1), maps[0])
