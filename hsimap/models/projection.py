@@ -3,8 +3,11 @@ and the probability smoothing's guide (:mod:`hsimap.models.smoothing`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+MAX_FIT_PIXELS = 200_000  # valid pixels sampled to fit a projection (:meth:`fit_on_valid`)
 
 
 def fix_signs(vh: torch.Tensor) -> torch.Tensor:
@@ -32,6 +35,11 @@ class SpectralProjection(nn.Module):
 
     matrix: torch.Tensor
 
+    @property
+    def n_out(self) -> int:
+        """Output bands ``P`` (the input bands when the projection is the identity)."""
+        return int(self.matrix.shape[1] if self.identity else self.matrix.shape[0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.identity:
             return x
@@ -50,3 +58,13 @@ class SpectralProjection(nn.Module):
         lam = evals[order].clamp(min=1e-12 * float(evals.max().clamp(min=1e-30)))
         scale = lam.rsqrt() if self.whiten else lam.mean().rsqrt().expand_as(lam)
         self.matrix.copy_((comps * scale[:, None]).to(self.matrix))
+
+    def fit_on_valid(self, cube: torch.Tensor, valid: np.ndarray, *,
+                     rng: np.random.Generator, max_pixels: int = MAX_FIT_PIXELS) -> None:
+        """Fit from the valid pixels of a ``(C, H, W)`` standardised scene, at most
+        ``max_pixels`` of them drawn with ``rng`` (label-free)."""
+        idx = np.flatnonzero(valid)
+        if len(idx) > max_pixels:
+            idx = np.sort(rng.choice(idx, size=max_pixels, replace=False))
+        pixels = cube.reshape(cube.shape[0], -1)[:, torch.from_numpy(idx)].T
+        self.fit(pixels.to(self.matrix.device))

@@ -121,8 +121,25 @@ def range_scale(cube: torch.Tensor, valid: np.ndarray, *, radius: int,
     return med if med > 0 else 1.0
 
 
+def guide_scale(projection: SpectralProjection, cube: torch.Tensor, valid: np.ndarray, *,
+                radius: int, rng: np.random.Generator) -> float:
+    """:func:`range_scale` of a ``(C, H, W)`` CPU scene with ``projection`` as the guide (run
+    on the projection's device)."""
+    device = projection.matrix.device
+    return range_scale(cube, valid, radius=radius,
+                       project=lambda t: projection(t.to(device)).cpu(), rng=rng)
+
+
+def smooth_tile(p: torch.Tensor, x: torch.Tensor, guide: torch.Tensor, *, radius: int,
+                range_sq: float) -> torch.Tensor:
+    """:func:`smooth_probabilities` over one model tile: ``x`` the ``(1, C, h, w)``
+    standardised input, whose all-zero (invalid) pixels neither vote nor change; ``guide``
+    its ``(1, P, h, w)`` projection."""
+    valid = (x != 0).any(1, keepdim=True)
+    return smooth_probabilities(p, guide.to(p.dtype), valid, radius=radius, range_sq=range_sq)
+
+
 GUIDE_COMPONENTS = 32  # principal components of the guide (DiffSpectralNet fast's projection)
-MAX_GUIDE_PIXELS = 200_000  # valid pixels sampled to fit the guide's projection
 
 
 class ProbabilitySmoother(nn.Module):
@@ -153,24 +170,15 @@ class ProbabilitySmoother(nn.Module):
     def fit(self, cube: torch.Tensor, valid: np.ndarray, *,
             rng: np.random.Generator) -> dict[str, float]:
         """Fit the guide's projection on valid pixels of the ``(C, H, W)`` standardised scene
-        (at most :data:`MAX_GUIDE_PIXELS`, drawn with ``rng``), then the scale
+        (:meth:`SpectralProjection.fit_on_valid`, drawn with ``rng``), then the scale
         (:func:`range_scale`). Label-free. Returns what the log records."""
-        idx = np.flatnonzero(valid)
-        if len(idx) > MAX_GUIDE_PIXELS:
-            idx = np.sort(rng.choice(idx, size=MAX_GUIDE_PIXELS, replace=False))
-        c = cube.shape[0]
-        device = self.range_sq.device
-        self.projection.fit(cube.reshape(c, -1)[:, torch.from_numpy(idx)].T.to(device))
-        scale = range_scale(cube, valid, radius=self.radius,
-                            project=lambda t: self.projection(t.to(device)).cpu(), rng=rng)
+        self.projection.fit_on_valid(cube, valid, rng=rng)
+        scale = guide_scale(self.projection, cube, valid, radius=self.radius, rng=rng)
         self.range_sq.fill_(scale)
         return {"radius": self.radius, "range": self.range_factor, "range_sq": scale,
-                "guide_components": int(self.projection.matrix.shape[0] or c)}
+                "guide_components": self.projection.n_out}
 
     def forward(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Smooth ``(1, K, h, w)`` probabilities over the tile ``x`` (``(1, C, h, w)``
-        standardised; invalid pixels, all-zero, neither vote nor change)."""
-        valid = (x != 0).any(1, keepdim=True)
-        return smooth_probabilities(p, self.projection(x).to(p.dtype), valid,
-                                    radius=self.radius,
-                                    range_sq=float(self.range_sq) * self.range_factor)
+        """Smooth ``(1, K, h, w)`` probabilities over the tile ``x`` (:func:`smooth_tile`)."""
+        return smooth_tile(p, x, self.projection(x), radius=self.radius,
+                           range_sq=float(self.range_sq) * self.range_factor)

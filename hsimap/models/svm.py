@@ -155,7 +155,7 @@ class SVMModel(FittedTensorsModel[SVMConfig]):
         """The smoothing's fit projects the whole scene once (float32 guide values)."""
         if self.smoother is None:
             return 0.0
-        return 4.0 * int(self.smoother.projection.matrix.shape[0] or self.n_bands)
+        return 4.0 * self.smoother.projection.n_out
 
     def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
         """``(1, C, h, w)`` -> ``(1, K, h, w)`` log-probabilities, smoothed over the tile when

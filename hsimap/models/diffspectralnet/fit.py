@@ -17,9 +17,8 @@ from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.fit_classifier import train_classifier
 from hsimap.models.diffspectralnet.fit_denoiser import train_denoiser
 from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, unet_radius
-from hsimap.models.smoothing import range_scale
+from hsimap.models.smoothing import guide_scale
 
-MAX_PROJECTION_PIXELS = 200_000  # valid pixels sampled to fit the spectral projection
 MAX_FIT_VALUES = 200_000_000  # cap on samples x channels gathered to fit the reducers
 TILE_CORE = {"2d": 256, "3d": 64, "pixel": 256}  # core tile (no halo) for scene features
 
@@ -114,11 +113,7 @@ def extract_features(model: DiffSpectralNet, cube: torch.Tensor, device: torch.d
 def _fit_projection(model: DiffSpectralNet, cube: torch.Tensor, valid: np.ndarray,
                     rng: np.random.Generator) -> torch.Tensor:
     """Fit the spectral projection on valid pixels; return the projected scene ``(P,H,W)``."""
-    idx = np.flatnonzero(valid)
-    if len(idx) > MAX_PROJECTION_PIXELS:
-        idx = np.sort(rng.choice(idx, size=MAX_PROJECTION_PIXELS, replace=False))
-    c, h, w = cube.shape
-    model.features.projection.fit(cube.reshape(c, -1)[:, torch.from_numpy(idx)].T)
+    model.features.projection.fit_on_valid(cube, valid, rng=rng)
     with torch.no_grad():
         return model.features.projection(cube[None])[0]
 
@@ -184,11 +179,8 @@ def _fit_smoothing(model: DiffSpectralNet, cube: torch.Tensor, data: TrainData,
     """Fit the probability smoothing's spectral scale (``smooth_radius > 0``) on the scene's
     valid pixels (label-free) and store it in the model. Its pixel sample comes from a
     generator of its own (``seed``), so the scale does not depend on the stages before it."""
-    device = model.smooth_range_sq.device
-    proj = model.features.projection
-    scale = range_scale(cube, data.valid, radius=model.config.smooth_radius,
-                        project=lambda t: proj(t.to(device)).cpu(),
-                        rng=np.random.default_rng(seed))
+    scale = guide_scale(model.features.projection, cube, data.valid,
+                        radius=model.config.smooth_radius, rng=np.random.default_rng(seed))
     model.smooth_range_sq.fill_(scale)
     return {"radius": model.config.smooth_radius, "range_sq": scale,
             "range": model.config.smooth_range}

@@ -13,7 +13,7 @@ from hsimap.models.diffspectralnet.classifier import make_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.features import FeatureExtractor
 from hsimap.models.diffspectralnet.unet import receptive_radius
-from hsimap.models.smoothing import smooth_probabilities
+from hsimap.models.smoothing import smooth_tile
 from hsimap.models.svm import SVMConfig, SVMModel
 
 MIN_PROB = 1e-30  # floor of the blended probabilities before the log
@@ -114,10 +114,9 @@ class DiffSpectralNet(HsiModel):
         """Edge-preserving smoothing of ``(1, K, h, w)`` probabilities over the tile ``x``
         (``smooth_radius`` px; guide: the spectral projection; invalid pixels, all-zero in
         ``x``, neither vote nor change)."""
-        valid = (x != 0).any(1, keepdim=True)
         range_sq = float(self.smooth_range_sq) * float(self.config.smooth_range)
-        return smooth_probabilities(p, self.features.projection(x).float(), valid,
-                                    radius=self.config.smooth_radius, range_sq=range_sq)
+        return smooth_tile(p, x, self.features.projection(x), radius=self.config.smooth_radius,
+                           range_sq=range_sq)
 
     def inspect(self, x: torch.Tensor, *, origin: tuple[int, int],
                 rgb_bands: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
