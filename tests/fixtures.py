@@ -7,10 +7,14 @@ Potsdam, a fixed seed, a few kB each.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 from affine import Affine
+
+if TYPE_CHECKING:  # torch is imported by the tests that use round_trip, not here
+    import torch
 
 UTM = "EPSG:32633"
 ORIGIN = (366015.0, 5809965.0)
@@ -67,3 +71,17 @@ def write_polygons(path: Path, *, crs: str | None = UTM, to_crs: str | None = No
         frame = frame.to_crs(to_crs)
     frame.to_file(path)
     return path
+
+
+def round_trip(model: torch.nn.Module, n_bands: int, folder: Path) -> torch.nn.Module:
+    """``model`` saved to a model file in ``folder`` (identity normalisation, classes
+    "class 0", ...) and loaded back."""
+    from hsimap.checkpoint import Checkpoint, Normalisation, load_checkpoint, save_checkpoint
+    from hsimap.classes import ClassTable
+
+    names = [f"class {i}" for i in range(model.n_classes)]  # type: ignore[attr-defined]
+    meta = {"n_bands": n_bands, "band_indices": list(range(n_bands)), "wavelengths": None}
+    path = save_checkpoint(folder / f"{model.kind}.safetensors", Checkpoint(  # type: ignore
+        model, Normalisation(np.zeros(n_bands, np.float32), np.ones(n_bands, np.float32)),
+        ClassTable.from_names(names), meta))
+    return load_checkpoint(path).model

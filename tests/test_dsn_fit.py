@@ -252,8 +252,7 @@ def test_svm_member_is_fitted_blended_refitted_without_cv_and_saved(tmp_path: Pa
     """``spectral_weight``: the SVM member is fitted on the training pixels (its CV in the
     history), the map is the log of the weighted mean of the two models' probabilities, the
     refit reuses the chosen C and gamma (no CV), and the member survives save and load."""
-    from hsimap.checkpoint import Checkpoint, Normalisation, load_checkpoint, save_checkpoint
-    from hsimap.classes import ClassTable
+    from .fixtures import round_trip
 
     data = synthetic()
     model, history, events = run_fit(data, {"spectral_weight": 0.5})
@@ -278,11 +277,7 @@ def test_svm_member_is_fitted_blended_refitted_without_cv_and_saved(tmp_path: Pa
     assert "skipped" in again["cv"] and "cross-validation" not in {e.stage for e in events}
     assert (again["C"], again["gamma_factor"]) == (member["C"], member["gamma_factor"])
 
-    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint(
-        refitted, Normalisation(np.zeros(10, np.float32), np.ones(10, np.float32)),
-        ClassTable.from_names(["a", "b", "c"]), {"n_bands": 10, "band_indices": list(range(10)),
-                                                 "wavelengths": None}))
-    loaded = load_checkpoint(path).model
+    loaded = round_trip(refitted, 10, tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded.forward_tile(x, origin=(0, 0)),
                            refitted.forward_tile(x, origin=(0, 0)))

@@ -22,16 +22,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hsimap.checkpoint import (
-    Checkpoint,
-    Normalisation,
     load_checkpoint,
     read_metadata,
-    save_checkpoint,
 )
-from hsimap.classes import ClassTable
 
 from .bad_inputs import _Payload, assert_clean_failure, run_cli
 from .conftest import ROOT, SAMPLE_CUBE, SAMPLE_LABELS
+from .fixtures import round_trip
 
 KINDS = ("svm", "random-forest")
 SMALL = {
@@ -231,15 +228,6 @@ def _sample(labels: np.ndarray, classes: tuple[int, ...], per_class: int,
                                               replace=False) for c in classes]))
 
 
-def _round_trip(model: torch.nn.Module, n_bands: int, folder: Path) -> torch.nn.Module:
-    names = [f"class {i}" for i in range(model.n_classes)]  # type: ignore[attr-defined]
-    meta = {"n_bands": n_bands, "band_indices": list(range(n_bands)), "wavelengths": None}
-    path = save_checkpoint(folder / f"{model.kind}.safetensors", Checkpoint(  # type: ignore
-        model, Normalisation(np.zeros(n_bands, np.float32), np.ones(n_bands, np.float32)),
-        ClassTable.from_names(names), meta))
-    return load_checkpoint(path).model
-
-
 def _tile_probs(model: torch.nn.Module, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``(N, K)`` and softmax probabilities of ``(N, C)`` spectra, as one tile."""
     tile = torch.from_numpy(x.T.copy()).reshape(1, x.shape[1], 1, len(x))
@@ -279,7 +267,7 @@ def test_svm_probabilities_are_sklearns(classes: tuple[int, ...], pixels: tuple,
     np.testing.assert_allclose(probs[:, list(classes)].numpy(), expected, atol=1e-4)
     assert (np.asarray(classes)[expected.argmax(1)] == probs.argmax(1).numpy()).all()
     assert (probs.argmax(1).numpy() == votes).mean() > 0.95
-    loaded = _round_trip(model, n_bands, tmp_path)
+    loaded = round_trip(model, n_bands, tmp_path)
     again, _ = _tile_probs(loaded, x[test])
     assert torch.equal(again, logits)
 
@@ -343,7 +331,7 @@ def test_forest_probabilities_are_sklearns(classes: tuple[int, ...], pixels: tup
     np.testing.assert_allclose(probs[:, list(classes)].numpy(), expected, atol=1e-6, rtol=0)
     absent = [k for k in range(6) if k not in classes]
     assert torch.all(probs[:, absent] < 1e-25)
-    loaded = _round_trip(model, n_bands, tmp_path)
+    loaded = round_trip(model, n_bands, tmp_path)
     assert torch.equal(_tile_probs(loaded, probe)[0], logits)
 
 

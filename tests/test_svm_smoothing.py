@@ -14,6 +14,7 @@ from hsimap.models.base import TrainData, get_spec
 
 from .bad_inputs import run_cli
 from .conftest import SAMPLE_CUBE, SAMPLE_LABELS
+from .fixtures import round_trip
 from .test_dsn_fit import synthetic
 
 SMALL = {"c_values": (10.0,), "gamma_factors": (1.0,), "max_train_pixels": 400}
@@ -29,8 +30,6 @@ def test_smoothed_svm_is_the_svm_smoothed_over_its_own_guide_and_round_trips(tmp
     """Same machine as without smoothing; the map is the bilateral mean of its
     probabilities over a stored PCA guide with the fitted scale; the halo is the radius; the
     guide and scale survive save and load; the log records the smoothing."""
-    from hsimap.checkpoint import Checkpoint, Normalisation, load_checkpoint, save_checkpoint
-    from hsimap.classes import ClassTable
     from hsimap.models.smoothing import smooth_probabilities
 
     data = synthetic()
@@ -51,11 +50,7 @@ def test_smoothed_svm_is_the_svm_smoothed_over_its_own_guide_and_round_trips(tmp
         got = smoothed.forward_tile(x, origin=(0, 0)).exp()
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, p, atol=1e-3)  # it does smooth
-    path = save_checkpoint(tmp_path / "s.safetensors", Checkpoint(
-        smoothed, Normalisation(np.zeros(10, np.float32), np.ones(10, np.float32)),
-        ClassTable.from_names(["a", "b", "c"]), {"n_bands": 10, "band_indices": list(range(10)),
-                                                 "wavelengths": None}))
-    loaded = load_checkpoint(path).model
+    loaded = round_trip(smoothed, 10, tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded.forward_tile(x, origin=(0, 0)),
                            smoothed.forward_tile(x, origin=(0, 0)))
