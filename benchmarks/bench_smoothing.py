@@ -38,6 +38,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,14 +57,31 @@ def seed_range(text: str) -> list[int]:
     return out
 
 
+def fold_scale(guide: torch.Tensor, valid: np.ndarray, radius: int, seed: int) -> float:
+    """The smoothing's scale on a stored fold, as the model's fit computes it: the median
+    neighbour distance of the guide (:func:`range_scale`), its sample drawn with ``seed``."""
+    from hsimap.models.smoothing import range_scale
+
+    return range_scale(guide, valid, radius=radius, project=lambda t: t,
+                       rng=np.random.default_rng(seed))
+
+
+def smooth_map(p: np.ndarray, guide: torch.Tensor, valid: np.ndarray, *, radius: int,
+               range_sq: float) -> np.ndarray:
+    """The model's smoothing (:func:`smooth_probabilities`) of a fold's ``(K, H, W)``
+    probabilities."""
+    from hsimap.models.smoothing import smooth_probabilities
+
+    with torch.no_grad():
+        return smooth_probabilities(
+            torch.from_numpy(p.astype(np.float32))[None], guide[None],
+            torch.from_numpy(valid)[None, None], radius=radius, range_sq=range_sq)[0].numpy()
+
+
 def variants(fold: dict[str, np.ndarray], seed: int, grid: list[tuple[int, float]],
              only: list[str] | None = None) -> dict[str, np.ndarray]:
     """Label maps of every (base, radius, range) variant of one fold (of the bases ``only``
     names, when given)."""
-    import torch
-
-    from hsimap.models.smoothing import range_scale, smooth_probabilities
-
     valid = fold["valid"]
     guide = torch.from_numpy(fold["guide"].astype(np.float32))
     bases = {"blend": 0.5 * fold["spatial"] + 0.5 * fold["spectral"],
@@ -73,17 +91,12 @@ def variants(fold: dict[str, np.ndarray], seed: int, grid: list[tuple[int, float
     if only:
         bases = {name: p for name, p in bases.items() if name in only}
     out = {name: np.where(valid, p.argmax(0), -1) for name, p in bases.items()}
-    vt = torch.from_numpy(valid)[None, None]
     for r in sorted({r for r, _ in grid}):
-        # as the model's fit does: the median neighbour distance of its own projection
-        scale = range_scale(guide, valid, radius=r, project=lambda t: t,
-                            rng=np.random.default_rng(seed))
+        scale = fold_scale(guide, valid, r, seed)
         for f in (f for rr, f in grid if rr == r):
             range_sq = 1e30 if math.isinf(f) else scale * f
             for name, p in bases.items():
-                with torch.no_grad():
-                    s = smooth_probabilities(torch.from_numpy(p)[None], guide[None], vt,
-                                             radius=r, range_sq=range_sq)[0].numpy()
+                s = smooth_map(p, guide, valid, radius=r, range_sq=range_sq)
                 out[f"{name}/r{r}x{f:g}"] = np.where(valid, s.argmax(0), -1)
     return out
 
@@ -95,12 +108,7 @@ def alternatives(fold: dict[str, np.ndarray], seed: int, radius: int,
     projection as guide): pooling rules (a weighted geometric mean, confidence-weighted
     means), smoothing log-probabilities, two passes, and other guides (the blended
     probabilities themselves, as Hellinger coordinates, and those next to the projection)."""
-    import torch
-
-    from hsimap.models.smoothing import range_scale, smooth_probabilities
-
     valid = fold["valid"]
-    vt = torch.from_numpy(valid)[None, None]
     ps, pq = fold["spatial"], fold["spectral"]
     eps, k = 1e-6, ps.shape[0]
 
@@ -120,13 +128,10 @@ def alternatives(fold: dict[str, np.ndarray], seed: int, radius: int,
              "certainty-weighted": (es * ps + eq * pq) / (es + eq + eps)}
 
     def scale_of(g: torch.Tensor) -> float:
-        return range_scale(g, valid, radius=radius, project=lambda t: t,
-                           rng=np.random.default_rng(seed))
+        return fold_scale(g, valid, radius, seed)
 
     def smooth(p: np.ndarray, g: torch.Tensor, range_sq: float) -> np.ndarray:
-        with torch.no_grad():
-            return smooth_probabilities(torch.from_numpy(p.astype(np.float32))[None], g[None],
-                                        vt, radius=radius, range_sq=range_sq)[0].numpy()
+        return smooth_map(p, g, valid, radius=radius, range_sq=range_sq)
 
     proj = torch.from_numpy(fold["guide"].astype(np.float32))
     s_proj = scale_of(proj)
