@@ -97,6 +97,27 @@ def test_small_training_sets_get_at_least_clf_min_batches_steps_per_epoch():
     assert len(steps) == 1  # fewer pixels than a batch: still one pass, nothing repeated
 
 
+def test_cosine_schedule_decays_the_classifier_learning_rate_each_epoch(monkeypatch):
+    from hsimap.models.diffspectralnet import fit_classifier
+
+    seen: list[float] = []
+    real_epoch = fit_classifier._epoch
+
+    def spy(clf, opt, *args, **kwargs):
+        seen.append(opt.param_groups[0]["lr"])
+        return real_epoch(clf, opt, *args, **kwargs)
+
+    monkeypatch.setattr(fit_classifier, "_epoch", spy)
+    run_fit(synthetic(), {"clf_epochs": 4, "clf_lr": 0.01, "clf_schedule": "cosine"})
+    assert seen == pytest.approx([0.01, 0.01 * (1 + 2 ** -0.5) / 2, 0.005,
+                                  0.01 * (1 - 2 ** -0.5) / 2])
+    seen.clear()
+    run_fit(synthetic(), {"clf_epochs": 3, "clf_lr": 0.01})
+    assert seen == pytest.approx([0.01] * 3)  # "constant", the default
+    with pytest.raises(ValueError, match="clf_schedule"):
+        get_spec("diffspectralnet").make_config("tiny", {"clf_schedule": "step"})
+
+
 def test_fit_refuses_unusable_data():
     data = synthetic()
     none = np.zeros_like(data.train_mask)

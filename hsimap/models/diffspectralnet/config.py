@@ -13,6 +13,7 @@ ReducerKind = Literal["pca", "scale"]
 ReducerFit = Literal["train", "scene"]
 FeatureSource = Literal["diffusion", "projection"]
 TimestepSampling = Literal["uniform", "features"]
+LrSchedule = Literal["constant", "cosine"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "unet": ("3d", "2d", "pixel"),
@@ -22,6 +23,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "reducer_fit": ("train", "scene"),
     "features": ("diffusion", "projection"),
     "t_sampling": ("uniform", "features"),
+    "clf_schedule": ("constant", "cosine"),
 }
 
 
@@ -81,6 +83,11 @@ class DiffSpectralNetConfig:
     clf_epochs, clf_batch, clf_lr, clf_weight_decay, clf_grad_clip, patience
         Classifier training; ``patience`` epochs without a better validation accuracy stop it
         (0: never stop early; the best-validation state is still kept).
+    clf_schedule
+        The classifier's learning rate over its epochs: ``"constant"`` (``clf_lr``
+        throughout) or ``"cosine"`` (``clf_lr`` at the first epoch, decayed along half a
+        cosine to nearly zero at the last, set at the start of every epoch), so a fixed
+        schedule ends on averaged-out rather than on the last steps' noisy weights.
     clf_min_batches
         Least optimizer steps per classifier epoch: a training set that makes fewer batches
         in one pass is cycled (reshuffled each pass; 1: one pass, as before); without it,
@@ -176,6 +183,7 @@ class DiffSpectralNetConfig:
     clf_grad_clip: float = 15.0
     patience: int = 8
     clf_min_batches: int = 1
+    clf_schedule: LrSchedule = "constant"
     clf_ensemble: int = 1
     class_weighting: bool = True
     noise_seed: int = 0

@@ -124,13 +124,22 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, sampler: PatchSamp
     return total / max(seen, 1), correct / max(seen, 1)
 
 
+def epoch_lr(config: DiffSpectralNetConfig, epoch: int) -> float:
+    """Learning rate of 1-based ``epoch`` under ``config.clf_schedule``."""
+    if config.clf_schedule == "constant":
+        return float(config.clf_lr)
+    return float(config.clf_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1)
+                                                        / config.clf_epochs))
+
+
 def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndarray,
                      train_mask: np.ndarray, val_mask: np.ndarray,
                      config: DiffSpectralNetConfig, *, gen: torch.Generator,
                      progress: ProgressCallback,
                      cube: torch.Tensor | None = None) -> dict[str, Any]:
-    """Fit ``clf`` with Adam; with ``config.patience > 0``, early stopping on validation
-    accuracy (best state kept), else a fixed schedule (last state kept).
+    """Fit ``clf`` with Adam (learning rate per epoch by ``config.clf_schedule``); with
+    ``config.patience > 0``, early stopping on validation accuracy (best state kept), else a
+    fixed schedule (last state kept).
 
     Parameters
     ----------
@@ -169,6 +178,8 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
     best_acc, best_loss, best_epoch, best_state, stale = -1.0, math.inf, 0, None, 0
     start = time.perf_counter()
     for epoch in range(1, config.clf_epochs + 1):
+        for group in opt.param_groups:
+            group["lr"] = epoch_lr(config, epoch)
         loss, train_acc = _epoch(clf, opt, sampler, rows, cols, y, weight, config, gen,
                                  spectra)
         val_acc, val_loss = _evaluate(clf, padded, vrows, vcols, vy, cube)
