@@ -424,3 +424,48 @@ def test_self_training_adds_pseudo_labelled_epochs_and_refits():
     _, refit_history = spec.refit(model, data, config, history, seed=0,
                                   device=torch.device("cpu"), progress=lambda e: None)
     assert refit_history["self_training"]["pseudo_pixels"] > 0
+
+
+def test_weight_averaging_keeps_the_mean_of_the_late_epochs_weights(monkeypatch):
+    from hsimap.models.diffspectralnet import fit_classifier
+
+    snapshots: list[dict[str, torch.Tensor]] = []
+    real_add = fit_classifier.WeightAverage.add
+
+    def spy(self, clf):
+        snapshots.append({k: v.detach().clone() for k, v in clf.named_parameters()})
+        real_add(self, clf)
+
+    monkeypatch.setattr(fit_classifier.WeightAverage, "add", spy)
+    model, history, _ = run_fit(synthetic(), {"clf_epochs": 4, "clf_average_from": 2})
+    assert len(snapshots) == 3  # after epochs 2, 3 and 4
+    moved = 0
+    for name, p in model.classifier.named_parameters():
+        mean = torch.stack([s[name] for s in snapshots]).mean(0)
+        assert torch.allclose(p, mean, atol=1e-6), name
+        moved += not torch.allclose(p, snapshots[-1][name])
+    assert moved > 0  # not simply the last epoch's weights
+    clf = history["classifier"]
+    assert clf["weight_average"]["epochs"] == 3 and "val_acc" in clf["weight_average"]
+    assert "mean of the weights after epochs 2-4" in clf["early_stopping"]
+    bn = model.classifier.head[1]  # statistics recomputed for the averaged weights
+    assert bn.momentum == 0.1 and torch.isfinite(bn.running_var).all()
+    with pytest.raises(ValueError, match="patience"):
+        get_spec("diffspectralnet").make_config("tiny", {"clf_average_from": 2, "patience": 3})
+
+
+def test_refresh_bn_sets_the_mean_of_one_pass_over_the_training_windows():
+    from hsimap.models.diffspectralnet.classifier import WindowClassifier
+    from hsimap.models.diffspectralnet.fit_classifier import PatchSampler, refresh_bn
+
+    config = get_spec("diffspectralnet").make_config("tiny", {})
+    clf = WindowClassifier(config, n_feat=3, n_classes=2)
+    sampler = PatchSampler(torch.randn(3, 30, 30), clf.k + 2)
+    rows, cols = torch.arange(3, 23), torch.arange(2, 22)
+    clf.tokenizer[1].running_mean.fill_(7.0)  # stale statistics
+    refresh_bn(clf, sampler, rows, cols, None, batch=5)  # 4 equal batches: the plain mean
+    with torch.no_grad():
+        conv = clf.tokenizer[0](sampler(rows, cols))  # (n, dim, k, k)
+    bn = clf.tokenizer[1]
+    assert torch.allclose(bn.running_mean, conv.mean((0, 2, 3)), atol=1e-5)
+    assert bn.momentum == 0.1 and clf.training

@@ -88,6 +88,13 @@ class DiffSpectralNetConfig:
         throughout) or ``"cosine"`` (``clf_lr`` at the first epoch, decayed along half a
         cosine to nearly zero at the last, set at the start of every epoch), so a fixed
         schedule ends on averaged-out rather than on the last steps' noisy weights.
+    clf_average_from
+        Weight averaging (stochastic weight averaging, Izmailov et al. 2018; 0: off): the
+        classifier kept is the mean of its weights at the end of every epoch from this one
+        to the last, its batch-norm statistics then recomputed on the training windows. An
+        ensemble of the late epochs in weight space, at no cost at prediction. Needs the
+        fixed schedule (``patience = 0``); a fit with fewer epochs (self-training's) averages
+        nothing.
     clf_min_batches
         Least optimizer steps per classifier epoch: a training set that makes fewer batches
         in one pass is cycled (reshuffled each pass; 1: one pass, as before); without it,
@@ -184,6 +191,7 @@ class DiffSpectralNetConfig:
     patience: int = 8
     clf_min_batches: int = 1
     clf_schedule: LrSchedule = "constant"
+    clf_average_from: int = 0
     clf_ensemble: int = 1
     class_weighting: bool = True
     noise_seed: int = 0
@@ -219,10 +227,13 @@ class DiffSpectralNetConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("proj_bands", "patience", "noise_seed", "denoiser_check_every",
-                     "smooth_radius", "pseudo_epochs"):
+                     "smooth_radius", "pseudo_epochs", "clf_average_from"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.clf_average_from and self.patience:
+            raise ValueError("clf_average_from needs the fixed schedule (patience = 0), got "
+                             f"patience {self.patience}")
         if self.window % 2 != 1 or self.window < 1:
             raise ValueError(f"window must be a positive odd integer, got {self.window!r}")
         if self.time_dim % 2:

@@ -124,12 +124,77 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, sampler: PatchSamp
     return total / max(seen, 1), correct / max(seen, 1)
 
 
+class WeightAverage:
+    """Running mean of a classifier's parameters over epochs (buffers are not averaged: the
+    batch-norm statistics are recomputed for the averaged weights by :func:`refresh_bn`)."""
+
+    def __init__(self) -> None:
+        self.mean: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self, clf: torch.nn.Module) -> None:
+        """Fold the current parameters into the mean."""
+        self.count += 1
+        for name, p in clf.named_parameters():
+            if name not in self.mean:
+                self.mean[name] = p.detach().clone()
+            else:
+                self.mean[name] += (p.detach() - self.mean[name]) / self.count
+
+    @torch.no_grad()
+    def apply(self, clf: torch.nn.Module) -> None:
+        """Set ``clf``'s parameters to the mean."""
+        for name, p in clf.named_parameters():
+            p.copy_(self.mean[name])
+
+
+@torch.no_grad()
+def refresh_bn(clf: WindowClassifier, sampler: PatchSampler, rows: torch.Tensor,
+               cols: torch.Tensor, spectra: torch.Tensor | None, batch: int) -> None:
+    """Recompute every batch-norm layer's running statistics as the average over the batches
+    of one pass of the training windows (unturned) through ``clf`` in train mode (as
+    ``torch.optim.swa_utils.update_bn`` does)."""
+    norms = [m for m in clf.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(rows) < 2:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = clf.training
+    clf.train()
+    for i in range(0, len(rows), batch):
+        r, c = rows[i:i + batch], cols[i:i + batch]
+        if len(r) < 2:
+            continue
+        clf.forward_patches(sampler(r, c), None if spectra is None else spectra[i:i + batch])
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    clf.train(was_training)
+
+
 def epoch_lr(config: DiffSpectralNetConfig, epoch: int) -> float:
     """Learning rate of 1-based ``epoch`` under ``config.clf_schedule``."""
     if config.clf_schedule == "constant":
         return float(config.clf_lr)
     return float(config.clf_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1)
                                                         / config.clf_epochs))
+
+
+def _kept_note(*, has_val: bool, stopping: bool, averaged_from: int, last: int,
+               best_epoch: int) -> str:
+    """The history's sentence on which weights the fit kept."""
+    info = f"; best validation epoch {best_epoch}, for information only" if has_val else ""
+    if averaged_from:
+        return (f"fixed schedule: kept the mean of the weights after epochs "
+                f"{averaged_from}-{last} (weight averaging){info}")
+    if not has_val:
+        return "val_mask is empty: no early stopping, trained all epochs, kept the last state"
+    if stopping:
+        return f"kept the best validation epoch {best_epoch}"
+    # a fixed schedule: picking an epoch by validation would bias the validation figure
+    return f"fixed schedule (patience 0): kept the last epoch {last}{info}"
 
 
 def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndarray,
@@ -177,11 +242,14 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
     epochs: list[dict[str, float]] = []
     best_acc, best_loss, best_epoch, best_state, stale = -1.0, math.inf, 0, None, 0
     start = time.perf_counter()
+    average = WeightAverage() if config.clf_average_from else None
     for epoch in range(1, config.clf_epochs + 1):
         for group in opt.param_groups:
             group["lr"] = epoch_lr(config, epoch)
         loss, train_acc = _epoch(clf, opt, sampler, rows, cols, y, weight, config, gen,
                                  spectra)
+        if average is not None and epoch >= config.clf_average_from:
+            average.add(clf)
         val_acc, val_loss = _evaluate(clf, padded, vrows, vcols, vy, cube)
         epochs.append({"epoch": epoch, "loss": loss, "train_acc": train_acc,
                        "val_acc": val_acc if has_val else None,  # type: ignore[dict-item]
@@ -208,16 +276,20 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
                  if len(epochs) < config.clf_epochs else "")
         progress(ProgressEvent("classifier", len(epochs), config.clf_epochs, note=(
             f"{early}kept epoch {best_epoch} (best validation accuracy {best_acc:.4f})")))
+    averaged: dict[str, Any] = {}
+    if average is not None and average.count:
+        average.apply(clf)
+        refresh_bn(clf, sampler, rows, cols, spectra, config.clf_batch)
+        averaged = {"epochs": average.count, "from_epoch": config.clf_average_from}
+        if has_val:
+            averaged["val_acc"], averaged["val_loss"] = _evaluate(clf, padded, vrows, vcols,
+                                                                  vy, cube)
     clf.eval()
-    if not has_val:
-        note = "val_mask is empty: no early stopping, trained all epochs, kept the last state"
-    elif stopping:
-        note = f"kept the best validation epoch {best_epoch}"
-    else:  # a fixed schedule: picking an epoch by validation would bias the validation figure
-        note = (f"fixed schedule (patience 0): kept the last epoch {len(epochs)}; best "
-                f"validation epoch {best_epoch}, for information only")
+    note = _kept_note(has_val=has_val, stopping=stopping, averaged_from=(
+        config.clf_average_from if averaged else 0), last=len(epochs), best_epoch=best_epoch)
     return {"epochs": epochs, "best_epoch": best_epoch if stopping else len(epochs),
             "best_val_epoch": best_epoch if has_val else None,
             "best_val_acc": best_acc if has_val else None, "early_stopping": note,
+            **({"weight_average": averaged} if averaged else {}),
             "n_train": int(len(rows)), "n_val": int(len(vrows)),
             "seconds": round(time.perf_counter() - start, 3)}
