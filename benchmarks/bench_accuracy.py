@@ -302,6 +302,24 @@ VALIDATION = {"mode": "guarded"}  # set from --clf-val in main()
 DENOISER = {"per_fold": False}  # set from --denoiser in main()
 
 
+def validation_split(scene: Scene, train: np.ndarray, seed: int, model: str,
+                     config: object) -> tuple[np.ndarray, np.ndarray]:
+    """The (train, validation) masks a fit of ``model`` on the fold's ``train`` pixels uses:
+    all of them and none under ``--clf-val none``; else 8 px validation blocks drawn from the
+    training pixels with a guard band of the model's window radius."""
+    from hsimap.models.base import get_spec
+    from hsimap.split import make_split
+
+    if VALIDATION["mode"] == "none":
+        return train.copy(), np.zeros_like(train)
+    probe = get_spec(model).build(config, n_bands=scene.cube.shape[0],
+                                  n_classes=len(scene.class_names))
+    split = make_split(np.where(train, scene.labels, -1), scene.tiles, method="block",
+                       val_fraction=0.15, guard=probe.window_radius(), seed=seed,
+                       block_size=8)
+    return split.train, split.val
+
+
 def fit_on_split(scene: Scene, train: np.ndarray, seed: int, model: str, config: object,
                  init: object | None = None,
                  device: object = None) -> tuple[object, object, dict]:
@@ -320,19 +338,12 @@ def fit_on_split(scene: Scene, train: np.ndarray, seed: int, model: str, config:
     from hsimap.checkpoint import Checkpoint, Normalisation
     from hsimap.classes import ClassTable
     from hsimap.models.base import TrainData, get_spec
-    from hsimap.split import make_split
 
     torch.manual_seed(seed)
     spec = get_spec(model)
     z, mean, std = standardise(scene)
     inner = np.where(train, scene.labels, -1)  # validation drawn from training pixels only
-    if VALIDATION["mode"] == "none":
-        tr, va = train.copy(), np.zeros_like(train)
-    else:
-        probe = spec.build(config, n_bands=z.shape[0], n_classes=len(scene.class_names))
-        split = make_split(inner, scene.tiles, method="block", val_fraction=0.15,
-                           guard=probe.window_radius(), seed=seed, block_size=8)
-        tr, va = split.train, split.val
+    tr, va = validation_split(scene, train, seed, model, config)
     data = TrainData(z, scene.valid, inner, tr, va, len(scene.class_names))
     extra = {} if init is None else {"init": init}
     fitted, history = spec.fit(data, config, seed=seed,
@@ -398,6 +409,7 @@ def blend_runner(spatial: tuple[str, str | None, dict],
     components and the other weights come as sub-rows (``name/part``) of the same fold, so
     every comparison among them is paired."""
     def run(scene: Scene, train: np.ndarray, test: np.ndarray, seed: int):
+        from hsimap.models.base import get_spec
         from hsimap.predict.engine import class_probabilities
 
         parts, t_fit, t_pred, extra, ckpts = [], 0.0, 0.0, {}, []
@@ -418,7 +430,10 @@ def blend_runner(spatial: tuple[str, str | None, dict],
             if w != 0.5:
                 also[f"w{w}"] = label(w * parts[0] + (1 - w) * parts[1])
         if DUMP["dir"] is not None:
-            dump_fold(scene, train, test, seed, parts, ckpts[0])
+            vals = [validation_split(scene, train, seed, m,
+                                     get_spec(m).make_config(pr, ov))[1]
+                    for m, pr, ov in (spatial, spectral)]
+            dump_fold(scene, train, test, seed, parts, ckpts[0], vals[0] & vals[1])
         return label(0.5 * parts[0] + 0.5 * parts[1]), t_fit, t_pred, {**extra, "also": also}
 
     return run
@@ -428,10 +443,11 @@ DUMP: dict[str, Path | None] = {"dir": None}  # set from --dump in main()
 
 
 def dump_fold(scene: Scene, train: np.ndarray, test: np.ndarray, seed: int,
-              parts: list[np.ndarray], spatial_ckpt: object) -> None:
-    """Write one blend fold's class probabilities (spatial, spectral), masks, labels and the
-    DiffSpectralNet's spectral projection of the scene (the guide of its probability
-    smoothing) to ``--dump``, for ``bench_smoothing.py``."""
+              parts: list[np.ndarray], spatial_ckpt: object, val: np.ndarray) -> None:
+    """Write one blend fold's class probabilities (spatial, spectral), masks (``val``: the
+    training pixels both parts held out for validation; none under ``--clf-val none``),
+    labels and the DiffSpectralNet's spectral projection of the scene (the guide of its
+    probability smoothing) to ``--dump``, for ``bench_smoothing.py``."""
     import torch
 
     z, _, _ = standardise(scene)
@@ -443,6 +459,7 @@ def dump_fold(scene: Scene, train: np.ndarray, test: np.ndarray, seed: int,
     np.savez_compressed(
         out / f"{scene.name}_{PROTOCOL['name']}_{seed}_t{TRAIN_SEED['offset']}.npz",
         spatial=parts[0], spectral=parts[1], guide=guide.numpy(), train=train, test=test,
+        val=val,
         labels=scene.labels, valid=scene.valid, seed=seed)
 
 
@@ -524,9 +541,13 @@ def main(argv: list[str] | None = None) -> None:
                         "here (for benchmarks/bench_smoothing.py)")
     p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
                    help="only print the table of earlier runs' JSON files")
+    p.add_argument("--spread", action="store_true",
+                   help="with --table: the training-seed spread table instead (runs with "
+                        "several --train-seed values, paired with dsn-fast)")
     args = p.parse_args(argv)
     if args.table:
-        print_table([r for f in args.table for r in json.loads(f.read_text())])
+        rows = [r for f in args.table for r in json.loads(f.read_text())]
+        (print_spread if args.spread else print_table)(rows)
         return
     VALIDATION["mode"] = args.clf_val
     DUMP["dir"] = args.dump
@@ -574,6 +595,34 @@ def paired(results: list[dict], key: tuple, base: str = "svm-rbf",
     d = np.array([mine[s] - ref[s] for s in seeds])
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
     return float(d.mean()), se, len(d)
+
+
+def print_spread(results: list[dict], base: str = "dsn-fast") -> None:
+    """Training-seed spread: per (scene, protocol, method), each fold's OA under every
+    ``train_seed`` run, the mean over folds of its range, and the paired difference to
+    ``base`` over every (fold, training seed) both have."""
+    oa = {(r["dataset"], r["protocol"], r["method"], r["seed"], r["train_seed"]): r["oa"]
+          for r in results}
+    print("\n| dataset | protocol | method | OA per fold (training seeds) | mean range "
+          f"| - {base}, paired (fits) |")
+    print("|---|---|---|---|---|---|")
+    for ds, proto, method in dict.fromkeys(k[:3] for k in oa):
+        mine = {k[3:]: v for k, v in oa.items() if k[:3] == (ds, proto, method)}
+        folds = sorted({f for f, _ in mine})
+        seeds = sorted({t for _, t in mine})
+        cells, ranges = [], []
+        for f in folds:
+            vals = [mine.get((f, t)) for t in seeds]
+            cells.append(f"{f}: " + " / ".join("-" if v is None else f"{v:.1f}" for v in vals))
+            got = [v for v in vals if v is not None]
+            if len(got) > 1:
+                ranges.append(max(got) - min(got))
+        d = np.array([v - oa[(ds, proto, base, *k)] for k, v in mine.items()
+                      if (ds, proto, base, *k) in oa])
+        pair = "" if method == base or len(d) < 2 else \
+            f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)})"
+        spread = f"{np.mean(ranges):.2f}" if ranges else ""
+        print(f"| {ds} | {proto} | {method} | {'; '.join(cells)} | {spread} | {pair} |")
 
 
 def print_table(results: list[dict]) -> None:
