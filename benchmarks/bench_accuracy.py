@@ -23,7 +23,8 @@ Protocols:
 Rows: svm-rbf / random-forest on standardised spectra; cnn-pca (a 3-layer CNN on 9 x 9
 patches of 30 PCA components: the simplest spatial baseline, issue 12's floor) and
 cnn-pca-11aug (the same CNN on 11 x 11 patches with rotation/mirror augmentation, the best of
-the CNN variants tried);
+the CNN variants tried); cnn-fast (cnn-pca-11aug ended as fast ends: its probabilities
+averaged 0.5/0.5 with hsimap's svm and smoothed with fast's setting; sub-rows /cnn, /blend);
 spectral-mlp (hsimap's baseline); hsimap-svm / hsimap-rf: hsimap's own `svm` (C and gamma
 by grouped spatial CV on the training pixels) and `random-forest` kinds, default presets;
 dsn-fast (DiffSpectralNet, fast preset: since 2026-12-02 with its SVM member,
@@ -218,68 +219,112 @@ def sklearn_runner(kind: str) -> Runner:
     return run
 
 
-def cnn_runner(components: int = 30, size: int = 9, epochs: int = 100,
-               augment: bool = False) -> Runner:
+def cnn_probabilities(scene: Scene, train: np.ndarray, seed: int, *, components: int = 30,
+                      size: int = 9, epochs: int = 100,
+                      augment: bool = False) -> tuple[np.ndarray, float, float]:
     """The simplest spatial baseline (issue 12's floor): a 3-layer CNN on ``size`` x ``size``
     patches of ``components`` PCA components (PCA fitted on every valid pixel, no labels:
     transductive like the denoiser), Adam, a fixed schedule, no validation; ``augment``: each
     training patch turned by a random one of the 8 symmetries of the square, as
-    DiffSpectralNet's ``clf_augment`` does."""
+    DiffSpectralNet's ``clf_augment`` does. Returns its ``(K, H, W)`` class probabilities
+    (0 outside the valid pixels), fit and prediction seconds."""
+    import torch
+    from torch import nn
+
+    from hsimap.models.diffspectralnet.classifier import gather_patches
+    from hsimap.models.diffspectralnet.fit_classifier import dihedral
+
+    torch.manual_seed(seed)
+    z, _, _ = standardise(scene)
+    pix = z[:, scene.valid].T.astype(np.float64)
+    mu = pix.mean(0)
+    _, _, vt = np.linalg.svd(pix - mu, full_matrices=False)
+    pcs = ((z.reshape(z.shape[0], -1).T - mu) @ vt[:components].T).T
+    pcs = (pcs / pcs[:, scene.valid.reshape(-1)].std(1, keepdims=True))
+    pcs[:, ~scene.valid.reshape(-1)] = 0
+    h, w = scene.labels.shape
+    r = size // 2
+    padded = torch.from_numpy(np.pad(pcs.reshape(components, h, w).astype(np.float32),
+                                     ((0, 0), (r, r), (r, r))))
+    k = len(scene.class_names)
+    net = nn.Sequential(
+        nn.Conv2d(components, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * (size - 6) ** 2, k))
+
+    def patches(idx: np.ndarray) -> torch.Tensor:
+        rows, cols = (torch.from_numpy(a) for a in np.divmod(idx, w))
+        return gather_patches(padded, rows, cols, size)  # (n, C, s, s)
+
+    idx = np.flatnonzero(train.reshape(-1))
+    y = torch.from_numpy(scene.labels.reshape(-1)[idx])
+    xs = patches(idx)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    net.train()
+    for _ in range(epochs):
+        for b in torch.randperm(len(idx), generator=g).split(64):
+            if len(b) < 2:
+                continue
+            xb = dihedral(xs[b], torch.randint(0, 8, (len(b),), generator=g)) \
+                if augment else xs[b]
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(xb), y[b]).backward()
+            opt.step()
+    t1 = time.perf_counter()
+    net.eval()
+    valid = np.flatnonzero(scene.valid.reshape(-1))
+    prob = np.zeros((k, h * w), np.float32)
+    with torch.no_grad():
+        for part in np.array_split(valid, max(1, len(valid) // 4096)):
+            prob[:, part] = net(patches(part)).softmax(1).numpy().T
+    return prob.reshape(k, h, w), t1 - t0, time.perf_counter() - t1
+
+
+def cnn_runner(**settings: object) -> Runner:
+    """:func:`cnn_probabilities`' argmax as a row."""
+
+    def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
+        prob, t_fit, t_pred = cnn_probabilities(scene, train, seed, **settings)  # type: ignore[arg-type]
+        return np.where(scene.valid, prob.argmax(0), -1), t_fit, t_pred, {}
+
+    return run
+
+
+def cnn_fast_runner() -> Runner:
+    """The floor with ``fast``'s ending: the tuned CNN (11 x 11, augmented) in place of the
+    diffusion + transformer model, its probabilities averaged 0.5/0.5 with hsimap's ``svm``
+    and smoothed as ``fast`` smooths (radius 6, range 0.5, guided by a 32-component
+    unwhitened projection fitted label-free). Sub-rows: the CNN alone (``/cnn``) and the
+    unsmoothed blend (``/blend``). Does the diffusion + transformer part beat the simplest
+    spatial model inside the same pipeline?"""
 
     def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
         import torch
-        from torch import nn
 
-        from hsimap.models.diffspectralnet.classifier import gather_patches
-        from hsimap.models.diffspectralnet.fit_classifier import dihedral
+        from hsimap.models.smoothing import ProbabilitySmoother
+        from hsimap.predict.engine import class_probabilities
 
-        torch.manual_seed(seed)
-        z, _, _ = standardise(scene)
-        pix = z[:, scene.valid].T.astype(np.float64)
-        mu = pix.mean(0)
-        _, _, vt = np.linalg.svd(pix - mu, full_matrices=False)
-        pcs = ((z.reshape(z.shape[0], -1).T - mu) @ vt[:components].T).T
-        pcs = (pcs / pcs[:, scene.valid.reshape(-1)].std(1, keepdims=True))
-        pcs[:, ~scene.valid.reshape(-1)] = 0
-        h, w = scene.labels.shape
-        r = size // 2
-        padded = torch.from_numpy(np.pad(pcs.reshape(components, h, w).astype(np.float32),
-                                         ((0, 0), (r, r), (r, r))))
-        k = len(scene.class_names)
-        net = nn.Sequential(
-            nn.Conv2d(components, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * (size - 6) ** 2, k))
-
-        def patches(idx: np.ndarray) -> torch.Tensor:
-            rows, cols = (torch.from_numpy(a) for a in np.divmod(idx, w))
-            return gather_patches(padded, rows, cols, size)  # (n, C, s, s)
-
-        idx = np.flatnonzero(train.reshape(-1))
-        y = torch.from_numpy(scene.labels.reshape(-1)[idx])
-        xs = patches(idx)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
-        g = torch.Generator().manual_seed(seed)
-        t0 = time.perf_counter()
-        net.train()
-        for _ in range(epochs):
-            for b in torch.randperm(len(idx), generator=g).split(64):
-                if len(b) < 2:
-                    continue
-                xb = dihedral(xs[b], torch.randint(0, 8, (len(b),), generator=g)) \
-                    if augment else xs[b]
-                opt.zero_grad()
-                nn.functional.cross_entropy(net(xb), y[b]).backward()
-                opt.step()
+        p_cnn, t_fit, t_pred = cnn_probabilities(scene, train, seed, size=11, augment=True)
+        ckpt, t_svm, _ = fit_hsimap(scene, train, seed, "svm", None, {})
         t1 = time.perf_counter()
-        net.eval()
-        valid = np.flatnonzero(scene.valid.reshape(-1))
-        pred = np.full(h * w, -1, np.int64)
+        p_svm = class_probabilities(ckpt, scene.cube, scene.valid)
+        blend = 0.5 * p_cnn + 0.5 * p_svm
+        z, _, _ = standardise(scene)
+        smoother = ProbabilitySmoother(z.shape[0], radius=6, range_factor=0.5)
+        smoother.fit(torch.from_numpy(z), scene.valid, rng=np.random.default_rng(seed))
         with torch.no_grad():
-            for part in np.array_split(valid, max(1, len(valid) // 4096)):
-                pred[part] = net(patches(part)).argmax(1).numpy()
-        return pred.reshape(h, w), t1 - t0, time.perf_counter() - t1, {}
+            smoothed = smoother(torch.from_numpy(blend.astype(np.float32))[None],
+                                torch.from_numpy(z)[None])[0].numpy()
+
+        def label(p: np.ndarray) -> np.ndarray:
+            return np.where(scene.valid, p.argmax(0), -1)
+
+        also = {"cnn": label(p_cnn), "blend": label(blend)}
+        return (label(smoothed), t_fit + t_svm, t_pred + time.perf_counter() - t1,
+                {"also": also})
 
     return run
 
@@ -471,6 +516,7 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
         "random-forest": sklearn_runner("rf"),
         "cnn-pca": cnn_runner(),
         "cnn-pca-11aug": cnn_runner(size=11, augment=True),
+        "cnn-fast": cnn_fast_runner(),
         "spectral-mlp": hsimap_runner("spectral-mlp", None, {}),
         "hsimap-svm": hsimap_runner("svm", None, {}),
         "svm-smooth": hsimap_runner("svm", "smooth", {}),
