@@ -587,13 +587,21 @@ def main(argv: list[str] | None = None) -> None:
                         "here (for benchmarks/bench_smoothing.py)")
     p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
                    help="only print the table of earlier runs' JSON files")
+    p.add_argument("--versus", type=Path, metavar="JSON",
+                   help="with --table: pair every row fold by fold with a variant of a "
+                        "bench_smoothing.py --out file (see --variant)")
+    p.add_argument("--variant", default="blend/r6x0.5",
+                   help="the --versus variant (default: fast as stored, blend/r6x0.5)")
     p.add_argument("--spread", action="store_true",
                    help="with --table: the training-seed spread table instead (runs with "
                         "several --train-seed values, paired with dsn-fast)")
     args = p.parse_args(argv)
     if args.table:
         rows = [r for f in args.table for r in json.loads(f.read_text())]
-        (print_spread if args.spread else print_table)(rows)
+        if args.versus:
+            print_versus(rows, json.loads(args.versus.read_text()), args.variant)
+        else:
+            (print_spread if args.spread else print_table)(rows)
         return
     VALIDATION["mode"] = args.clf_val
     DUMP["dir"] = args.dump
@@ -669,6 +677,36 @@ def print_spread(results: list[dict], base: str = "dsn-fast") -> None:
             f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)})"
         spread = f"{np.mean(ranges):.2f}" if ranges else ""
         print(f"| {ds} | {proto} | {method} | {'; '.join(cells)} | {spread} | {pair} |")
+
+
+def print_versus(results: list[dict], other: list[dict], variant: str) -> None:
+    """Every (scene, protocol, method) of ``results`` paired fold by fold with ``variant``'s
+    rows of a ``bench_smoothing.py --out`` file (``fast`` as stored: ``blend/r6x0.5``) and
+    with SVM-RBF rows of ``results`` or ``other``."""
+    ref = {(r["dataset"], r["protocol"], r["seed"]): r["oa"] for r in other
+           if r.get("variant") == variant}
+    svm = {(r["dataset"], r["protocol"], r["seed"]): r["oa"] for r in results
+           if r["method"] == "svm-rbf"}
+    print(f"\n| dataset | protocol | method | folds | OA | {variant} | - {variant}, paired "
+          "(better/worse) | - svm-rbf, paired |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def pair(d: np.ndarray) -> str:
+        return "" if len(d) < 2 else (f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} "
+                                      f"({int((d > 0).sum())}/{int((d < 0).sum())})")
+
+    for ds, proto, method in dict.fromkeys((r["dataset"], r["protocol"], r["method"])
+                                           for r in results):
+        mine = {r["seed"]: r["oa"] for r in results
+                if (r["dataset"], r["protocol"], r["method"]) == (ds, proto, method)}
+        folds = [f for f in sorted(mine) if (ds, proto, f) in ref]
+        if method == "svm-rbf" or not folds:
+            continue
+        a = np.array([mine[f] for f in folds])
+        b = np.array([ref[(ds, proto, f)] for f in folds])
+        s = np.array([mine[f] - svm[(ds, proto, f)] for f in folds if (ds, proto, f) in svm])
+        print(f"| {ds} | {proto} | {method} | {len(folds)} | {a.mean():.2f} | {b.mean():.2f} | "
+              f"{pair(a - b)} | {pair(s)} |")
 
 
 def print_table(results: list[dict]) -> None:
