@@ -427,16 +427,16 @@ def test_self_training_adds_pseudo_labelled_epochs_and_refits():
 
 
 def test_weight_averaging_keeps_the_mean_of_the_late_epochs_weights(monkeypatch):
-    from hsimap.models.diffspectralnet import fit_classifier
+    from torch.optim.swa_utils import AveragedModel
 
     snapshots: list[dict[str, torch.Tensor]] = []
-    real_add = fit_classifier.WeightAverage.add
+    real_update = AveragedModel.update_parameters
 
     def spy(self, clf):
         snapshots.append({k: v.detach().clone() for k, v in clf.named_parameters()})
-        real_add(self, clf)
+        real_update(self, clf)
 
-    monkeypatch.setattr(fit_classifier.WeightAverage, "add", spy)
+    monkeypatch.setattr(AveragedModel, "update_parameters", spy)
     model, history, _ = run_fit(synthetic(), {"clf_epochs": 4, "clf_average_from": 2})
     assert len(snapshots) == 3  # after epochs 2, 3 and 4
     moved = 0

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from hsimap.device import autocast
 from hsimap.models.base import ProgressCallback, ProgressEvent
@@ -124,37 +125,12 @@ def _epoch(clf: WindowClassifier, opt: torch.optim.Optimizer, sampler: PatchSamp
     return total / max(seen, 1), correct / max(seen, 1)
 
 
-class WeightAverage:
-    """Running mean of a classifier's parameters over epochs (buffers are not averaged: the
-    batch-norm statistics are recomputed for the averaged weights by :func:`refresh_bn`)."""
-
-    def __init__(self) -> None:
-        self.mean: dict[str, torch.Tensor] = {}
-        self.count = 0
-
-    @torch.no_grad()
-    def add(self, clf: torch.nn.Module) -> None:
-        """Fold the current parameters into the mean."""
-        self.count += 1
-        for name, p in clf.named_parameters():
-            if name not in self.mean:
-                self.mean[name] = p.detach().clone()
-            else:
-                self.mean[name] += (p.detach() - self.mean[name]) / self.count
-
-    @torch.no_grad()
-    def apply(self, clf: torch.nn.Module) -> None:
-        """Set ``clf``'s parameters to the mean."""
-        for name, p in clf.named_parameters():
-            p.copy_(self.mean[name])
-
-
 @torch.no_grad()
 def refresh_bn(clf: WindowClassifier, sampler: PatchSampler, rows: torch.Tensor,
                cols: torch.Tensor, spectra: torch.Tensor | None, batch: int) -> None:
     """Recompute every batch-norm layer's running statistics as the average over the batches
-    of one pass of the training windows (unturned) through ``clf`` in train mode (as
-    ``torch.optim.swa_utils.update_bn`` does)."""
+    of one pass of the training windows (unturned) through ``clf`` in train mode: what
+    ``torch.optim.swa_utils.update_bn`` does, which cannot pass the centre spectra."""
     norms = [m for m in clf.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms or len(rows) < 2:
         return
@@ -242,14 +218,14 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
     epochs: list[dict[str, float]] = []
     best_acc, best_loss, best_epoch, best_state, stale = -1.0, math.inf, 0, None, 0
     start = time.perf_counter()
-    average = WeightAverage() if config.clf_average_from else None
+    average = AveragedModel(clf) if config.clf_average_from else None  # equal-weight mean
     for epoch in range(1, config.clf_epochs + 1):
         for group in opt.param_groups:
             group["lr"] = epoch_lr(config, epoch)
         loss, train_acc = _epoch(clf, opt, sampler, rows, cols, y, weight, config, gen,
                                  spectra)
         if average is not None and epoch >= config.clf_average_from:
-            average.add(clf)
+            average.update_parameters(clf)
         val_acc, val_loss = _evaluate(clf, padded, vrows, vcols, vy, cube)
         epochs.append({"epoch": epoch, "loss": loss, "train_acc": train_acc,
                        "val_acc": val_acc if has_val else None,  # type: ignore[dict-item]
@@ -277,10 +253,13 @@ def train_classifier(clf: WindowClassifier, feats: torch.Tensor, labels: np.ndar
         progress(ProgressEvent("classifier", len(epochs), config.clf_epochs, note=(
             f"{early}kept epoch {best_epoch} (best validation accuracy {best_acc:.4f})")))
     averaged: dict[str, Any] = {}
-    if average is not None and average.count:
-        average.apply(clf)
+    if average is not None and int(average.n_averaged):
+        with torch.no_grad():
+            for param, mean in zip(clf.parameters(), average.module.parameters(),
+                                   strict=True):
+                param.copy_(mean)
         refresh_bn(clf, sampler, rows, cols, spectra, config.clf_batch)
-        averaged = {"epochs": average.count, "from_epoch": config.clf_average_from}
+        averaged = {"epochs": int(average.n_averaged), "from_epoch": config.clf_average_from}
         if has_val:
             averaged["val_acc"], averaged["val_loss"] = _evaluate(clf, padded, vrows, vcols,
                                                                   vy, cube)
