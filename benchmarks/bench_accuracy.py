@@ -196,6 +196,11 @@ Runner = Callable[[Scene, np.ndarray, np.ndarray, int],
                   tuple[np.ndarray, float, float, dict]]
 
 
+def label_map(scene: Scene, p: np.ndarray) -> np.ndarray:
+    """The class map of ``(K, H, W)`` probabilities: argmax, -1 outside the valid pixels."""
+    return np.where(scene.valid, p.argmax(0), -1)
+
+
 def sklearn_runner(kind: str) -> Runner:
     """SVM-RBF or random forest on standardised spectra."""
 
@@ -288,7 +293,7 @@ def cnn_runner(**settings: object) -> Runner:
 
     def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
         prob, t_fit, t_pred = cnn_probabilities(scene, train, seed, **settings)  # type: ignore[arg-type]
-        return np.where(scene.valid, prob.argmax(0), -1), t_fit, t_pred, {}
+        return label_map(scene, prob), t_fit, t_pred, {}
 
     return run
 
@@ -318,12 +323,8 @@ def cnn_fast_runner() -> Runner:
         with torch.no_grad():
             smoothed = smoother(torch.from_numpy(blend.astype(np.float32))[None],
                                 torch.from_numpy(z)[None])[0].numpy()
-
-        def label(p: np.ndarray) -> np.ndarray:
-            return np.where(scene.valid, p.argmax(0), -1)
-
-        also = {"cnn": label(p_cnn), "blend": label(blend)}
-        return (label(smoothed), t_fit + t_svm, t_pred + time.perf_counter() - t1,
+        also = {"cnn": label_map(scene, p_cnn), "blend": label_map(scene, blend)}
+        return (label_map(scene, smoothed), t_fit + t_svm, t_pred + time.perf_counter() - t1,
                 {"also": also})
 
     return run
@@ -466,20 +467,17 @@ def blend_runner(spatial: tuple[str, str | None, dict],
             parts.append(class_probabilities(ckpt, scene.cube, scene.valid))
             t_fit += t
             t_pred += time.perf_counter() - t1
-
-        def label(p: np.ndarray) -> np.ndarray:
-            return np.where(scene.valid, p.argmax(0), -1)
-
-        also = {"spatial": label(parts[0]), "spectral": label(parts[1])}
+        also = {"spatial": label_map(scene, parts[0]), "spectral": label_map(scene, parts[1])}
         for w in BLEND_WEIGHTS:
             if w != 0.5:
-                also[f"w{w}"] = label(w * parts[0] + (1 - w) * parts[1])
+                also[f"w{w}"] = label_map(scene, w * parts[0] + (1 - w) * parts[1])
         if DUMP["dir"] is not None:
             vals = [validation_split(scene, train, seed, m,
                                      get_spec(m).make_config(pr, ov))[1]
                     for m, pr, ov in (spatial, spectral)]
             dump_fold(scene, train, test, seed, parts, ckpts[0], vals[0] & vals[1])
-        return label(0.5 * parts[0] + 0.5 * parts[1]), t_fit, t_pred, {**extra, "also": also}
+        return (label_map(scene, 0.5 * parts[0] + 0.5 * parts[1]), t_fit, t_pred,
+                {**extra, "also": also})
 
     return run
 
@@ -647,8 +645,17 @@ def paired(results: list[dict], key: tuple, base: str = "svm-rbf",
     if method == base or not seeds:
         return None
     d = np.array([mine[s] - ref[s] for s in seeds])
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return float(d.mean()), se, len(d)
+    return float(d.mean()), standard_error(d), len(d)
+
+
+def standard_error(d: np.ndarray) -> float:
+    """Standard error of the mean of paired differences (n - 1 in the std; NaN for one)."""
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+def mean_se_text(d: np.ndarray) -> str:
+    """``"+1.23 ± 0.45"``: the mean paired difference and its standard error."""
+    return f"{d.mean():+.2f} ± {standard_error(d):.2f}"
 
 
 def print_spread(results: list[dict], base: str = "dsn-fast") -> None:
@@ -673,8 +680,7 @@ def print_spread(results: list[dict], base: str = "dsn-fast") -> None:
                 ranges.append(max(got) - min(got))
         d = np.array([v - oa[(ds, proto, base, *k)] for k, v in mine.items()
                       if (ds, proto, base, *k) in oa])
-        pair = "" if method == base or len(d) < 2 else \
-            f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)})"
+        pair = "" if method == base or len(d) < 2 else f"{mean_se_text(d)} ({len(d)})"
         spread = f"{np.mean(ranges):.2f}" if ranges else ""
         print(f"| {ds} | {proto} | {method} | {'; '.join(cells)} | {spread} | {pair} |")
 
@@ -692,8 +698,8 @@ def print_versus(results: list[dict], other: list[dict], variant: str) -> None:
     print("|---|---|---|---|---|---|---|---|")
 
     def pair(d: np.ndarray) -> str:
-        return "" if len(d) < 2 else (f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} "
-                                      f"({int((d > 0).sum())}/{int((d < 0).sum())})")
+        return "" if len(d) < 2 else \
+            f"{mean_se_text(d)} ({int((d > 0).sum())}/{int((d < 0).sum())})"
 
     for ds, proto, method in dict.fromkeys((r["dataset"], r["protocol"], r["method"])
                                            for r in results):
