@@ -224,39 +224,140 @@ def sklearn_runner(kind: str) -> Runner:
     return run
 
 
+def pca_map(scene: Scene, components: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """``(components, H, W)`` principal components of the standardised scene, each scaled to
+    unit variance over the valid pixels (PCA fitted on every valid pixel, no labels:
+    transductive like the denoiser), 0 outside the valid pixels; and each component's
+    standard deviation before that scaling."""
+    z, _, _ = standardise(scene)
+    pix = z[:, scene.valid].T.astype(np.float64)
+    mu = pix.mean(0)
+    _, _, vt = np.linalg.svd(pix - mu, full_matrices=False)
+    pcs = ((z.reshape(z.shape[0], -1).T - mu) @ vt[:components].T).T
+    std = pcs[:, scene.valid.reshape(-1)].std(1)
+    pcs = pcs / std[:, None]
+    pcs[:, ~scene.valid.reshape(-1)] = 0
+    return pcs.reshape(components, *scene.labels.shape).astype(np.float32), std
+
+
+def cnn_trunk(channels: int, padding: int = 0) -> list:
+    """The floor's three 3 x 3 convolutions (64 filters, batch norm, ReLU)."""
+    from torch import nn
+
+    return [nn.Conv2d(channels, 64, 3, padding=padding), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=padding), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=padding), nn.BatchNorm2d(64), nn.ReLU()]
+
+
+def pretrain_trunk(inputs: np.ndarray, valid: np.ndarray, seed: int, steps: int,
+                   gain: np.ndarray | None = None, t_max: int = 200, crop: int = 24,
+                   batch: int = 16) -> tuple[dict, dict]:
+    """Diffusion pretraining of the floor's trunk, label-free, on every valid pixel of the
+    scene: the three convolutions ('same' padding) and a 1 x 1 output layer learn to predict
+    the noise of DDPM-noised crops of ``inputs`` (``fast``'s linear schedule, 500 steps,
+    t drawn uniformly from 1..``t_max``; no timestep input: a noise-level-blind denoiser,
+    so the trunk's weights carry over unchanged), L1 loss on valid pixels, Adam 1e-3.
+    ``gain``: per-channel factors applied to ``inputs`` for the denoiser (to undo the
+    components' whitening, under which noise looks like signal); the first convolution's
+    weights are multiplied by them afterwards, so the returned trunk computes on ``inputs``
+    exactly what the denoiser's trunk computed on the rescaled ones.
+    Returns the trunk's state dict (keys of :func:`cnn_trunk`'s layers) and the denoiser's
+    noise error on the whole scene (eval mode) at t = 10, 50, 100 beside predicting zero."""
+    import torch
+    from torch import nn
+
+    from hsimap.models.diffspectralnet.schedule import Diffusion, make_betas
+
+    g = torch.Generator().manual_seed(seed + 7919)
+    torch.manual_seed(seed + 7919)
+    c, h, w = inputs.shape
+    g_in = np.ones(c, np.float32) if gain is None else gain.astype(np.float32)
+    x = torch.from_numpy(inputs * g_in[:, None, None])
+    m = torch.from_numpy(valid.astype(np.float32))
+    trunk = nn.Sequential(*cnn_trunk(c, padding=1))
+    net = nn.Sequential(trunk, nn.Conv2d(64, c, 1))
+    proc = Diffusion(make_betas("linear", 500, 1e-4, 0.02))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    size = min(crop, h, w)
+    net.train()
+    for _ in range(steps):
+        r0 = torch.randint(0, h - size + 1, (batch,), generator=g)
+        c0 = torch.randint(0, w - size + 1, (batch,), generator=g)
+        x0 = torch.stack([x[:, a:a + size, b:b + size] for a, b in zip(r0, c0, strict=True)])
+        mb = torch.stack([m[a:a + size, b:b + size] for a, b in zip(r0, c0, strict=True)])[:, None]
+        t = torch.randint(1, t_max + 1, (batch,), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        pred = net(proc.q_sample(x0, t, eps))
+        loss = ((pred - eps).abs() * mb).sum() / (mb.sum() * c).clamp(min=1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    check: dict = {"timesteps": [10, 50, 100], "eps_l1": [], "zero_l1": []}
+    with torch.no_grad():
+        for t in check["timesteps"]:
+            eps = torch.randn((1, c, h, w), generator=g)
+            pred = net(proc.noisy(x[None], t, eps))
+            check["eps_l1"].append(round(float((pred - eps).abs()[0][:, valid].mean()), 4))
+            check["zero_l1"].append(round(float(eps.abs()[0][:, valid].mean()), 4))
+    state = {k: v.clone() for k, v in trunk.state_dict().items()}
+    state["0.weight"] *= torch.from_numpy(g_in)[None, :, None, None]
+    return state, check
+
+
+_TRUNKS: dict[tuple, tuple[dict, dict]] = {}  # pretrained trunks, see cnn_probabilities
+
+
 def cnn_probabilities(scene: Scene, train: np.ndarray, seed: int, *, components: int = 30,
-                      size: int = 9, epochs: int = 100,
-                      augment: bool = False) -> tuple[np.ndarray, float, float]:
+                      size: int = 9, epochs: int = 100, augment: bool = False,
+                      extra: np.ndarray | None = None, pretrain: int = 0,
+                      unwhiten: bool = False,
+                      info: dict | None = None) -> tuple[np.ndarray, float, float]:
     """The simplest spatial baseline (issue 12's floor): a 3-layer CNN on ``size`` x ``size``
-    patches of ``components`` PCA components (PCA fitted on every valid pixel, no labels:
-    transductive like the denoiser), Adam, a fixed schedule, no validation; ``augment``: each
-    training patch turned by a random one of the 8 symmetries of the square, as
-    DiffSpectralNet's ``clf_augment`` does. Returns its ``(K, H, W)`` class probabilities
-    (0 outside the valid pixels), fit and prediction seconds."""
+    patches of ``components`` PCA components (:func:`pca_map`), Adam, a fixed schedule, no
+    validation; ``augment``: each training patch turned by a random one of the 8 symmetries
+    of the square, as DiffSpectralNet's ``clf_augment`` does. ``extra``: more ``(D, H, W)``
+    input channels stacked after the components (DiffSpectralNet's diffusion features, for
+    ``cnn-dsn``); ``pretrain``: steps of :func:`pretrain_trunk` whose weights initialise the
+    convolutions (``cnn-ddpm``; the denoiser's check goes into ``info``; ``unwhiten``: the
+    denoiser sees the components at their own variance, ``cnn-ddpm-u``). Returns its
+    ``(K, H, W)`` class probabilities (0 outside the valid pixels), fit and prediction
+    seconds (pretraining included in the fit). ``--train-seed`` changes the initialisation
+    and the batches (not the split)."""
     import torch
     from torch import nn
 
     from hsimap.models.diffspectralnet.classifier import gather_patches
     from hsimap.models.diffspectralnet.fit_classifier import dihedral
 
+    fold_seed, seed = seed, seed + 1000 * TRAIN_SEED["offset"]
     torch.manual_seed(seed)
-    z, _, _ = standardise(scene)
-    pix = z[:, scene.valid].T.astype(np.float64)
-    mu = pix.mean(0)
-    _, _, vt = np.linalg.svd(pix - mu, full_matrices=False)
-    pcs = ((z.reshape(z.shape[0], -1).T - mu) @ vt[:components].T).T
-    pcs = (pcs / pcs[:, scene.valid.reshape(-1)].std(1, keepdims=True))
-    pcs[:, ~scene.valid.reshape(-1)] = 0
+    inputs, pc_std = pca_map(scene, components)
+    if extra is not None:
+        inputs = np.concatenate([inputs, extra.astype(np.float32)])
+    channels = inputs.shape[0]
     h, w = scene.labels.shape
     r = size // 2
-    padded = torch.from_numpy(np.pad(pcs.reshape(components, h, w).astype(np.float32),
-                                     ((0, 0), (r, r), (r, r))))
+    padded = torch.from_numpy(np.pad(inputs, ((0, 0), (r, r), (r, r))))
     k = len(scene.class_names)
-    net = nn.Sequential(
-        nn.Conv2d(components, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * (size - 6) ** 2, k))
+    net = nn.Sequential(*cnn_trunk(channels), nn.Flatten(), nn.Dropout(0.3),
+                        nn.Linear(64 * (size - 6) ** 2, k))
+    t0 = time.perf_counter()
+    if pretrain:  # label-free: once per scene, training seed and steps, as the denoiser
+        key = (scene.name, TRAIN_SEED["offset"], fold_seed if DENOISER["per_fold"] else None,
+               channels, pretrain, unwhiten)
+        if key not in _TRUNKS:
+            _TRUNKS[key] = pretrain_trunk(inputs, scene.valid,
+                                          (fold_seed if DENOISER["per_fold"] else 0)
+                                          + 1000 * TRAIN_SEED["offset"], pretrain,
+                                          gain=np.concatenate(
+                                              [pc_std / pc_std[0],
+                                               np.ones(channels - components)])
+                                          if unwhiten else None)
+        state, check = _TRUNKS[key]
+        nn.Sequential(*net[:9]).load_state_dict(state)
+        if info is not None:
+            info["pretrain_check"] = check
 
     def patches(idx: np.ndarray) -> torch.Tensor:
         rows, cols = (torch.from_numpy(a) for a in np.divmod(idx, w))
@@ -267,7 +368,6 @@ def cnn_probabilities(scene: Scene, train: np.ndarray, seed: int, *, components:
     xs = patches(idx)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
     net.train()
     for _ in range(epochs):
         for b in torch.randperm(len(idx), generator=g).split(64):
@@ -288,12 +388,38 @@ def cnn_probabilities(scene: Scene, train: np.ndarray, seed: int, *, components:
     return prob.reshape(k, h, w), t1 - t0, time.perf_counter() - t1
 
 
-def cnn_runner(**settings: object) -> Runner:
-    """:func:`cnn_probabilities`' argmax as a row."""
+def dsn_diffusion_map(scene: Scene, train: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """``fast``'s diffusion features of the scene ``(D, H, W)`` (its reduced (timestep,
+    layer) maps, without the projected-spectra map) and their seconds: ``fast``'s projection,
+    denoiser and reducers fitted as :func:`fit_hsimap` fits them (the denoiser cached per
+    scene, or per fold under ``--denoiser per-fold``), its classifier cut to one epoch
+    (unused here)."""
+    import torch
+
+    from hsimap.models.diffspectralnet.fit import extract_features
+
+    ckpt, t_fit, _ = fit_hsimap(scene, train, seed, "diffspectralnet", "fast",
+                                {"clf_epochs": 1, "spectral_weight": 0.0, "smooth_radius": 0})
+    model = ckpt.model  # type: ignore[attr-defined]
+    z, _, _ = standardise(scene)
+    t0 = time.perf_counter()
+    feats = extract_features(model, torch.from_numpy(z), torch.device("cpu"), lambda e: None)
+    n_spectra = model.features.reducers[0].bias.shape[0] \
+        if model.features.keys[0] == (-1, -1) else 0
+    return feats[n_spectra:].numpy(), t_fit + time.perf_counter() - t0
+
+
+def cnn_runner(*, diffusion: bool = False, **settings: object) -> Runner:
+    """:func:`cnn_probabilities`' argmax as a row (``diffusion``: ``fast``'s diffusion
+    features as extra input channels, :func:`dsn_diffusion_map`)."""
 
     def run(scene: Scene, train: np.ndarray, _test: np.ndarray, seed: int):
-        prob, t_fit, t_pred = cnn_probabilities(scene, train, seed, **settings)  # type: ignore[arg-type]
-        return label_map(scene, prob), t_fit, t_pred, {}
+        extra, t_dsn, info = None, 0.0, {}
+        if diffusion:
+            extra, t_dsn = dsn_diffusion_map(scene, train, seed)
+        prob, t_fit, t_pred = cnn_probabilities(scene, train, seed, extra=extra, info=info,
+                                                **settings)  # type: ignore[arg-type]
+        return label_map(scene, prob), t_fit + t_dsn, t_pred, info
 
     return run
 
@@ -514,6 +640,10 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
         "random-forest": sklearn_runner("rf"),
         "cnn-pca": cnn_runner(),
         "cnn-pca-11aug": cnn_runner(size=11, augment=True),
+        "cnn-dsn": cnn_runner(size=11, augment=True, diffusion=True),
+        "cnn-ddpm": cnn_runner(size=11, augment=True, pretrain=args.pretrain_steps),
+        "cnn-ddpm-u": cnn_runner(size=11, augment=True, pretrain=args.pretrain_steps,
+                                 unwhiten=True),
         "cnn-fast": cnn_fast_runner(),
         "spectral-mlp": hsimap_runner("spectral-mlp", None, {}),
         "hsimap-svm": hsimap_runner("svm", None, {}),
@@ -566,6 +696,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--guard", type=int, default=8, help="disjoint guard band (px)")
     p.add_argument("--single-t", type=int, default=5, help="timestep of the 1-timestep row")
     p.add_argument("--denoiser-iters", type=int, default=0, help="override denoiser iterations")
+    p.add_argument("--pretrain-steps", type=int, default=2000,
+                   help="cnn-ddpm: steps of the trunk's diffusion pretraining")
     p.add_argument("--clf-val", choices=["guarded", "none"], default="guarded",
                    help="early-stopping validation of the neural classifiers: guarded blocks "
                         "from the training pixels, or none (fixed schedule, all pixels)")
@@ -590,6 +722,9 @@ def main(argv: list[str] | None = None) -> None:
                         "bench_smoothing.py --out file (see --variant)")
     p.add_argument("--variant", default="blend/r6x0.5",
                    help="the --versus variant (default: fast as stored, blend/r6x0.5)")
+    p.add_argument("--base", metavar="METHOD",
+                   help="with --table: the row every other row is paired with (default "
+                        "svm-rbf; with --spread, dsn-fast)")
     p.add_argument("--spread", action="store_true",
                    help="with --table: the training-seed spread table instead (runs with "
                         "several --train-seed values, paired with dsn-fast)")
@@ -599,7 +734,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.versus:
             print_versus(rows, json.loads(args.versus.read_text()), args.variant)
         else:
-            (print_spread if args.spread else print_table)(rows)
+            if args.spread:
+                print_spread(rows, args.base or "dsn-fast")
+            else:
+                print_table(rows, args.base or "svm-rbf")
         return
     VALIDATION["mode"] = args.clf_val
     DUMP["dir"] = args.dump
@@ -715,10 +853,11 @@ def print_versus(results: list[dict], other: list[dict], variant: str) -> None:
               f"{pair(a - b)} | {pair(s)} |")
 
 
-def print_table(results: list[dict]) -> None:
-    """Markdown table of mean +- std over folds, with the paired difference to SVM-RBF."""
+def print_table(results: list[dict], base: str = "svm-rbf") -> None:
+    """Markdown table of mean +- std over folds, with the paired difference to ``base``."""
     print("\n| dataset | protocol | method | n train / test (guard px, removed) | OA | AA | "
-          "kappa | OA - SVM-RBF, paired (folds) | train s | predict s |")
+          f"kappa | OA - {base.upper() if base == 'svm-rbf' else base}, paired (folds) | "
+          "train s | predict s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     keys = list(dict.fromkeys((r["dataset"], r["protocol"], r["method"]) for r in results))
     keys.sort(key=lambda k: (k[0], k[1]))  # stable: methods stay in run order
@@ -731,7 +870,7 @@ def print_table(results: list[dict]) -> None:
 
         n = f"{np.mean([r['n_train'] for r in rs]):.0f} / {np.mean([r['n_test'] for r in rs]):.0f}"
         n += f" ({rs[0]['guard']}, {np.mean([r['removed'] for r in rs]):.0f})"
-        pd = paired(results, key)
+        pd = paired(results, key, base)
         diff = "" if pd is None else f"{pd[0]:+.2f} ± {pd[1]:.2f} ({pd[2]})"
         print(f"| {key[0]} | {key[1]} | {key[2]} ({len(rs)} folds) | {n} | {ms('oa')} | "
               f"{ms('aa')} | {ms('kappa')} | {diff} | "
