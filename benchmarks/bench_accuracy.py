@@ -25,6 +25,10 @@ patches of 30 PCA components: the simplest spatial baseline, issue 12's floor) a
 cnn-pca-11aug (the same CNN on 11 x 11 patches with rotation/mirror augmentation, the best of
 the CNN variants tried); cnn-fast (cnn-pca-11aug ended as fast ends: its probabilities
 averaged 0.5/0.5 with hsimap's svm and smoothed with fast's setting; sub-rows /cnn, /blend);
+cnn-dsn (cnn-pca-11aug given fast's diffusion features as more input channels) and
+cnn-ddpm / cnn-ddpm-u (cnn-pca-11aug whose convolutions are first trained label-free as a
+DDPM noise predictor on the whole scene, then fine-tuned; -u: the denoiser sees the
+components unwhitened): does the diffusion stage help the floor?
 spectral-mlp (hsimap's baseline); hsimap-svm / hsimap-rf: hsimap's own `svm` (C and gamma
 by grouped spatial CV on the training pixels) and `random-forest` kinds, default presets;
 dsn-fast (DiffSpectralNet, fast preset: since 2026-12-02 with its SVM member,
