@@ -644,6 +644,8 @@ def method_table(args: argparse.Namespace) -> dict[str, Runner]:
         "random-forest": sklearn_runner("rf"),
         "cnn-pca": cnn_runner(),
         "cnn-pca-11aug": cnn_runner(size=11, augment=True),
+        "cnn-pca-15aug": cnn_runner(size=15, augment=True),
+        "cnn-pca-19aug": cnn_runner(size=19, augment=True),
         "cnn-dsn": cnn_runner(size=11, augment=True, diffusion=True),
         "cnn-ddpm": cnn_runner(size=11, augment=True, pretrain=args.pretrain_steps),
         "cnn-ddpm-u": cnn_runner(size=11, augment=True, pretrain=args.pretrain_steps,
