@@ -778,12 +778,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def paired(results: list[dict], key: tuple, base: str = "svm-rbf",
            field: str = "oa") -> tuple[float, float, int] | None:
-    """Mean paired difference of ``key``'s method to ``base`` on the same folds (seeds), its
-    standard error (std / sqrt(n), n - 1 in the std) and the number of folds paired."""
+    """Mean paired difference of ``key``'s method to ``base`` on the same fits (fold seed and
+    training seed), its standard error (std / sqrt(n), n - 1 in the std) and the number of
+    fits paired."""
     ds, proto, method = key
-    mine = {r["seed"]: r[field] for r in results
+    mine = {(r["seed"], r.get("train_seed", 0)): r[field] for r in results
             if (r["dataset"], r["protocol"], r["method"]) == key}
-    ref = {r["seed"]: r[field] for r in results
+    ref = {(r["seed"], r.get("train_seed", 0)): r[field] for r in results
            if (r["dataset"], r["protocol"], r["method"]) == (ds, proto, base)}
     seeds = sorted(set(mine) & set(ref))
     if method == base or not seeds:
