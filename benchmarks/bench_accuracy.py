@@ -270,7 +270,8 @@ def pretrain_trunk(inputs: np.ndarray, valid: np.ndarray, seed: int, steps: int,
     import torch
     from torch import nn
 
-    from hsimap.models.diffspectralnet.schedule import Diffusion, make_betas
+    from hsimap.models.base import get_spec
+    from hsimap.models.diffspectralnet.schedule import Diffusion, eps_loss
 
     g = torch.Generator().manual_seed(seed + 7919)
     torch.manual_seed(seed + 7919)
@@ -280,7 +281,7 @@ def pretrain_trunk(inputs: np.ndarray, valid: np.ndarray, seed: int, steps: int,
     m = torch.from_numpy(valid.astype(np.float32))
     trunk = nn.Sequential(*cnn_trunk(c, padding=1))
     net = nn.Sequential(trunk, nn.Conv2d(64, c, 1))
-    proc = Diffusion(make_betas("linear", 500, 1e-4, 0.02))
+    proc = Diffusion.from_config(get_spec("diffspectralnet").make_config("fast", {}))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     size = min(crop, h, w)
     net.train()
@@ -291,8 +292,7 @@ def pretrain_trunk(inputs: np.ndarray, valid: np.ndarray, seed: int, steps: int,
         mb = torch.stack([m[a:a + size, b:b + size] for a, b in zip(r0, c0, strict=True)])[:, None]
         t = torch.randint(1, t_max + 1, (batch,), generator=g)
         eps = torch.randn(x0.shape, generator=g)
-        pred = net(proc.q_sample(x0, t, eps))
-        loss = ((pred - eps).abs() * mb).sum() / (mb.sum() * c).clamp(min=1)
+        loss = eps_loss(net(proc.q_sample(x0, t, eps)), eps, mb, "l1")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -359,7 +359,7 @@ def cnn_probabilities(scene: Scene, train: np.ndarray, seed: int, *, components:
                                                np.ones(channels - components)])
                                           if unwhiten else None)
         state, check = _TRUNKS[key]
-        nn.Sequential(*net[:9]).load_state_dict(state)
+        net[:9].load_state_dict(state)  # the trunk's layers, keys 0..8
         if info is not None:
             info["pretrain_check"] = check
 
@@ -739,11 +739,10 @@ def main(argv: list[str] | None = None) -> None:
         rows = [r for f in args.table for r in json.loads(f.read_text())]
         if args.versus:
             print_versus(rows, json.loads(args.versus.read_text()), args.variant)
+        elif args.spread:
+            print_spread(rows, args.base or "dsn-fast")
         else:
-            if args.spread:
-                print_spread(rows, args.base or "dsn-fast")
-            else:
-                print_table(rows, args.base or "svm-rbf")
+            print_table(rows, args.base or "svm-rbf")
         return
     VALIDATION["mode"] = args.clf_val
     DUMP["dir"] = args.dump
