@@ -348,8 +348,7 @@ def cnn_probabilities(scene: Scene, train: np.ndarray, seed: int, *, components:
                         nn.Linear(64 * (size - 6) ** 2, k))
     t0 = time.perf_counter()
     if pretrain:  # label-free: once per scene, training seed and steps, as the denoiser
-        key = (scene.name, TRAIN_SEED["offset"], fold_seed if DENOISER["per_fold"] else None,
-               channels, pretrain, unwhiten)
+        key = (*label_free_draw(scene, fold_seed), channels, pretrain, unwhiten)
         if key not in _TRUNKS:
             _TRUNKS[key] = pretrain_trunk(inputs, scene.valid,
                                           (fold_seed if DENOISER["per_fold"] else 0)
@@ -478,6 +477,13 @@ VALIDATION = {"mode": "guarded"}  # set from --clf-val in main()
 DENOISER = {"per_fold": False}  # set from --denoiser in main()
 
 
+def label_free_draw(scene: Scene, seed: int) -> tuple:
+    """Which draw of a label-free stage (denoiser, pretrained trunk) a fold of ``scene`` with
+    fold ``seed`` uses: one per scene and ``--train-seed``, or per fold as well under
+    ``--denoiser per-fold``. Part of the caches' keys."""
+    return scene.name, TRAIN_SEED["offset"], seed if DENOISER["per_fold"] else None
+
+
 def validation_split(scene: Scene, train: np.ndarray, seed: int, model: str,
                      config: object) -> tuple[np.ndarray, np.ndarray]:
     """The (train, validation) masks a fit of ``model`` on the fold's ``train`` pixels uses:
@@ -539,8 +545,7 @@ def fit_hsimap(scene: Scene, train: np.ndarray, seed: int, model: str, preset: s
     config = get_spec(model).make_config(preset, overrides)
     key = None
     if model == "diffspectralnet" and config.features == "diffusion":
-        key = (scene.name, TRAIN_SEED["offset"], seed if DENOISER["per_fold"] else None,
-               tuple(getattr(config, f) for f in _LABEL_FREE))
+        key = (*label_free_draw(scene, seed), tuple(getattr(config, f) for f in _LABEL_FREE))
     cached = _DENOISERS.get(key)
     t0 = time.perf_counter()
     fitted, ckpt, history = fit_on_split(scene, train, seed + 1000 * TRAIN_SEED["offset"],
