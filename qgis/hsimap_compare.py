@@ -92,7 +92,7 @@ class HsimapCompareAlgorithm(QgsProcessingAlgorithm):
             parentLayerParameterName=self.LABELS, optional=True))
         self.addParameter(QgsProcessingParameterEnum(
             self.MODELS, "Model types to compare", options=list(MODEL_TYPES),
-            allowMultiple=True, defaultValue=[1, 2, 3]))
+            allowMultiple=True, defaultValue=[1, 2, 3, 4]))
         self.addParameter(QgsProcessingParameterNumber(
             self.FOLDS, "Cross-validation folds", QgsProcessingParameterNumber.Integer, 5,
             minValue=2))

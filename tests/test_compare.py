@@ -294,3 +294,28 @@ def test_compare_takes_layer_classes_and_mask_like_train(tmp_path):
     assert [(c["value"], c["name"]) for c in meta["classes"]] == [(7, "water"), (3, "grass"),
                                                                   (5, "roof")]
     assert meta["training"]["options"]["mask"] == str(mask)
+
+
+def test_default_models_are_shipped_and_offer_the_smoothed_svm():
+    """The default ``--models`` and the QGIS script's ticked entries name shipped kinds and
+    presets, and both include ``svm:smooth`` (level with diffspectralnet on Indian Pines
+    disjoint blocks, docs/benchmarks.md); QGIS leaves only diffspectralnet unticked."""
+    import ast
+
+    from hsimap.cli.compare import DEFAULT_MODELS
+    from hsimap.model_kinds import check_name
+
+    names = DEFAULT_MODELS.split(",")
+    assert "svm:smooth" in names and len(set(names)) == len(names)
+    for name in names:
+        kind, _, preset = name.partition(":")
+        assert check_name(kind, preset or None), name
+    script = Path(__file__).resolve().parents[1] / "qgis" / "hsimap_compare.py"
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    offered = next(ast.literal_eval(node.value) for node in tree.body
+                   if isinstance(node, ast.Assign)
+                   and any(getattr(t, "id", None) == "MODEL_TYPES" for t in node.targets))
+    ticked = next(ast.literal_eval(k.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Call) for k in node.keywords
+                  if k.arg == "defaultValue" and isinstance(k.value, ast.List))
+    assert sorted(offered[i] for i in ticked) == sorted(set(names) - {"diffspectralnet"})
