@@ -284,9 +284,12 @@ def test_svm_member_is_fitted_blended_refitted_without_cv_and_saved(tmp_path: Pa
     x = torch.from_numpy(data.cube)[None]
     with torch.no_grad():
         alone = model.classifier.forward_map(model.features(x, (0, 0)), spectra=x)
+        svm_p = model.spectral.tile_probabilities(x)
         svm_logp = model.spectral.forward_tile(x, origin=(0, 0))
         blended = model.forward_tile(x, origin=(0, 0))
-    expected = 0.5 * torch.softmax(alone, 1) + 0.5 * svm_logp.exp()
+    assert svm_p.dtype == torch.float64 and torch.allclose(svm_logp.exp().double(), svm_p,
+                                                           atol=1e-6)
+    expected = 0.5 * torch.softmax(alone, 1) + 0.5 * svm_p.float()
     assert torch.allclose(blended.exp(), expected, atol=1e-6)
 
     spec = get_spec("diffspectralnet")

@@ -72,8 +72,8 @@ class FittedTensorsModel(HsiModel, Generic[ConfigT]):
         """``(N, C)`` float32 spectra -> ``(N, K)`` float64 class probabilities."""
         raise NotImplementedError
 
-    def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
-        """``(1, C, h, w)`` -> ``(1, K, h, w)`` log-probabilities (argmax: the class).
+    def tile_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """``(1, C, h, w)`` -> ``(1, K, h, w)`` float64 class probabilities, pixel by pixel.
 
         Computed in float32/float64 whatever autocast the caller has on (bfloat16 would
         wreck kernel sums and threshold comparisons); ``forward_pixels`` works through the
@@ -85,8 +85,12 @@ class FittedTensorsModel(HsiModel, Generic[ConfigT]):
         spectra = x[0].reshape(c, h * w).T.float().contiguous()  # (h*w, C)
         with torch.autocast(x.device.type, enabled=False):
             p = self.forward_pixels(spectra)  # (h*w, K) float64
-        logp = p.clamp_min_(MIN_PROB).log_().float()
-        return logp.T.reshape(1, self.n_classes, h, w)
+        return p.T.reshape(1, self.n_classes, h, w)
+
+    def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
+        """``(1, C, h, w)`` -> ``(1, K, h, w)`` float32 log-probabilities (argmax: the
+        class) of :meth:`tile_probabilities`."""
+        return self.tile_probabilities(x).clamp_min_(MIN_PROB).log_().float()
 
     def _check(self, tensors: Mapping[str, torch.Tensor]) -> str | None:
         for name, (dtype, ndim) in self.stored.items():

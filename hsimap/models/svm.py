@@ -163,9 +163,8 @@ class SVMModel(FittedTensorsModel[SVMConfig]):
         crop)."""
         if self.smoother is None:
             return super().forward_tile(x, origin=origin)
-        logp = super().forward_tile(x, origin=origin)
         with torch.autocast(x.device.type, enabled=False):
-            p = self.smoother(logp.exp(), x.float())
+            p = self.smoother(self.tile_probabilities(x).float(), x.float())
         return p.clamp_min_(MIN_PROB).log_()
 
     def set_kernel_dtype(self, dtype: torch.dtype) -> None:

@@ -95,20 +95,21 @@ class DiffSpectralNet(HsiModel):
         if self.spectral is None and self.config.smooth_radius == 0:
             return logits
         p = self.probabilities(logits, None if self.spectral is None else
-                               self.spectral.forward_tile(x, origin=origin))
+                               self.spectral.tile_probabilities(x))
         if self.config.smooth_radius > 0:
             p = self.smooth(p, x)
         return p.clamp_min_(MIN_PROB).log_()
 
     def probabilities(self, logits: torch.Tensor,
-                      spectral_logp: torch.Tensor | None) -> torch.Tensor:
+                      spectral_p: torch.Tensor | None) -> torch.Tensor:
         """``(1 - w) * softmax(logits) + w * p_spectral`` over the class axis (float32); the
-        softmax alone without a member."""
+        softmax alone without a member. ``spectral_p``: the member's probabilities
+        (``tile_probabilities``)."""
         p = torch.softmax(logits.float(), 1)
-        if spectral_logp is None:
+        if spectral_p is None:
             return p
         w = float(self.config.spectral_weight)
-        return p.mul_(1 - w).add_(spectral_logp.float().exp(), alpha=w)
+        return p.mul_(1 - w).add_(spectral_p.float(), alpha=w)
 
     def smooth(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Edge-preserving smoothing of ``(1, K, h, w)`` probabilities over the tile ``x``
