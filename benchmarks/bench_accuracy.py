@@ -12,6 +12,8 @@ Datasets (from the shared data folder, see its README):
 
 Protocols:
   random30   30 random labelled pixels per class for training, the rest for testing
+  randomNpx  N random labelled pixels per class (at most half of the class), e.g. random5px:
+             the few-label regime, where label-free pretraining should pay if anywhere
   random5    5 % of each class for training, the rest for testing
   random10   10 % of each class for training (at least 2 px), the rest for testing: the
              DiffSpectralNet paper's Indian Pines protocol
@@ -58,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -161,12 +164,13 @@ def protocol_masks(scene: Scene, protocol: str, seed: int,
     rng = np.random.default_rng(seed)
     lab = scene.labels
     train = np.zeros(lab.shape, bool)
-    if protocol in ("random30", "random5", "random10"):
+    per_class = re.fullmatch(r"random(\d+)px", protocol)
+    if protocol in ("random30", "random5", "random10") or per_class:
         share = {"random5": 0.05, "random10": 0.10}.get(protocol, 0.0)
+        count = 30 if protocol == "random30" else int(per_class[1]) if per_class else 0
         for c in np.unique(lab[lab >= 0]):
             pix = np.flatnonzero(lab == c)
-            n = (min(30, len(pix) // 2) if protocol == "random30"
-                 else max(2, round(share * len(pix))))
+            n = min(count, len(pix) // 2) if count else max(2, round(share * len(pix)))
             train.flat[rng.choice(pix, n, replace=False)] = True
         test = (lab >= 0) & ~train
         return train, test, {"guard": 0, "removed": 0}

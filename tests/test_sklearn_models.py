@@ -299,6 +299,51 @@ def test_svm_float32_kernel_is_close_to_libsvm_and_other_dtypes_are_refused(
         model.set_kernel_dtype(torch.float16)
 
 
+def test_svm_shared_calibration_follows_the_vote_with_few_pixels(scene: tuple,
+                                                                 tmp_path: Path) -> None:
+    """``calibration = "shared"``: one Platt slope for every pair (the median of libsvm's),
+    no offsets, recorded in the log and kept by the model file. With 5 training pixels per
+    class libsvm's per-pair sigmoids break down (some slopes come out inverted), and the
+    pairwise map strays from libsvm's vote, which the shared one follows."""
+    from sklearn.svm import SVC
+
+    from hsimap.models import svm
+    from hsimap.models.base import TrainData
+
+    raw, valid, index = scene
+    good = raw[:, valid].astype(np.float64)
+    z = ((raw - good.mean(1)[:, None, None]) / good.std(1)[:, None, None]).astype(np.float32)
+    z[:, ~valid] = 0
+    rng = np.random.default_rng(0)
+    train = np.zeros(index.shape, bool)
+    for c in range(6):
+        train.flat[rng.choice(np.flatnonzero(index == c), 5, replace=False)] = True
+    data = TrainData(z, valid, index, train, np.zeros_like(train), 6)
+    test = torch.from_numpy(np.ascontiguousarray(z[:, (index >= 0) & ~train].T))
+    fitted = {}
+    for calibration in ("pairwise", "shared"):
+        model, history = svm.fit(data, svm.SVMConfig(calibration=calibration), seed=0,
+                                 device=torch.device("cpu"), progress=lambda e: None)
+        with torch.inference_mode():
+            fitted[calibration] = (model, history["svm"], model.forward_pixels(test).argmax(1))
+    pairwise, shared = fitted["pairwise"][1], fitted["shared"][1]
+    assert (pairwise["C"], pairwise["gamma"]) == (shared["C"], shared["gamma"])
+    assert pairwise["platt"]["slopes"]["max"] > 0  # an inverted sigmoid
+    assert shared["platt"]["calibration"] == "shared" and "shared_slope" not in pairwise["platt"]
+    slope = shared["platt"]["slopes"]["median"]
+    model = fitted["shared"][0]
+    assert slope < 0 and shared["platt"]["shared_slope"] == slope
+    assert torch.all(model.prob_a == slope) and torch.all(model.prob_b == 0)
+    vote = torch.from_numpy(SVC(C=shared["C"], gamma=shared["gamma"])
+                            .fit(z[:, train].T, index[train]).predict(test.numpy()))
+    agree = {k: float((v[2] == vote).double().mean()) for k, v in fitted.items()}
+    assert agree["shared"] > 0.85 and agree["shared"] > agree["pairwise"] + 0.2
+    loaded = round_trip(model, raw.shape[0], tmp_path)
+    assert loaded.config.calibration == "shared"
+    with torch.inference_mode():
+        assert torch.equal(loaded.forward_pixels(test).argmax(1), fitted["shared"][2])
+
+
 @pytest.mark.parametrize("classes", [(0, 1, 2, 3, 4, 5), (0, 2, 5)], ids=["all", "subset"])
 def test_forest_probabilities_are_sklearns(classes: tuple[int, ...], pixels: tuple,
                                            tmp_path: Path) -> None:
@@ -424,6 +469,7 @@ def test_tampered_model_files_are_refused_and_run_nothing(kind: str, trained: di
     ("svm", "smooth_radius = -1", "smooth_radius must be a whole number >= 0"),
     ("svm", "smooth_radius = 2.5", "smooth_radius must be a whole number"),
     ("svm", "smooth_range = 0", "smooth_range must be a positive number"),
+    ("svm", 'calibration = "platt"', "calibration must be"),
     ("random-forest", "n_trees = 0", "must be positive"),
     ("random-forest", 'max_features = "half"', "max_features must be 'sqrt', 'log2'"),
     ("random-forest", "max_depth = 2.5", "max_depth must be a whole number"),

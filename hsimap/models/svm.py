@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -70,6 +70,15 @@ class SVMConfig:
     not use) and makes the two disagree on about one labelled pixel in eight of the sample
     (unweighted: one in forty to seventy); the CV scores are the vote's.
 
+    ``calibration``: how a pair's decision value becomes a pairwise probability.
+    ``"pairwise"``: libsvm's own Platt sigmoid per class pair (slope ``A`` and offset ``B``,
+    fitted on an internal 5-fold cross-validation of the training pixels). ``"shared"``: one
+    slope for every pair, the median of libsvm's slopes, and no offsets, so a pair's
+    probability follows the sign of its decision value and the map agrees with libsvm's vote.
+    With few training pixels per class the per-pair fits break down (a pair fitted on a
+    handful of pixels gets a flat sigmoid) and ``"pairwise"`` maps lose up to 11 points of OA
+    against the vote (Indian Pines, 5 px per class; docs/benchmarks.md).
+
     ``smooth_radius`` (px; 0: off) and ``smooth_range``: an edge-preserving (bilateral)
     smoothing of the class probabilities before the argmax, the one DiffSpectralNet's ``fast``
     ends with (:mod:`hsimap.models.smoothing`): each pixel's probabilities become a mean over
@@ -89,6 +98,7 @@ class SVMConfig:
     cache_mb: int = 500
     smooth_radius: int = 0
     smooth_range: float = 1.0
+    calibration: Literal["pairwise", "shared"] = "pairwise"
 
     def __post_init__(self) -> None:
         _positive_numbers("c_values", self.c_values)
@@ -320,6 +330,23 @@ def svc_tensors(svc: Any) -> dict[str, torch.Tensor]:
     }
 
 
+def shared_sigmoid(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with one Platt slope for every class pair (the median of the pairs'
+    slopes) and no offsets (``calibration = "shared"``, see :class:`SVMConfig`)."""
+    a = tensors["prob_a"]
+    slope = a.median() if len(a) else a.new_zeros(())
+    return {**tensors, "prob_a": torch.full_like(a, float(slope)),
+            "prob_b": torch.zeros_like(tensors["prob_b"])}
+
+
+def _spread(values: torch.Tensor) -> dict[str, float] | None:
+    """Min / median / max of a tensor of per-pair values (the log's record), or None."""
+    if not len(values):
+        return None
+    return {"min": float(values.min()), "median": float(values.median()),
+            "max": float(values.max())}
+
+
 def make_svc(c: float, gamma: float, config: SVMConfig, *, probability: bool,
              seed: int) -> Any:
     """The scikit-learn estimator with hsimap's settings."""
@@ -360,7 +387,14 @@ def fit(data: TrainData, config: SVMConfig, *, seed: int, device: torch.device,
     fit_start = time.perf_counter()
     svc = fit_svc(make_svc(c, factor * gamma_scale, config, probability=True, seed=seed), x, y)
     model = build(config, n_bands=data.n_bands, n_classes=data.n_classes)
-    model.set_tensors(svc_tensors(svc))
+    tensors = svc_tensors(svc)
+    platt: dict[str, Any] = {"calibration": config.calibration,
+                             "slopes": _spread(tensors["prob_a"]),
+                             "offsets": _spread(tensors["prob_b"])}
+    if config.calibration == "shared":
+        tensors = shared_sigmoid(tensors)
+        platt["shared_slope"] = float(tensors["prob_a"][0]) if len(tensors["prob_a"]) else None
+    model.set_tensors(tensors)
     progress(ProgressEvent("svm", 1, 1, {"support_vectors": float(len(svc.support_))}))
     smoothing = None if model.smoother is None else model.smoother.fit(
         torch.from_numpy(np.ascontiguousarray(data.cube, dtype=np.float32)), data.valid,
@@ -374,6 +408,7 @@ def fit(data: TrainData, config: SVMConfig, *, seed: int, device: torch.device,
         "gamma": factor * gamma_scale, "cv": cv,
         "support_vectors": int(len(svc.support_)),
         "support_per_class": [int(v) for v in svc.n_support_],
+        "platt": platt,
         "fit_seconds": time.perf_counter() - fit_start,
         "seconds": time.perf_counter() - start,
     }, **({"smoothing": smoothing} if smoothing is not None else {})}
