@@ -11,7 +11,9 @@ coefficients, intercepts, gamma, the Platt sigmoids ``probA``/``probB`` and the 
 order), never a pickle, and inference is re-implemented in torch: RBF kernel, the one-vs-one
 decision values, the pairwise Platt probabilities and libsvm's pairwise coupling
 (``multiclass_probability``, method 2 of Wu, Lin & Weng 2004, JMLR 5:975-1005), so the
-probabilities are scikit-learn's ``predict_proba``.
+probabilities are scikit-learn's ``predict_proba`` for the stored sigmoids. With the default
+``calibration = "shared"`` the stored sigmoids are one common slope and no offsets instead
+of libsvm's per-pair fits (see :class:`SVMConfig`).
 """
 
 from __future__ import annotations
@@ -64,20 +66,21 @@ class SVMConfig:
     ``max_train_pixels`` (both stratified subsamples: libsvm's cost grows about with the
     square of the pixel count).
 
-    ``class_weights``: libsvm's ``class_weight="balanced"``. Off by default: the map is the
-    argmax of the Platt probabilities, which learn the class priors back from unweighted
-    decision values, so balancing mostly changes libsvm's one-vs-one vote (which hsimap does
-    not use) and makes the two disagree on about one labelled pixel in eight of the sample
-    (unweighted: one in forty to seventy); the CV scores are the vote's.
+    ``class_weights``: libsvm's ``class_weight="balanced"`` (off by default; the CV scores
+    are libsvm's one-vs-one vote's). It moves the decision values, and so the vote and,
+    through them, the map.
 
-    ``calibration``: how a pair's decision value becomes a pairwise probability.
-    ``"pairwise"``: libsvm's own Platt sigmoid per class pair (slope ``A`` and offset ``B``,
-    fitted on an internal 5-fold cross-validation of the training pixels). ``"shared"``: one
-    slope for every pair, the median of libsvm's slopes, and no offsets, so a pair's
-    probability follows the sign of its decision value and the map agrees with libsvm's vote.
-    With few training pixels per class the per-pair fits break down (a pair fitted on a
-    handful of pixels gets a flat sigmoid) and ``"pairwise"`` maps lose up to 11 points of OA
-    against the vote (Indian Pines, 5 px per class; docs/benchmarks.md).
+    ``calibration``: how a class pair's decision value becomes a pairwise probability.
+    ``"shared"`` (the default since 2026-12-06): one Platt slope for every pair, the median
+    of libsvm's per-pair slopes, and no offsets, so a pair's probability follows the sign of
+    its decision value and the map mostly follows libsvm's vote. ``"pairwise"``: libsvm's own
+    sigmoid per pair (slope and offset fitted on an internal 5-fold cross-validation of the
+    training pixels; the probabilities are then scikit-learn's ``predict_proba``). Those
+    per-pair fits break down with few training pixels per class (some slopes come out flat
+    or inverted): on development folds ``"shared"`` scores +11.5 / +6.1 points of OA at 5 /
+    10 px per class on Indian Pines, +6.7 / +3.5 on Potsdam, +0.3 to +0.8 at 30 px per class,
+    at Indian Pines random 10 % and on its disjoint blocks, and within noise (-0.5 to -0.1)
+    on Salinas-A and Potsdam disjoint (docs/benchmarks.md, fifth session).
 
     ``smooth_radius`` (px; 0: off) and ``smooth_range``: an edge-preserving (bilateral)
     smoothing of the class probabilities before the argmax, the one DiffSpectralNet's ``fast``
@@ -98,7 +101,7 @@ class SVMConfig:
     cache_mb: int = 500
     smooth_radius: int = 0
     smooth_range: float = 1.0
-    calibration: Literal["pairwise", "shared"] = "pairwise"
+    calibration: Literal["pairwise", "shared"] = "shared"
 
     def __post_init__(self) -> None:
         _positive_numbers("c_values", self.c_values)
