@@ -482,3 +482,25 @@ def test_invalid_config_fields(kind: str, field: str, words: str, tmp_path: Path
                       "--model", model, "--config", config])
     assert_clean_failure(result, words=(words, "[config]"), path=config)
     assert not model.exists()
+
+
+def test_every_svm_preset_and_fasts_member_share_one_slope_and_old_files_keep_theirs() -> None:
+    """``calibration = "shared"`` comes from the presets (svm's, and ``fast``'s member via
+    ``spectral_calibration``); a config stored before the field existed reads as
+    ``"pairwise"``, the behaviour it was fitted with."""
+    from hsimap.models.base import config_from_dict, get_spec
+    from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
+    from hsimap.models.svm import SVMConfig
+
+    spec = get_spec("svm")
+    assert {spec.make_config(p, {}).calibration for p in spec.presets} == {"shared"}
+    assert config_from_dict(SVMConfig, {}).calibration == "pairwise"
+    dsn = get_spec("diffspectralnet")
+    fast = dsn.make_config("fast", {})
+    assert fast.spectral_calibration == "shared"
+    member = dsn.build(fast, n_bands=40, n_classes=3).spectral
+    assert member is not None and member.config.calibration == "shared"
+    assert config_from_dict(DiffSpectralNetConfig, {}).spectral_calibration == "pairwise"
+    plain = dsn.build(dsn.make_config("fast", {"spectral_calibration": "pairwise"}),
+                      n_bands=40, n_classes=3).spectral
+    assert plain is not None and plain.config.calibration == "pairwise"

@@ -11,9 +11,9 @@ coefficients, intercepts, gamma, the Platt sigmoids ``probA``/``probB`` and the 
 order), never a pickle, and inference is re-implemented in torch: RBF kernel, the one-vs-one
 decision values, the pairwise Platt probabilities and libsvm's pairwise coupling
 (``multiclass_probability``, method 2 of Wu, Lin & Weng 2004, JMLR 5:975-1005), so the
-probabilities are scikit-learn's ``predict_proba`` for the stored sigmoids. With the default
-``calibration = "shared"`` the stored sigmoids are one common slope and no offsets instead
-of libsvm's per-pair fits (see :class:`SVMConfig`).
+probabilities are scikit-learn's ``predict_proba`` for the stored sigmoids. With
+``calibration = "shared"`` (every preset's) the stored sigmoids are one common slope and no
+offsets instead of libsvm's per-pair fits (see :class:`SVMConfig`).
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ class SVMConfig:
     through them, the map.
 
     ``calibration``: how a class pair's decision value becomes a pairwise probability.
-    ``"shared"`` (the default since 2026-12-06): one Platt slope for every pair, the median
+    ``"shared"`` (every preset's since 2026-12-06; the dataclass default stays
+    ``"pairwise"``, so a model file written before keeps its meaning): one Platt slope for
+    every pair, the median
     of libsvm's per-pair slopes, and no offsets, so a pair's probability follows the sign of
     its decision value and the map mostly follows libsvm's vote. ``"pairwise"``: libsvm's own
     sigmoid per pair (slope and offset fitted on an internal 5-fold cross-validation of the
@@ -101,7 +103,7 @@ class SVMConfig:
     cache_mb: int = 500
     smooth_radius: int = 0
     smooth_range: float = 1.0
-    calibration: Literal["pairwise", "shared"] = "shared"
+    calibration: Literal["pairwise", "shared"] = "pairwise"
 
     def __post_init__(self) -> None:
         _positive_numbers("c_values", self.c_values)
@@ -499,14 +501,16 @@ def refit(model: Any, data: TrainData, config: SVMConfig, history: Mapping[str, 
 
 # ``smooth``: chosen on development folds of the stored benchmark folds, as ``fast``'s
 # smoothing was (docs/benchmarks.md, 2026-12-06 second session).
-SMOOTH_PRESET = {"smooth_radius": 6, "smooth_range": 2.0}
+# every preset: one shared Platt slope (see SVMConfig.calibration; 2026-12-06, fifth session)
+SHARED = {"calibration": "shared"}
+SMOOTH_PRESET = {**SHARED, "smooth_radius": 6, "smooth_range": 2.0}
 
 SPEC = register(ModelSpec(
     kind=SVMModel.kind,
     config_cls=SVMConfig,
     presets={
-        "fast": {},
-        "thorough": {"c_values": (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+        "fast": SHARED,
+        "thorough": {**SHARED, "c_values": (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
                      "gamma_factors": (1 / 64, 1 / 16, 0.25, 1.0, 4.0),
                      "cv_max_pixels": 6000, "max_train_pixels": 15000},
         # the default grid, then the probabilities smoothed edge-preservingly (SMOOTH_PRESET)

@@ -14,6 +14,7 @@ ReducerFit = Literal["train", "scene"]
 FeatureSource = Literal["diffusion", "projection"]
 TimestepSampling = Literal["uniform", "features"]
 LrSchedule = Literal["constant", "cosine"]
+SpectralCalibration = Literal["pairwise", "shared"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "unet": ("3d", "2d", "pixel"),
@@ -24,6 +25,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "features": ("diffusion", "projection"),
     "t_sampling": ("uniform", "features"),
     "clf_schedule": ("constant", "cosine"),
+    "spectral_calibration": ("pairwise", "shared"),
 }
 
 
@@ -136,6 +138,10 @@ class DiffSpectralNetConfig:
         pixels) fitted beside the window classifier; the map is the argmax of
         ``(1 - w) * p_classifier + w * p_svm``. 0: no member (the diffusion + transformer
         model alone).
+    spectral_calibration
+        The member's ``calibration`` (``svm``'s :class:`~hsimap.models.svm.SVMConfig`):
+        ``"pairwise"`` (libsvm's sigmoid per class pair) or ``"shared"`` (one slope, no
+        offsets; ``fast``'s since 2026-12-06).
     smooth_radius
         Radius (px) of an edge-preserving (bilateral) smoothing of the class probabilities
         before the argmax: each pixel's probabilities become a mean over its valid
@@ -203,6 +209,7 @@ class DiffSpectralNetConfig:
     clf_augment: bool = False
     noise_draws: int = 1
     spectral_weight: float = 0.0
+    spectral_calibration: SpectralCalibration = "pairwise"
     smooth_radius: int = 0
     smooth_range: float = 1.0
     pseudo_epochs: int = 0
@@ -306,7 +313,9 @@ class DiffSpectralNetConfig:
 # scene's median neighbour distance (``smooth_radius``/``smooth_range``, 2026-12-06: chosen
 # on 5 development folds per scene and protocol, then measured on 10 others: +2.5 / +1.5
 # points paired on Indian Pines / Potsdam disjoint, +0.4 at Indian Pines random 10 %,
-# +0.1 / -0.1 on Salinas-A disjoint / random). ``tiny`` is for tests.
+# +0.1 / -0.1 on Salinas-A disjoint / random); the member's Platt sigmoids share one slope
+# (``spectral_calibration``, 2026-12-06, fifth session: +0.06 to +0.15 on development folds,
+# +0.6 / +1.6 with 10 labelled pixels per class). ``tiny`` is for tests.
 PRESETS: Mapping[str, Mapping[str, Any]] = {
     "paper": {
         "proj_bands": 0, "unet": "3d", "widths": (16, 32, 64, 128), "time_dim": 32,
@@ -330,7 +339,8 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "clf_weight_decay": 1e-4, "clf_grad_clip": 15.0, "patience": 0,
         "clf_min_batches": 32, "clf_ensemble": 1, "class_weighting": False, "noise_seed": 0,
         "with_spectra": True, "spectrum_path": True, "clf_augment": True,
-        "spectral_weight": 0.5, "smooth_radius": 6, "smooth_range": 0.5,
+        "spectral_weight": 0.5, "spectral_calibration": "shared", "smooth_radius": 6,
+        "smooth_range": 0.5,
     },
     "tiny": {
         "proj_bands": 8, "unet": "2d", "widths": (8, 8, 16), "time_dim": 16,

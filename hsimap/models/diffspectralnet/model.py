@@ -59,7 +59,8 @@ class DiffSpectralNet(HsiModel):
         # the per-pixel member (``spectral_weight``): its tensors come from fitting or loading
         self.spectral: SVMModel | None = None
         if config.spectral_weight > 0:
-            self.set_member(SVMModel(SVMConfig(), n_bands=n_bands, n_classes=n_classes))
+            member = SVMConfig(calibration=config.spectral_calibration)
+            self.set_member(SVMModel(member, n_bands=n_bands, n_classes=n_classes))
         if config.smooth_radius > 0:  # the smoothing's spectral scale, fitted (``smoothing``)
             self.register_buffer("smooth_range_sq", torch.ones(()))
 
