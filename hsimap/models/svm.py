@@ -73,16 +73,16 @@ class SVMConfig:
     ``calibration``: how a class pair's decision value becomes a pairwise probability.
     ``"shared"`` (every preset's since 2026-12-06; the dataclass default stays
     ``"pairwise"``, so a model file written before keeps its meaning): one Platt slope for
-    every pair, the median
-    of libsvm's per-pair slopes, and no offsets, so a pair's probability follows the sign of
-    its decision value and the map mostly follows libsvm's vote. ``"pairwise"``: libsvm's own
-    sigmoid per pair (slope and offset fitted on an internal 5-fold cross-validation of the
-    training pixels; the probabilities are then scikit-learn's ``predict_proba``). Those
-    per-pair fits break down with few training pixels per class (some slopes come out flat
-    or inverted): on development folds ``"shared"`` scores +11.5 / +6.1 points of OA at 5 /
-    10 px per class on Indian Pines, +6.7 / +3.5 on Potsdam, +0.3 to +0.8 at 30 px per class,
-    at Indian Pines random 10 % and on its disjoint blocks, and within noise (-0.5 to -0.1)
-    on Salinas-A and Potsdam disjoint (docs/benchmarks.md, fifth session).
+    every pair, the median of libsvm's per-pair slopes, and no offsets, so a pair's
+    probability follows the sign of its decision value and the map mostly follows libsvm's
+    vote. ``"pairwise"``: libsvm's own sigmoid per pair (slope and offset fitted on an
+    internal 5-fold cross-validation of the training pixels; the probabilities are then
+    scikit-learn's ``predict_proba``). Those per-pair fits break down with few training
+    pixels per class (some slopes come out flat or inverted): on development folds
+    ``"shared"`` scores +11.5 / +6.1 points of OA at 5 / 10 px per class on Indian Pines,
+    +6.7 / +3.5 on Potsdam, +0.3 to +0.8 at 30 px per class, at Indian Pines random 10 % and
+    on its disjoint blocks, and within noise (-0.5 to -0.1) on Salinas-A and Potsdam
+    disjoint (docs/benchmarks.md, fifth session).
 
     ``smooth_radius`` (px; 0: off) and ``smooth_range``: an edge-preserving (bilateral)
     smoothing of the class probabilities before the argmax, the one DiffSpectralNet's ``fast``
