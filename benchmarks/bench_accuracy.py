@@ -164,13 +164,15 @@ def protocol_masks(scene: Scene, protocol: str, seed: int,
     rng = np.random.default_rng(seed)
     lab = scene.labels
     train = np.zeros(lab.shape, bool)
-    per_class = re.fullmatch(r"random(\d+)px", protocol)
-    if protocol in ("random30", "random5", "random10") or per_class:
-        share = {"random5": 0.05, "random10": 0.10}.get(protocol, 0.0)
-        count = 30 if protocol == "random30" else int(per_class[1]) if per_class else 0
+    # random30 is random30px by its older name; random5 / random10 are shares of each class
+    per_class = re.fullmatch(r"random(\d+)px", "random30px" if protocol == "random30"
+                             else protocol)
+    share = {"random5": 0.05, "random10": 0.10}.get(protocol)
+    if per_class or share:
         for c in np.unique(lab[lab >= 0]):
             pix = np.flatnonzero(lab == c)
-            n = min(count, len(pix) // 2) if count else max(2, round(share * len(pix)))
+            n = (min(int(per_class[1]), len(pix) // 2) if per_class
+                 else max(2, round(share * len(pix))))
             train.flat[rng.choice(pix, n, replace=False)] = True
         test = (lab >= 0) & ~train
         return train, test, {"guard": 0, "removed": 0}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,13 @@ from bench_accuracy import (  # noqa: E402
     standardise,
 )
 
-from hsimap.models.svm import SVMConfig, SVMModel, shared_sigmoid, svc_tensors  # noqa: E402
+from hsimap.models.svm import (  # noqa: E402
+    SVMConfig,
+    SVMModel,
+    fit_svc,
+    shared_sigmoid,
+    svc_tensors,
+)
 
 LOADERS = {"indian_pines": load_indian_pines, "potsdam": load_potsdam,
            "salinas_a": load_salinas_a}
@@ -53,11 +58,9 @@ def score(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
     """OA (%) and NLL of each way on one split, and libsvm's slope range."""
     from sklearn.svm import SVC
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scikit-learn 1.9: probability=True is deprecated
-        svc = SVC(C=100.0, gamma="scale", probability=True, random_state=seed).fit(x, y)
-        tensors = svc_tensors(svc)
-        vote = svc.predict(xt)
+    svc = fit_svc(SVC(C=100.0, gamma="scale", probability=True, random_state=seed), x, y)
+    tensors = svc_tensors(svc)
+    vote = svc.predict(xt)
     k = int(y.max()) + 1
     truth = torch.from_numpy(yt)
     oa, nll = {"vote": 100.0 * float((vote == yt).mean())}, {}
