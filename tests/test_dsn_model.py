@@ -70,6 +70,7 @@ def test_presets_validate_and_fast_is_default():
     {"unet": "4d"}, {"window": 4}, {"timesteps": (5, 600)}, {"layers": (9,)},
     {"beta_start": 0.5, "beta_end": 0.1}, {"widths": (8,)}, {"crop": 0}, {"nope": 1},
     {"reducer": "umap"}, {"lr": -1.0}, {"timesteps": ()}, {"clf_ensemble": 0},
+    {"spectral_calibration": "platt"},
 ])
 def test_bad_configs_raise_config_error(override):
     with pytest.raises(ConfigError):
