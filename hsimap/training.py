@@ -36,7 +36,14 @@ from hsimap.device import fitting_threads, resolve_device
 from hsimap.dry_run import INFERENCE_KEY
 from hsimap.errors import OutputError
 from hsimap.labels import Labels
-from hsimap.models.base import ProgressCallback, TrainData, get_spec, json_safe, no_progress
+from hsimap.models.base import (
+    ProgressCallback,
+    ProgressEvent,
+    TrainData,
+    get_spec,
+    json_safe,
+    no_progress,
+)
 from hsimap.plots import write_curves, write_inspection
 from hsimap.predict import classify_array, inference_record
 from hsimap.preflight import (  # torch-free; log_path_for kept importable here
@@ -134,10 +141,26 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
                     probe.window_radius())
     _log_split(split, labels)
     data = TrainData(cube_std, valid, index, split.train, split.val, len(labels.classes))
+    refitted = bool(options.refit and split.val.any() and spec.refit is not None)
+    fitted_mask = split.train | split.val if refitted else split.train
+    fitted = int(fitted_mask.sum())
+    everything = TrainData(cube_std, valid, index, fitted_mask, np.zeros_like(split.val),
+                           len(labels.classes))
+
+    def refit_progress(e: ProgressEvent) -> None:
+        progress(dataclasses.replace(e, stage=f"refit {e.stage}"))
+
+    final = None
     torch.manual_seed(options.seed)
     with fitting_threads(device):
-        model, history = spec.fit(data, config, seed=options.seed, device=device,
-                                  progress=progress)
+        if refitted and spec.fit_and_refit is not None:
+            _log_refit(fitted)
+            (model, history), (final, history["refit"]) = spec.fit_and_refit(
+                data, everything, config, seed=options.seed, device=device,
+                progress=progress, refit_progress=refit_progress)
+        else:
+            model, history = spec.fit(data, config, seed=options.seed, device=device,
+                                      progress=progress)
     meta = _metadata(cube, labels, split, options, cube_path, labels_path)
     if len(scenes) > 1:
         meta["training"]["scenes"] = [scene.describe() for scene in scenes]
@@ -152,22 +175,16 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
         else None
     distances = [d for d in (split_distance(s.split) for s in scenes) if d is not None]
     val_distance = min(distances) if distances else None
-    refitted = bool(options.refit and split.val.any() and spec.refit is not None)
-    fitted_mask = split.train | split.val if refitted else split.train
-    fitted = int(fitted_mask.sum())
-    if refitted:
+    if refitted and final is None:
         assert spec.refit is not None
-        everything = TrainData(cube_std, valid, index, fitted_mask, np.zeros_like(split.val),
-                               len(labels.classes))
-        log.info("refitting on all %d labelled pixels (training + validation) for the saved "
-                 "model; the validation figure is that of the model fitted without them",
-                 fitted)
+        _log_refit(fitted)
         torch.manual_seed(options.seed)
         with fitting_threads(device):
-            model, history["refit"] = spec.refit(
+            final, history["refit"] = spec.refit(
                 model, everything, config, history, seed=options.seed, device=device,
-                progress=lambda e: progress(dataclasses.replace(e, stage=f"refit {e.stage}")))
-        ckpt = Checkpoint(model.eval(), norm, labels.classes, meta)
+                progress=refit_progress)
+    if final is not None:
+        ckpt = Checkpoint(final.eval(), norm, labels.classes, meta)
     # that pass's speed and the saved model's activations: `predict --dry-run` without torch
     meta[INFERENCE_KEY] = inference_record(ckpt, device, shape=raw.shape[1:],
                                            seconds=inference_seconds)
@@ -201,6 +218,11 @@ def train_model(cube_path: str | Path, labels_path: str | Path, *,
                        den_eval, val_distance, abs(cube.grid.transform.a), split_path,
                        fitted, refitted, tuple(split_files) if split_path else ())
 
+
+
+def _log_refit(fitted: int) -> None:
+    log.info("refitting on all %d labelled pixels (training + validation) for the saved "
+             "model; the validation figure is that of the model fitted without them", fitted)
 
 
 def _log_split(split: Split, labels: Labels) -> None:

@@ -472,3 +472,134 @@ def test_refresh_bn_sets_the_mean_of_one_pass_over_the_training_windows():
     bn = clf.tokenizer[1]
     assert torch.allclose(bn.running_mean, conv.mean((0, 2, 3)), atol=1e-5)
     assert bn.momentum == 0.1 and clf.training
+
+
+def _same_fit(a: tuple, b: tuple) -> None:
+    """Two ``(model, history)`` pairs: the same weights, the same history but for seconds."""
+    sa, sb = a[0].state_dict(), b[0].state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    def timeless(h: object) -> object:
+        if isinstance(h, dict):
+            return {k: timeless(v) for k, v in h.items()
+                    if "seconds" not in k and k != "timings"}
+        if isinstance(h, list):
+            return [timeless(v) for v in h]
+        return h
+
+    assert timeless(a[1]) == timeless(b[1])
+
+
+@pytest.mark.parametrize("extra", [
+    {"spectral_weight": 0.5},  # the member's two fits overlap the denoiser and classifiers
+    {"feature_dropout": 0.3, "clf_ensemble": 2, "pseudo_epochs": 1},  # every dropout draw
+])
+def test_fit_and_refit_overlapped_gives_fit_then_refit_bit_for_bit(extra):
+    """The two fits of ``train`` (validated, then on every labelled pixel) run in threads on
+    2 cores (docs/benchmarks.md: the quick start's training from 3 min 12 s to 2 min 2 s),
+    with the same weights and histories as one after the other, the dropout masks included;
+    progress reaches each callback one call at a time, the refit's under its own."""
+    import threading
+
+    spec = get_spec("diffspectralnet")
+    assert spec.fit_and_refit is not None
+    data = synthetic()
+    everything = TrainData(data.cube, data.valid, data.labels, data.train_mask | data.val_mask,
+                           np.zeros_like(data.val_mask), data.n_classes)
+    config = spec.make_config("tiny", {**QUICK, "clf_epochs": 2, **extra})
+    cpu = torch.device("cpu")
+    before = torch.get_rng_state()
+    fitted, refitted = spec.fit_and_refit(data, everything, config, seed=3, device=cpu,
+                                          progress=lambda e: None,
+                                          refit_progress=lambda e: None, overlap=False)
+    active, most = [0], [0]
+    lock = threading.Lock()
+    stages: dict[str, set[str]] = {"fit": set(), "refit": set()}
+
+    def watch(which: str):
+        def call(e: ProgressEvent) -> None:
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            stages[which].add(e.stage)
+            with lock:
+                active[0] -= 1
+        return call
+
+    overlapped = spec.fit_and_refit(data, everything, config, seed=3, device=cpu,
+                                    progress=watch("fit"), refit_progress=watch("refit"),
+                                    overlap=True)
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator is left alone
+    _same_fit(fitted, overlapped[0])
+    _same_fit(refitted, overlapped[1])
+    assert most[0] == 1
+    assert "denoiser" in stages["fit"] and "denoiser" not in stages["refit"]
+    assert "classifier" in stages["refit"]
+    if "spectral_weight" in extra:
+        assert "cross-validation" in stages["fit"] and "cross-validation" not in stages["refit"]
+    assert overlapped[1][1]["denoiser"] == {"reused": True}
+    assert overlapped[1][0].config == config
+
+
+def test_fit_and_refit_overlaps_only_a_fixed_schedule_on_the_cpu(monkeypatch):
+    import importlib
+
+    from hsimap.errors import ConfigError
+
+    fit_module = importlib.import_module("hsimap.models.diffspectralnet.fit")
+
+    spec = get_spec("diffspectralnet")
+    fixed = spec.make_config("tiny", QUICK)
+    stopping = spec.make_config("tiny", {**QUICK, "patience": 2})
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(fit_module.os, "cpu_count", lambda: 2)
+    with torch.random.fork_rng(devices=[]):
+        saved = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            assert fit_module.overlaps(fixed, cpu)
+            assert not fit_module.overlaps(stopping, cpu)  # the refit's length comes last
+            assert not fit_module.overlaps(fixed, torch.device("cuda"))
+            torch.set_num_threads(2)  # two fits would share 2 cores 4 ways
+            assert not fit_module.overlaps(fixed, cpu)
+        finally:
+            torch.set_num_threads(saved)
+    data = synthetic()
+    with pytest.raises(ConfigError, match="patience"):
+        spec.fit_and_refit(data, data, stopping, seed=0, device=cpu, progress=lambda e: None,
+                           refit_progress=lambda e: None, overlap=True)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_with_a_generator_draws_the_masks_of_torch_dropout(p):
+    """The classifier's dropout modules draw from a generator of their own when one is set:
+    from a copy of the global state, the masks (and so the gradients) of ``nn.Dropout`` /
+    ``nn.Dropout1d``; without one they are those modules."""
+    from torch import nn
+
+    from hsimap.models.diffspectralnet.classifier import Dropout, Dropout1d
+
+    x = torch.randn(16, 8, 5, requires_grad=True)
+    for ours, theirs in ((Dropout(p), nn.Dropout(p)), (Dropout1d(p), nn.Dropout1d(p))):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(7)
+            want = [theirs(x), theirs(x)]
+            want[0].sum().backward()
+            grad = x.grad.clone()
+            x.grad = None
+            torch.manual_seed(7)
+            ours.generator = torch.Generator()
+            ours.generator.set_state(torch.get_rng_state())
+            torch.manual_seed(99)  # the global generator plays no part any more
+            got = [ours(x), ours(x)]
+            got[0].sum().backward()
+            assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+            assert torch.equal(x.grad, grad)
+            x.grad = None
+            ours.eval()
+            assert torch.equal(ours(x), x)
+            ours.generator = None
+            ours.train()
+            torch.manual_seed(7)
+            assert torch.equal(ours(x), want[0])

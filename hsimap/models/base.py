@@ -198,12 +198,33 @@ class RefitFn(Protocol[ConfigT_contra]):
     ) -> tuple[HsiModel, dict[str, Any]]: ...
 
 
+class FitAndRefitFn(Protocol[ConfigT_contra]):
+    """Signature of ``ModelSpec.fit_and_refit``: ``fit`` on ``data``, then ``refit`` on
+    ``everything``, with the same two results, in less time where the kind can overlap the
+    two. ``progress`` gets the first fit's events and ``refit_progress`` the refit's (from
+    worker threads, one call at a time). Returns ``((model, history), (refitted,
+    refit_history))``."""
+
+    def __call__(
+        self,
+        data: TrainData,
+        everything: TrainData,
+        config: ConfigT_contra,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: ProgressCallback,
+        refit_progress: ProgressCallback,
+    ) -> tuple[tuple[HsiModel, dict[str, Any]], tuple[HsiModel, dict[str, Any]]]: ...
+
+
 @dataclass(frozen=True)
 class ModelSpec(Generic[ConfigT]):
     """A registered model kind, generic over its config class ``ConfigT``.
 
     ``refit`` (optional) fits the final model on every labelled pixel once validation is
     done (see :class:`RefitFn`); kinds without one keep the validated model.
+    ``fit_and_refit`` (optional, with ``refit``) does both at once (:class:`FitAndRefitFn`).
     """
 
     kind: str
@@ -215,6 +236,7 @@ class ModelSpec(Generic[ConfigT]):
     description: str = ""
     gpu_preset: str | None = None
     refit: RefitFn[ConfigT] | None = None
+    fit_and_refit: FitAndRefitFn[ConfigT] | None = None
 
     def preset_for(self, device_type: str) -> str:
         """The default preset on a device type (``cuda`` may have its own)."""

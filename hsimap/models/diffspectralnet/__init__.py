@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hsimap.models.base import ModelSpec, register
 from hsimap.models.diffspectralnet.config import PRESETS, DiffSpectralNetConfig
-from hsimap.models.diffspectralnet.fit import fit, refit
+from hsimap.models.diffspectralnet.fit import fit, fit_and_refit, refit
 from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, model_halo
 
 SPEC = register(ModelSpec(
@@ -23,6 +23,7 @@ SPEC = register(ModelSpec(
     build=build,
     fit=fit,
     refit=refit,
+    fit_and_refit=fit_and_refit,
     description=("DiffSpectralNet: frozen denoising-diffusion U-Net features at several "
                  "timesteps + a transformer over each pixel's neighbourhood "
                  "(presets: paper = SpectralDiff-sized 3D U-Net, fast = 2-core CPU, "

@@ -28,6 +28,50 @@ from torch import nn
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 
 
+class Dropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` that draws its mask from ``generator`` when one is set, else
+    from torch's global generator (as ``nn.Dropout``). The mask is the one ``nn.Dropout``
+    draws from the same generator state, so a fit that hands over a copy of the global state
+    trains the same weights while other fits run in other threads. No weights of its own:
+    model files read the same."""
+
+    generator: torch.Generator | None = None
+
+    def noise_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Shape of the mask: one value per element."""
+        return tuple(x.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.generator is None or not self.training or not 0.0 < self.p < 1.0:
+            return cast(torch.Tensor, super().forward(x))
+        keep = 1.0 - self.p  # as torch's CPU dropout: bernoulli(1 - p) / (1 - p), times x
+        noise = x.new_empty(self.noise_shape(x)).bernoulli_(keep, generator=self.generator)
+        return x * noise.div_(keep)
+
+
+class Dropout1d(Dropout):
+    """:class:`torch.nn.Dropout1d` (whole channels of ``(n, C, L)``) with the same
+    ``generator`` as :class:`Dropout`."""
+
+    def noise_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """One value per sample and channel."""
+        return (x.shape[0], x.shape[1], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.generator is None:
+            return F.dropout1d(x, self.p, self.training, self.inplace)
+        if x.dim() != 3:
+            raise ValueError(f"Dropout1d expects (n, C, L) input, got {tuple(x.shape)}")
+        return super().forward(x)
+
+
+def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) -> None:
+    """Every :class:`Dropout` of ``module`` draws from ``generator`` (None: the global one)."""
+    for m in module.modules():
+        if isinstance(m, Dropout):
+            m.generator = generator
+
+
 class _Block(nn.Module):
     """Pre-LN transformer block with bias-free qkv and ``scaled_dot_product_attention``."""
 
@@ -91,7 +135,7 @@ class WindowClassifier(nn.Module):
             _Block(dim, config.heads, config.head_dim, config.mlp_dim)
             for _ in range(config.depth))
         h = config.head_hidden
-        self.head = nn.Sequential(nn.Linear(dim, h), nn.BatchNorm1d(h), nn.Dropout(0.1),
+        self.head = nn.Sequential(nn.Linear(dim, h), nn.BatchNorm1d(h), Dropout(0.1),
                                   nn.ReLU(), nn.Linear(h, n_classes))
         # The centre pixel's own feature vector, embedded without spatial mixing (hsimap).
         self.pixel = nn.Linear(n_feat, dim) if config.pixel_path else None
@@ -100,7 +144,7 @@ class WindowClassifier(nn.Module):
             raise ValueError("spectrum_path needs the input band count")
         self.spectrum = nn.Linear(n_bands, dim) if config.spectrum_path else None
         # Whole feature channels dropped per training sample (identity at inference).
-        self.channel_dropout = nn.Dropout1d(config.feature_dropout) \
+        self.channel_dropout = Dropout1d(config.feature_dropout) \
             if config.feature_dropout > 0 else None
 
     def radius(self) -> int:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -12,11 +15,16 @@ import torch
 
 from hsimap.errors import ConfigError, TrainingError
 from hsimap.models.base import ProgressCallback, ProgressEvent, TrainData, config_to_dict
-from hsimap.models.diffspectralnet.classifier import ClassifierEnsemble
+from hsimap.models.diffspectralnet.classifier import ClassifierEnsemble, set_dropout_generator
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.fit_classifier import train_classifier
 from hsimap.models.diffspectralnet.fit_denoiser import train_denoiser
-from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, unet_radius
+from hsimap.models.diffspectralnet.model import (
+    DiffSpectralNet,
+    build,
+    member_config,
+    unet_radius,
+)
 from hsimap.models.smoothing import guide_scale
 
 MAX_FIT_VALUES = 200_000_000  # cap on samples x channels gathered to fit the reducers
@@ -157,19 +165,23 @@ def _train_classifiers(model: DiffSpectralNet, feats: torch.Tensor, data: TrainD
             "seconds": round(sum(r["seconds"] for r in runs), 3)}
 
 
-def _fit_spectral(model: DiffSpectralNet, data: TrainData, *, seed: int, device: torch.device,
-                  progress: ProgressCallback,
-                  chosen: Mapping[str, Any] | None) -> dict[str, Any]:
+def _fit_member(config: Any, data: TrainData, *, seed: int, device: torch.device,
+                progress: ProgressCallback,
+                chosen: Mapping[str, Any] | None) -> tuple[Any, dict[str, Any]]:
     """Fit the per-pixel SVM member (``spectral_weight > 0``) on the training pixels: hsimap's
     ``svm`` kind, C and gamma by its spatial CV, or the ``chosen`` ones of an earlier fit
-    (the refit: nothing left to cross-validate on)."""
+    (the refit: nothing left to cross-validate on). Needs no other stage of the model."""
     from hsimap.models import svm
 
-    assert model.spectral is not None
-    config = model.spectral.config
     member, history = svm.fit(data, config if chosen is None else svm.chosen_grid(config, chosen),
                               seed=seed, device=device, progress=progress)
     member.config = config  # as built from the checkpoint: the grid asked for, not the one used
+    return member, history
+
+
+def _install_member(model: DiffSpectralNet, fitted: tuple[Any, dict[str, Any]]) -> dict[str, Any]:
+    """Put a fitted member into ``model``; its history as the model's log keeps it."""
+    member, history = fitted
     model.set_member(member)
     return {**history["svm"], "weight": model.config.spectral_weight}
 
@@ -252,6 +264,100 @@ def _self_train(model: DiffSpectralNet, feats: torch.Tensor, cube: torch.Tensor,
             "seconds": round(time.perf_counter() - start, 3)}
 
 
+@dataclasses.dataclass
+class _Run:
+    """One fit after its label-free stages and feature maps: what the later stages need."""
+
+    model: DiffSpectralNet
+    data: TrainData
+    config: DiffSpectralNetConfig
+    seed: int
+    device: torch.device
+    cube: torch.Tensor
+    feats: torch.Tensor
+    gen: torch.Generator
+    den: dict[str, Any]
+    start: float
+    seconds: dict[str, float]
+
+
+def _prepare(data: TrainData, cfg: DiffSpectralNetConfig, *, seed: int, device: torch.device,
+             progress: ProgressCallback, init: DiffSpectralNet | None) -> _Run:
+    """Build the model, fit (or reuse) its projection and denoiser, fit the reducers and
+    extract the scene's feature map. Runs inside ``fork_rng`` on the calling thread: it seeds
+    torch's global generator, which initialises the weights. On the CPU the classifier's
+    dropout then draws from a copy of the global generator's state (the same masks), so the
+    classifier can train in a thread of its own."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build(cfg, n_bands=data.n_bands, n_classes=data.n_classes)
+    cube = torch.from_numpy(np.ascontiguousarray(data.cube, dtype=np.float32))
+    t0 = time.perf_counter()
+    if init is not None:
+        _reuse_label_free_stages(model, init)
+        den: dict[str, Any] = {"reused": True}
+        model.to(device)
+    else:
+        xp = _fit_projection(model, cube, data.valid, rng)
+        model.to(device)
+        den = {"skipped": "features = projection"} if model.features.unet is None else \
+            train_denoiser(model.features.unet, xp, torch.from_numpy(data.valid), cfg,
+                           rng=rng, gen=gen, device=device, progress=progress)
+    model.eval()
+    t1 = time.perf_counter()
+    n_max = max(2000, min(20000, MAX_FIT_VALUES // max(sum(model.features.map_channels), 1)))
+    fit_reducers(model, cube, _fit_pixels(data, cfg, n_max, rng), device, progress)
+    feats = extract_features(model, cube, device, progress)
+    if device.type == "cpu":
+        dropout = torch.Generator()
+        dropout.set_state(torch.get_rng_state())
+        set_dropout_generator(model, dropout)
+    return _Run(model, data, cfg, seed, device, cube, feats, gen, den, start,
+                {"projection_and_denoiser_s": round(t1 - t0, 3),
+                 "features_s": round(time.perf_counter() - t1, 3)})
+
+
+def _classify(run: _Run, progress: ProgressCallback) -> dict[str, Any]:
+    """Train the run's classifier(s); the history, with the stage's seconds noted."""
+    t = time.perf_counter()
+    clf = _train_classifiers(run.model, run.feats, run.data, run.config, gen=run.gen,
+                             progress=progress, cube=run.cube)
+    run.seconds["classifier_s"] = round(time.perf_counter() - t, 3)
+    return clf
+
+
+def _finish(run: _Run, clf: dict[str, Any], spectral: dict[str, Any] | None,
+            progress: ProgressCallback) -> tuple[DiffSpectralNet, dict[str, Any]]:
+    """The stages after the classifier and the member (smoothing, self-training), then the
+    model in eval mode and the history."""
+    t = time.perf_counter()
+    model, cfg = run.model, run.config
+    smoothing = None if cfg.smooth_radius == 0 else \
+        _fit_smoothing(model, run.cube, run.data, run.seed)
+    pseudo = None if cfg.pseudo_epochs == 0 else \
+        _self_train(model, run.feats, run.cube, run.data, cfg, gen=run.gen, device=run.device,
+                    progress=progress)
+    set_dropout_generator(model, None)
+    model.eval()
+    den = run.den
+    history = {
+        "kind": model.kind, "config": config_to_dict(cfg), "seed": run.seed,
+        "halo": model.halo(), "stride": model.stride(), "feature_dims": model.features.out_dims,
+        "denoiser": den, "classifier": clf,
+        **({"spectral": spectral} if spectral is not None else {}),
+        **({"smoothing": smoothing} if smoothing is not None else {}),
+        **({"self_training": pseudo} if pseudo is not None else {}),
+        **({"denoiser_eval": den["eval"]} if "eval" in den else {}),
+        "timings": {**run.seconds,
+                    "spectral_s": round(run.seconds.get("spectral_s", 0.0)
+                                        + time.perf_counter() - t, 3),
+                    "total_s": round(time.perf_counter() - run.start, 3)},
+    }
+    return model, history
+
+
 def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: torch.device,
         progress: ProgressCallback, init: DiffSpectralNet | None = None,
         spectral_chosen: Mapping[str, Any] | None = None,
@@ -268,57 +374,18 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
     of its cross-validation.
     """
     _check(data, config)
-    cfg: DiffSpectralNetConfig = config
-    start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        model = build(cfg, n_bands=data.n_bands, n_classes=data.n_classes)
-        cube = torch.from_numpy(np.ascontiguousarray(data.cube, dtype=np.float32))
-        t0 = time.perf_counter()
-        if init is not None:
-            _reuse_label_free_stages(model, init)
-            den: dict[str, Any] = {"reused": True}
-            model.to(device)
-        else:
-            xp = _fit_projection(model, cube, data.valid, rng)
-            model.to(device)
-            den = {"skipped": "features = projection"} if model.features.unet is None else \
-                train_denoiser(model.features.unet, xp, torch.from_numpy(data.valid), cfg,
-                               rng=rng, gen=gen, device=device, progress=progress)
-        model.eval()
-        t1 = time.perf_counter()
-        n_max = max(2000, min(20000, MAX_FIT_VALUES // max(sum(model.features.map_channels), 1)))
-        fit_reducers(model, cube, _fit_pixels(data, cfg, n_max, rng), device, progress)
-        feats = extract_features(model, cube, device, progress)
-        t2 = time.perf_counter()
-        clf = _train_classifiers(model, feats, data, cfg, gen=gen, progress=progress,
-                                 cube=cube)
-        t3 = time.perf_counter()
-        spectral = None if model.spectral is None else \
-            _fit_spectral(model, data, seed=seed, device=device, progress=progress,
-                          chosen=spectral_chosen)
-        smoothing = None if cfg.smooth_radius == 0 else _fit_smoothing(model, cube, data, seed)
-        pseudo = None if cfg.pseudo_epochs == 0 else \
-            _self_train(model, feats, cube, data, cfg, gen=gen, device=device,
-                        progress=progress)
-    model.eval()
-    history = {
-        "kind": model.kind, "config": config_to_dict(cfg), "seed": seed,
-        "halo": model.halo(), "stride": model.stride(), "feature_dims": model.features.out_dims,
-        "denoiser": den, "classifier": clf,
-        **({"spectral": spectral} if spectral is not None else {}),
-        **({"smoothing": smoothing} if smoothing is not None else {}),
-        **({"self_training": pseudo} if pseudo is not None else {}),
-        **({"denoiser_eval": den["eval"]} if "eval" in den else {}),
-        "timings": {"projection_and_denoiser_s": round(t1 - t0, 3),
-                    "features_s": round(t2 - t1, 3),
-                    "classifier_s": round(t3 - t2, 3),
-                    "spectral_s": round(time.perf_counter() - t3, 3),
-                    "total_s": round(time.perf_counter() - start, 3)},
-    }
-    return model, history
+        run = _prepare(data, config, seed=seed, device=device, progress=progress, init=init)
+        clf = _classify(run, progress)
+        spectral = None
+        member = member_config(config)
+        if member is not None:
+            t = time.perf_counter()
+            spectral = _install_member(run.model, _fit_member(
+                member, data, seed=seed, device=device, progress=progress,
+                chosen=spectral_chosen))
+            run.seconds["spectral_s"] = time.perf_counter() - t
+        return _finish(run, clf, spectral, progress)
 
 
 def refit(model: Any, data: TrainData, config: DiffSpectralNetConfig, history: Mapping[str, Any],
@@ -331,11 +398,101 @@ def refit(model: Any, data: TrainData, config: DiffSpectralNetConfig, history: M
     (``patience = 0``), else the epoch early stopping kept, now as a fixed schedule (there is
     nothing left to validate on), recorded in the refit's history.
     """
-    kept = int(history.get("classifier", {}).get("best_epoch") or config.clf_epochs)
-    epochs = config.clf_epochs if config.patience == 0 else max(1, kept)
-    fixed = dataclasses.replace(config, clf_epochs=epochs, patience=0)
+    fixed = _refit_config(config, history)
     spectral = history.get("spectral")
     new, history = fit(data, fixed, seed=seed, device=device, progress=progress, init=model,
                        spectral_chosen=None if spectral is None else spectral["cv"]["chosen"])
     new.config = config  # the checkpoint keeps the config asked for; the log, the schedule used
     return new, history
+
+
+def _refit_config(config: DiffSpectralNetConfig, history: Mapping[str, Any] | None
+                  ) -> DiffSpectralNetConfig:
+    """The refit's fixed schedule: the preset's epochs (``patience = 0``), else the epoch the
+    validated fit's early stopping kept (``history``)."""
+    if config.patience == 0:
+        return config
+    assert history is not None
+    kept = int(history.get("classifier", {}).get("best_epoch") or config.clf_epochs)
+    return dataclasses.replace(config, clf_epochs=max(1, kept), patience=0)
+
+
+def overlaps(config: DiffSpectralNetConfig, device: torch.device) -> bool:
+    """Whether :func:`fit_and_refit` runs the two fits' classifiers (and the SVM member) at
+    the same time: on the CPU, with a fixed schedule (with early stopping the refit's length
+    is known only at the end of the validated fit), when the cores hold two fits with
+    torch's current intra-op threads each (one thread on 2 cores: ``hsimap.device``)."""
+    cores = os.cpu_count() or 1
+    return (device.type == "cpu" and config.patience == 0
+            and 2 * torch.get_num_threads() <= cores)
+
+
+def _serialised(progress: ProgressCallback, lock: threading.Lock) -> ProgressCallback:
+    """``progress``, called by one thread at a time."""
+    def call(event: ProgressEvent) -> None:
+        with lock:
+            progress(event)
+    return call
+
+
+def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNetConfig, *,
+                  seed: int, device: torch.device, progress: ProgressCallback,
+                  refit_progress: ProgressCallback, overlap: bool | None = None,
+                  ) -> tuple[tuple[DiffSpectralNet, dict[str, Any]],
+                             tuple[DiffSpectralNet, dict[str, Any]]]:
+    """:func:`fit` on ``data``, then :func:`refit` on ``everything``: the same two models
+    and histories, bit for bit, in less time where they can overlap (:func:`overlaps`;
+    ``overlap`` forces it either way).
+
+    Overlapped, the SVM members (the validated one, then the refit's with its choice of C
+    and gamma) fit in a worker thread from the start, beside the denoiser; the refit's
+    classifier trains in another worker while the validated one trains on the calling
+    thread. Each classifier draws its batches, turns and dropout masks from generators of
+    its own, so no fit sees another's random draws. ``progress`` and ``refit_progress`` are
+    called from these threads, one call at a time.
+    """
+    if overlap is None:
+        overlap = overlaps(config, device)
+    if not overlap:
+        model, history = fit(data, config, seed=seed, device=device, progress=progress)
+        return (model, history), refit(model, everything, config, history, seed=seed,
+                                       device=device, progress=refit_progress)
+    if config.patience != 0 or device.type != "cpu":
+        raise ConfigError("fit_and_refit overlaps fits only on the CPU with a fixed "
+                          "schedule (patience = 0)")
+    _check(data, config)
+    _check(everything, config)
+    lock = threading.Lock()
+    progress, refit_progress = _serialised(progress, lock), _serialised(refit_progress, lock)
+
+    def members(member: Any) -> tuple[tuple[Any, dict[str, Any]], tuple[Any, dict[str, Any]]]:
+        t = time.perf_counter()
+        first = _fit_member(member, data, seed=seed, device=device, progress=progress,
+                            chosen=None)
+        t1 = time.perf_counter()
+        second = _fit_member(member, everything, seed=seed, device=device,
+                             progress=refit_progress, chosen=first[1]["svm"]["cv"]["chosen"])
+        seconds.extend([t1 - t, time.perf_counter() - t1])
+        return first, second
+
+    seconds: list[float] = []
+    with torch.random.fork_rng(devices=[]), \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="hsimap-fit") as pool:
+        member = member_config(config)
+        fitted = None if member is None else pool.submit(members, member)
+        run = _prepare(data, config, seed=seed, device=device, progress=progress, init=None)
+        again = _prepare(everything, _refit_config(config, None), seed=seed, device=device,
+                         progress=refit_progress, init=run.model)
+        later = pool.submit(_classify, again, refit_progress)
+        clf = _classify(run, progress)
+        clf_again = later.result()
+        spectral = spectral_again = None
+        if fitted is not None:
+            first, second = fitted.result()
+            spectral = _install_member(run.model, first)
+            spectral_again = _install_member(again.model, second)
+            run.seconds["spectral_s"], again.seconds["spectral_s"] = seconds
+        model, history = _finish(run, clf, spectral, progress)
+        new, history_again = _finish(again, clf_again, spectral_again, refit_progress)
+    new.config = config  # as refit: the checkpoint keeps the config asked for
+    return (model, history), (new, history_again)

@@ -58,8 +58,8 @@ class DiffSpectralNet(HsiModel):
         self.classifier = make_classifier(config, self.features.out_dims, n_classes, n_bands)
         # the per-pixel member (``spectral_weight``): its tensors come from fitting or loading
         self.spectral: SVMModel | None = None
-        if config.spectral_weight > 0:
-            member = SVMConfig(calibration=config.spectral_calibration)
+        member = member_config(config)
+        if member is not None:
             self.set_member(SVMModel(member, n_bands=n_bands, n_classes=n_classes))
         if config.smooth_radius > 0:  # the smoothing's spectral scale, fitted (``smoothing``)
             self.register_buffer("smooth_range_sq", torch.ones(()))
@@ -134,6 +134,13 @@ class DiffSpectralNet(HsiModel):
     def config_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict (``build`` needs it plus ``n_bands``/``n_classes``)."""
         return config_to_dict(self.config)
+
+
+def member_config(config: DiffSpectralNetConfig) -> SVMConfig | None:
+    """The per-pixel SVM member's config (``spectral_weight > 0``), else None."""
+    if config.spectral_weight <= 0:
+        return None
+    return SVMConfig(calibration=config.spectral_calibration)
 
 
 def build(config: DiffSpectralNetConfig, *, n_bands: int, n_classes: int) -> DiffSpectralNet:
