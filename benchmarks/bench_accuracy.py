@@ -21,6 +21,10 @@ Protocols:
              training or testing; test pixels within --guard px (Chebyshev) of any training
              pixel are dropped. The table states the guard and the test pixels left.
              (indian_pines: 16 x 16 blocks.)
+  disjointNpx  the disjoint protocol's blocks and test pixels (the same for a seed), with
+             only N random labelled pixels per class of the training blocks kept for
+             training (all of a class that has fewer), e.g. disjoint10px: few labels without
+             neighbourhood interpolation
 
 Rows: svm-rbf / random-forest on standardised spectra; cnn-pca (a 3-layer CNN on 9 x 9
 patches of 30 PCA components: the simplest spatial baseline, issue 12's floor) and
@@ -188,6 +192,13 @@ def protocol_masks(scene: Scene, protocol: str, seed: int,
 
     near = ndimage.maximum_filter(train, size=2 * guard + 1) if guard else train
     test = test_all & ~near
+    few = re.fullmatch(r"disjoint(\d+)px", protocol)
+    if few:  # the same blocks and test pixels as disjoint; N px per class of them train
+        kept = np.zeros_like(train)
+        for c in classes:
+            pix = np.flatnonzero(train & (lab == c))
+            kept.flat[rng.choice(pix, min(int(few[1]), len(pix)), replace=False)] = True
+        train = kept
     return train, test, {"guard": guard, "removed": int(test_all.sum() - test.sum())}
 
 
