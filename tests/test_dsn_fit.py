@@ -543,32 +543,74 @@ def test_fit_and_refit_overlapped_gives_fit_then_refit_bit_for_bit(extra):
 
 
 def test_fit_and_refit_overlaps_only_a_fixed_schedule_on_the_cpu(monkeypatch):
+    """Overlap needs the CPU, a fixed schedule and cores for two fits at the fitting threads;
+    train's memory check then counts two feature maps."""
     import importlib
 
     from hsimap.errors import ConfigError
 
     fit_module = importlib.import_module("hsimap.models.diffspectralnet.fit")
-
     spec = get_spec("diffspectralnet")
     fixed = spec.make_config("tiny", QUICK)
     stopping = spec.make_config("tiny", {**QUICK, "patience": 2})
     cpu = torch.device("cpu")
     monkeypatch.setattr(fit_module.os, "cpu_count", lambda: 2)
-    with torch.random.fork_rng(devices=[]):
-        saved = torch.get_num_threads()
-        try:
-            torch.set_num_threads(1)
-            assert fit_module.overlaps(fixed, cpu)
-            assert not fit_module.overlaps(stopping, cpu)  # the refit's length comes last
-            assert not fit_module.overlaps(fixed, torch.device("cuda"))
-            torch.set_num_threads(2)  # two fits would share 2 cores 4 ways
-            assert not fit_module.overlaps(fixed, cpu)
-        finally:
-            torch.set_num_threads(saved)
+    monkeypatch.setenv("HSIMAP_TRAIN_THREADS", "1")
+    assert fit_module.overlaps(fixed, cpu)
+    assert not fit_module.overlaps(stopping, cpu)  # the refit's length comes last
+    assert not fit_module.overlaps(fixed, torch.device("cuda"))
+    one_map = 4.0 * spec.build(fixed, n_bands=10, n_classes=3).features.out_dims
+    assert spec.build(fixed, n_bands=10, n_classes=3).fit_bytes_per_pixel() == 2 * one_map
+    assert spec.build(stopping, n_bands=10, n_classes=3).fit_bytes_per_pixel() == one_map
+    monkeypatch.setenv("HSIMAP_TRAIN_THREADS", "2")  # two fits would share 2 cores 4 ways
+    assert not fit_module.overlaps(fixed, cpu)
     data = synthetic()
     with pytest.raises(ConfigError, match="patience"):
         spec.fit_and_refit(data, data, stopping, seed=0, device=cpu, progress=lambda e: None,
                            refit_progress=lambda e: None, overlap=True)
+
+
+def test_an_overlapped_fit_that_fails_stops_the_others_and_raises_its_error(monkeypatch):
+    """A worker's error (here the SVM member's) is the one raised, and an interruption of
+    the calling thread (Ctrl-C) stops the workers at their next progress event: no fit
+    thread is left running either way."""
+    import importlib
+    import threading
+
+    from hsimap.errors import TrainingError
+
+    fit_module = importlib.import_module("hsimap.models.diffspectralnet.fit")
+    spec = get_spec("diffspectralnet")
+    data = synthetic()
+    config = spec.make_config("tiny", {**QUICK, "clf_epochs": 30, "spectral_weight": 0.5})
+    cpu = torch.device("cpu")
+
+    def broken(*args, **kwargs):
+        raise TrainingError("the member could not be fitted")
+
+    with monkeypatch.context() as m:
+        m.setattr(fit_module, "_fit_member", broken)
+        with pytest.raises(TrainingError, match="member could not"):
+            spec.fit_and_refit(data, data, config, seed=0, device=cpu,
+                               progress=lambda e: None, refit_progress=lambda e: None,
+                               overlap=True)
+    assert not [t for t in threading.enumerate() if t.name.startswith("hsimap-fit")]
+
+    refit_epochs: list[int] = []
+
+    def interrupt(e: ProgressEvent) -> None:
+        if e.stage == "classifier" and e.done == 2:
+            raise KeyboardInterrupt
+
+    def watch(e: ProgressEvent) -> None:
+        if e.stage == "classifier":
+            refit_epochs.append(e.done)
+
+    with pytest.raises(KeyboardInterrupt):
+        spec.fit_and_refit(data, data, config, seed=0, device=cpu, progress=interrupt,
+                           refit_progress=watch, overlap=True)
+    assert not [t for t in threading.enumerate() if t.name.startswith("hsimap-fit")]
+    assert max(refit_epochs, default=0) < config.clf_epochs  # stopped, not run to the end
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

@@ -7,12 +7,13 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
+from hsimap.device import training_threads
 from hsimap.errors import ConfigError, TrainingError
 from hsimap.models.base import ProgressCallback, ProgressEvent, TrainData, config_to_dict
 from hsimap.models.diffspectralnet.classifier import ClassifierEnsemble, set_dropout_generator
@@ -420,26 +421,37 @@ def _refit_config(config: DiffSpectralNetConfig, history: Mapping[str, Any] | No
 def overlaps(config: DiffSpectralNetConfig, device: torch.device) -> bool:
     """Whether :func:`fit_and_refit` runs the two fits' classifiers (and the SVM member) at
     the same time: on the CPU, with a fixed schedule (with early stopping the refit's length
-    is known only at the end of the validated fit), when the cores hold two fits with
-    torch's current intra-op threads each (one thread on 2 cores: ``hsimap.device``)."""
-    cores = os.cpu_count() or 1
-    return (device.type == "cpu" and config.patience == 0
-            and 2 * torch.get_num_threads() <= cores)
+    is known only at the end of the validated fit), when the cores hold two fits at the
+    fitting threads of :func:`hsimap.device.training_threads` (one on 2 cores)."""
+    if device.type != "cpu" or config.patience != 0:
+        return False
+    threads = training_threads() or torch.get_num_threads()
+    return 2 * threads <= (os.cpu_count() or 1)
 
 
-def _serialised(progress: ProgressCallback, lock: threading.Lock) -> ProgressCallback:
-    """``progress``, called by one thread at a time."""
+class _Stopped(Exception):
+    """Raised in a fit's thread at its next progress event once another thread failed."""
+
+
+def _serialised(progress: ProgressCallback, lock: threading.Lock,
+                stop: threading.Event) -> ProgressCallback:
+    """``progress``, called by one thread at a time; raises :class:`_Stopped` once
+    ``stop`` is set."""
     def call(event: ProgressEvent) -> None:
+        if stop.is_set():
+            raise _Stopped
         with lock:
             progress(event)
     return call
 
 
+Fitted = tuple[DiffSpectralNet, dict[str, Any]]
+
+
 def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNetConfig, *,
                   seed: int, device: torch.device, progress: ProgressCallback,
                   refit_progress: ProgressCallback, overlap: bool | None = None,
-                  ) -> tuple[tuple[DiffSpectralNet, dict[str, Any]],
-                             tuple[DiffSpectralNet, dict[str, Any]]]:
+                  ) -> tuple[Fitted, Fitted]:
     """:func:`fit` on ``data``, then :func:`refit` on ``everything``: the same two models
     and histories, bit for bit, in less time where they can overlap (:func:`overlaps`;
     ``overlap`` forces it either way).
@@ -449,7 +461,8 @@ def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNe
     classifier trains in another worker while the validated one trains on the calling
     thread. Each classifier draws its batches, turns and dropout masks from generators of
     its own, so no fit sees another's random draws. ``progress`` and ``refit_progress`` are
-    called from these threads, one call at a time.
+    called from these threads, one call at a time. When one thread fails (or the caller is
+    interrupted), the others stop at their next progress event and its error is raised.
     """
     if overlap is None:
         overlap = overlaps(config, device)
@@ -462,8 +475,29 @@ def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNe
                           "schedule (patience = 0)")
     _check(data, config)
     _check(everything, config)
-    lock = threading.Lock()
-    progress, refit_progress = _serialised(progress, lock), _serialised(refit_progress, lock)
+    return _overlapped(data, everything, config, seed=seed, device=device, progress=progress,
+                       refit_progress=refit_progress)
+
+
+def _raise_first(failure: BaseException, futures: list[Future[Any]]) -> NoReturn:
+    """Raise the error that stopped an overlapped fit: a worker's own, when the calling
+    thread was only stopped because of it."""
+    if isinstance(failure, _Stopped):
+        for future in futures:
+            error = None if future.cancelled() else future.exception()
+            if error is not None and not isinstance(error, _Stopped):
+                raise error
+    raise failure
+
+
+def _overlapped(data: TrainData, everything: TrainData, config: DiffSpectralNetConfig, *,
+                seed: int, device: torch.device, progress: ProgressCallback,
+                refit_progress: ProgressCallback) -> tuple[Fitted, Fitted]:
+    """:func:`fit_and_refit`'s overlapped path (see there)."""
+    lock, stop = threading.Lock(), threading.Event()
+    progress = _serialised(progress, lock, stop)
+    refit_progress = _serialised(refit_progress, lock, stop)
+    seconds: list[float] = []
 
     def members(member: Any) -> tuple[tuple[Any, dict[str, Any]], tuple[Any, dict[str, Any]]]:
         t = time.perf_counter()
@@ -475,24 +509,43 @@ def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNe
         seconds.extend([t1 - t, time.perf_counter() - t1])
         return first, second
 
-    seconds: list[float] = []
+    def stop_others(future: Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            stop.set()
+
+    futures: list[Future[Any]] = []
+
+    def submit(fn: Any, *args: Any) -> Future[Any]:
+        future = pool.submit(fn, *args)
+        future.add_done_callback(stop_others)
+        futures.append(future)
+        return future
+
+    failure: BaseException | None = None
     with torch.random.fork_rng(devices=[]), \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="hsimap-fit") as pool:
-        member = member_config(config)
-        fitted = None if member is None else pool.submit(members, member)
-        run = _prepare(data, config, seed=seed, device=device, progress=progress, init=None)
-        again = _prepare(everything, _refit_config(config, None), seed=seed, device=device,
-                         progress=refit_progress, init=run.model)
-        later = pool.submit(_classify, again, refit_progress)
-        clf = _classify(run, progress)
-        clf_again = later.result()
-        spectral = spectral_again = None
-        if fitted is not None:
-            first, second = fitted.result()
-            spectral = _install_member(run.model, first)
-            spectral_again = _install_member(again.model, second)
-            run.seconds["spectral_s"], again.seconds["spectral_s"] = seconds
-        model, history = _finish(run, clf, spectral, progress)
-        new, history_again = _finish(again, clf_again, spectral_again, refit_progress)
+        try:
+            member = member_config(config)
+            fitted = None if member is None else submit(members, member)
+            run = _prepare(data, config, seed=seed, device=device, progress=progress,
+                           init=None)
+            again = _prepare(everything, _refit_config(config, None), seed=seed,
+                             device=device, progress=refit_progress, init=run.model)
+            later = submit(_classify, again, refit_progress)
+            clf = _classify(run, progress)
+            clf_again = later.result()
+            spectral = spectral_again = None
+            if fitted is not None:
+                first, second = fitted.result()
+                spectral = _install_member(run.model, first)
+                spectral_again = _install_member(again.model, second)
+                run.seconds["spectral_s"], again.seconds["spectral_s"] = seconds
+            model, history = _finish(run, clf, spectral, progress)
+            new, history_again = _finish(again, clf_again, spectral_again, refit_progress)
+        except BaseException as exc:  # re-raised below, once the workers have stopped
+            stop.set()
+            failure = exc
+    if failure is not None:
+        _raise_first(failure, futures)
     new.config = config  # as refit: the checkpoint keeps the config asked for
     return (model, history), (new, history_again)

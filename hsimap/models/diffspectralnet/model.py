@@ -72,6 +72,16 @@ class DiffSpectralNet(HsiModel):
         member.set_kernel_dtype(MEMBER_KERNEL_DTYPE)
         self.spectral = member
 
+    def fit_bytes_per_pixel(self) -> float:
+        """The reduced feature map of the whole scene (float32), twice when ``train`` on the
+        CPU would overlap the validated fit and the refit, which hold one each
+        (:func:`hsimap.models.diffspectralnet.fit.overlaps`; also counted with
+        ``--no-refit``, which has one)."""
+        from hsimap.models.diffspectralnet.fit import overlaps
+
+        maps = 2 if overlaps(self.config, torch.device("cpu")) else 1
+        return 4.0 * self.features.out_dims * maps
+
     def halo(self) -> int:
         """U-Net receptive radius + tokenizer radius + ``window // 2`` + the smoothing's
         radius (stride is 1)."""
