@@ -549,7 +549,7 @@ def test_fit_and_refit_overlaps_only_a_fixed_schedule_on_the_cpu(monkeypatch):
 
     from hsimap.errors import ConfigError
 
-    fit_module = importlib.import_module("hsimap.models.diffspectralnet.fit")
+    fit_module = importlib.import_module("hsimap.models.diffspectralnet.model")
     spec = get_spec("diffspectralnet")
     fixed = spec.make_config("tiny", QUICK)
     stopping = spec.make_config("tiny", {**QUICK, "patience": 2})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -13,7 +12,6 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from hsimap.device import training_threads
 from hsimap.errors import ConfigError, TrainingError
 from hsimap.models.base import ProgressCallback, ProgressEvent, TrainData, config_to_dict
 from hsimap.models.diffspectralnet.classifier import ClassifierEnsemble, set_dropout_generator
@@ -24,6 +22,7 @@ from hsimap.models.diffspectralnet.model import (
     DiffSpectralNet,
     build,
     member_config,
+    overlaps,
     unet_radius,
 )
 from hsimap.models.smoothing import guide_scale
@@ -416,17 +415,6 @@ def _refit_config(config: DiffSpectralNetConfig, history: Mapping[str, Any] | No
     assert history is not None
     kept = int(history.get("classifier", {}).get("best_epoch") or config.clf_epochs)
     return dataclasses.replace(config, clf_epochs=max(1, kept), patience=0)
-
-
-def overlaps(config: DiffSpectralNetConfig, device: torch.device) -> bool:
-    """Whether :func:`fit_and_refit` runs the two fits' classifiers (and the SVM member) at
-    the same time: on the CPU, with a fixed schedule (with early stopping the refit's length
-    is known only at the end of the validated fit), when the cores hold two fits at the
-    fitting threads of :func:`hsimap.device.training_threads` (one on 2 cores)."""
-    if device.type != "cpu" or config.patience != 0:
-        return False
-    threads = training_threads() or torch.get_num_threads()
-    return 2 * threads <= (os.cpu_count() or 1)
 
 
 class _Stopped(Exception):

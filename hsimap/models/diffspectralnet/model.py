@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import torch
 
+from hsimap.device import training_threads
 from hsimap.errors import ConfigError
 from hsimap.models.base import HsiModel, config_to_dict
 from hsimap.models.diffspectralnet.classifier import make_classifier
@@ -75,10 +77,8 @@ class DiffSpectralNet(HsiModel):
     def fit_bytes_per_pixel(self) -> float:
         """The reduced feature map of the whole scene (float32), twice when ``train`` on the
         CPU would overlap the validated fit and the refit, which hold one each
-        (:func:`hsimap.models.diffspectralnet.fit.overlaps`; also counted with
+        (:func:`overlaps`; also counted with
         ``--no-refit``, which has one)."""
-        from hsimap.models.diffspectralnet.fit import overlaps
-
         maps = 2 if overlaps(self.config, torch.device("cpu")) else 1
         return 4.0 * self.features.out_dims * maps
 
@@ -144,6 +144,18 @@ class DiffSpectralNet(HsiModel):
     def config_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict (``build`` needs it plus ``n_bands``/``n_classes``)."""
         return config_to_dict(self.config)
+
+
+def overlaps(config: DiffSpectralNetConfig, device: torch.device) -> bool:
+    """Whether ``fit_and_refit`` (:mod:`hsimap.models.diffspectralnet.fit`) runs the two
+    fits' classifiers (and the SVM member) at the same time: on the CPU, with a fixed
+    schedule (with early stopping the refit's length is known only at the end of the
+    validated fit), when the cores hold two fits at the fitting threads of
+    :func:`hsimap.device.training_threads` (one on 2 cores)."""
+    if device.type != "cpu" or config.patience != 0:
+        return False
+    threads = training_threads() or torch.get_num_threads()
+    return 2 * threads <= (os.cpu_count() or 1)
 
 
 def member_config(config: DiffSpectralNetConfig) -> SVMConfig | None:
