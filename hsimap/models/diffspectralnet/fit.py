@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from hsimap.models.diffspectralnet.model import (
     build,
     member_config,
     overlaps,
+    side_by_side,
     unet_radius,
 )
 from hsimap.models.smoothing import guide_scale
@@ -366,6 +367,9 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
 
     Same seed, data and config give identical weights on CPU. The global torch RNG state is
     restored afterwards. Returns the model in eval mode on ``device`` and a JSON-able history.
+    Where two fitting threads fit the cores (:func:`side_by_side`), the SVM member fits in a
+    worker thread beside the other stages (the same result; ``progress`` is then called from
+    both threads, one call at a time).
 
     ``init``: a model fitted on the same scene with the same projection/denoiser settings
     whose spectral projection and denoiser are reused (both are label-free), skipping those
@@ -374,17 +378,19 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
     of its cross-validation.
     """
     _check(data, config)
-    with torch.random.fork_rng(devices=[]):
+    member = member_config(config)
+    with torch.random.fork_rng(devices=[]), \
+            _Workers(1 if member is not None and side_by_side(device) else 0) as workers:
+        progress = workers.progress(progress)
+        fitted = None if member is None else workers.run(
+            _fit_member, member, data, seed=seed, device=device, progress=progress,
+            chosen=spectral_chosen)
         run = _prepare(data, config, seed=seed, device=device, progress=progress, init=init)
         clf = _classify(run, progress)
         spectral = None
-        member = member_config(config)
-        if member is not None:
-            t = time.perf_counter()
-            spectral = _install_member(run.model, _fit_member(
-                member, data, seed=seed, device=device, progress=progress,
-                chosen=spectral_chosen))
-            run.seconds["spectral_s"] = time.perf_counter() - t
+        if fitted is not None:
+            spectral = _install_member(run.model, fitted.result())
+            run.seconds["spectral_s"] = fitted.seconds
         return _finish(run, clf, spectral, progress)
 
 
@@ -421,16 +427,78 @@ class _Stopped(Exception):
     """Raised in a fit's thread at its next progress event once another thread failed."""
 
 
-def _serialised(progress: ProgressCallback, lock: threading.Lock,
-                stop: threading.Event) -> ProgressCallback:
-    """``progress``, called by one thread at a time; raises :class:`_Stopped` once
-    ``stop`` is set."""
-    def call(event: ProgressEvent) -> None:
-        if stop.is_set():
-            raise _Stopped
-        with lock:
-            progress(event)
-    return call
+class _Job:
+    """A function running in a worker thread: its result and its wall seconds."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+        self.seconds = 0.0
+
+    def result(self) -> Any:
+        return self.future.result()
+
+
+class _Workers:
+    """Worker threads beside the calling one, for the parts of a fit that do not depend on
+    each other; a context manager.
+
+    Progress callbacks wrapped by :meth:`progress` are called by one thread at a time and
+    raise :class:`_Stopped` once any thread failed, so the others stop at their next event.
+    On leaving, the workers are waited for, and the first real error is raised (a worker's,
+    when the calling thread only stopped because of it). With ``n = 0`` jobs run at once on
+    the calling thread: the same code, one stage after the other.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.pool = ThreadPoolExecutor(n, thread_name_prefix="hsimap-fit") if n else None
+        self.jobs: list[_Job] = []
+
+    def progress(self, callback: ProgressCallback) -> ProgressCallback:
+        def call(event: ProgressEvent) -> None:
+            if self.stop.is_set():
+                raise _Stopped
+            with self.lock:
+                callback(event)
+        return call
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> _Job:
+        """``fn(*args, **kwargs)`` in a worker (or now, without workers)."""
+        def timed() -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                job.seconds = round(time.perf_counter() - start, 3)
+
+        if self.pool is None:
+            future: Future[Any] = Future()
+            job = _Job(future)
+            future.set_result(timed())
+        else:
+            job = _Job(Future())
+            job.future = self.pool.submit(timed)
+            job.future.add_done_callback(self._stop_on_error)
+        self.jobs.append(job)
+        return job
+
+    def _stop_on_error(self, future: Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.stop.set()
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        if error is not None:
+            self.stop.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        if isinstance(error, _Stopped):  # the thread that failed first has the error
+            for job in self.jobs:
+                first = None if job.future.cancelled() else job.future.exception()
+                if first is not None and not isinstance(first, _Stopped):
+                    raise first
 
 
 Fitted = tuple[DiffSpectralNet, dict[str, Any]]
@@ -463,77 +531,36 @@ def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNe
                           "schedule (patience = 0)")
     _check(data, config)
     _check(everything, config)
-    return _overlapped(data, everything, config, seed=seed, device=device, progress=progress,
-                       refit_progress=refit_progress)
-
-
-def _raise_first(failure: BaseException, futures: list[Future[Any]]) -> NoReturn:
-    """Raise the error that stopped an overlapped fit: a worker's own, when the calling
-    thread was only stopped because of it."""
-    if isinstance(failure, _Stopped):
-        for future in futures:
-            error = None if future.cancelled() else future.exception()
-            if error is not None and not isinstance(error, _Stopped):
-                raise error
-    raise failure
-
-
-def _overlapped(data: TrainData, everything: TrainData, config: DiffSpectralNetConfig, *,
-                seed: int, device: torch.device, progress: ProgressCallback,
-                refit_progress: ProgressCallback) -> tuple[Fitted, Fitted]:
-    """:func:`fit_and_refit`'s overlapped path (see there)."""
-    lock, stop = threading.Lock(), threading.Event()
-    progress = _serialised(progress, lock, stop)
-    refit_progress = _serialised(refit_progress, lock, stop)
-    seconds: list[float] = []
-
-    def members(member: Any) -> tuple[tuple[Any, dict[str, Any]], tuple[Any, dict[str, Any]]]:
-        t = time.perf_counter()
-        first = _fit_member(member, data, seed=seed, device=device, progress=progress,
-                            chosen=None)
-        t1 = time.perf_counter()
-        second = _fit_member(member, everything, seed=seed, device=device,
-                             progress=refit_progress, chosen=first[1]["svm"]["cv"]["chosen"])
-        seconds.extend([t1 - t, time.perf_counter() - t1])
-        return first, second
-
-    def stop_others(future: Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            stop.set()
-
-    futures: list[Future[Any]] = []
-
-    def submit(fn: Any, *args: Any) -> Future[Any]:
-        future = pool.submit(fn, *args)
-        future.add_done_callback(stop_others)
-        futures.append(future)
-        return future
-
-    failure: BaseException | None = None
-    with torch.random.fork_rng(devices=[]), \
-            ThreadPoolExecutor(max_workers=2, thread_name_prefix="hsimap-fit") as pool:
-        try:
-            member = member_config(config)
-            fitted = None if member is None else submit(members, member)
-            run = _prepare(data, config, seed=seed, device=device, progress=progress,
-                           init=None)
-            again = _prepare(everything, _refit_config(config, None), seed=seed,
-                             device=device, progress=refit_progress, init=run.model)
-            later = submit(_classify, again, refit_progress)
-            clf = _classify(run, progress)
-            clf_again = later.result()
-            spectral = spectral_again = None
-            if fitted is not None:
-                first, second = fitted.result()
-                spectral = _install_member(run.model, first)
-                spectral_again = _install_member(again.model, second)
-                run.seconds["spectral_s"], again.seconds["spectral_s"] = seconds
-            model, history = _finish(run, clf, spectral, progress)
-            new, history_again = _finish(again, clf_again, spectral_again, refit_progress)
-        except BaseException as exc:  # re-raised below, once the workers have stopped
-            stop.set()
-            failure = exc
-    if failure is not None:
-        _raise_first(failure, futures)
+    with torch.random.fork_rng(devices=[]), _Workers(2) as workers:
+        progress, refit_progress = workers.progress(progress), workers.progress(refit_progress)
+        member = member_config(config)
+        fitted = None if member is None else workers.run(
+            _fit_member, member, data, seed=seed, device=device, progress=progress,
+            chosen=None)
+        run = _prepare(data, config, seed=seed, device=device, progress=progress, init=None)
+        again = _prepare(everything, _refit_config(config, None), seed=seed, device=device,
+                         progress=refit_progress, init=run.model)
+        later = workers.run(_classify, again, refit_progress)
+        refitted = None if fitted is None else workers.run(
+            _refit_member, fitted, member, everything, seed=seed, device=device,
+            progress=refit_progress)
+        clf = _classify(run, progress)
+        spectral = spectral_again = None
+        if fitted is not None and refitted is not None:
+            spectral = _install_member(run.model, fitted.result())
+            spectral_again = _install_member(again.model, refitted.result())
+            run.seconds["spectral_s"] = fitted.seconds
+            again.seconds["spectral_s"] = refitted.seconds
+        model, history = _finish(run, clf, spectral, progress)
+        new, history_again = _finish(again, later.result(), spectral_again, refit_progress)
     new.config = config  # as refit: the checkpoint keeps the config asked for
     return (model, history), (new, history_again)
+
+
+def _refit_member(first: _Job, member: Any, everything: TrainData, *, seed: int,
+                  device: torch.device,
+                  progress: ProgressCallback) -> tuple[Any, dict[str, Any]]:
+    """The refit's SVM member, with the C and gamma the validated member's CV chose."""
+    chosen = first.result()[1]["svm"]["cv"]["chosen"]
+    return _fit_member(member, everything, seed=seed, device=device, progress=progress,
+                       chosen=chosen)

@@ -146,16 +146,20 @@ class DiffSpectralNet(HsiModel):
         return config_to_dict(self.config)
 
 
-def overlaps(config: DiffSpectralNetConfig, device: torch.device) -> bool:
-    """Whether ``fit_and_refit`` (:mod:`hsimap.models.diffspectralnet.fit`) runs the two
-    fits' classifiers (and the SVM member) at the same time: on the CPU, with a fixed
-    schedule (with early stopping the refit's length is known only at the end of the
-    validated fit), when the cores hold two fits at the fitting threads of
-    :func:`hsimap.device.training_threads` (one on 2 cores)."""
-    if device.type != "cpu" or config.patience != 0:
+def side_by_side(device: torch.device) -> bool:
+    """Whether two fitting threads can run at once: on the CPU, when the cores hold two at
+    the fitting threads of :func:`hsimap.device.training_threads` (one on 2 cores)."""
+    if device.type != "cpu":
         return False
     threads = training_threads() or torch.get_num_threads()
     return 2 * threads <= (os.cpu_count() or 1)
+
+
+def overlaps(config: DiffSpectralNetConfig, device: torch.device) -> bool:
+    """Whether ``fit_and_refit`` (:mod:`hsimap.models.diffspectralnet.fit`) runs the two
+    fits' classifiers at the same time: :func:`side_by_side`, with a fixed schedule (with
+    early stopping the refit's length is known only at the end of the validated fit)."""
+    return config.patience == 0 and side_by_side(device)
 
 
 def member_config(config: DiffSpectralNetConfig) -> SVMConfig | None:
