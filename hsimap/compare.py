@@ -22,13 +22,15 @@ page (``scores_png``, ``folds_png``, ``_html``) is the part to move next, beside
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
+import itertools
 import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,6 +203,7 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     from hsimap.device import fitting_threads, resolve_device
     from hsimap.labels import read_labels
     from hsimap.models.base import TrainData, get_spec
+    from hsimap.models.workers import Workers
     from hsimap.predict import classify_array
     from hsimap.preflight import log_path_for
     from hsimap.training_data import (
@@ -259,34 +262,49 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
     rows: list[dict[str, Any]] = []
     for m in models:
         spec, name = specs[m.label], m.label
-        # DiffSpectralNet's projection and denoiser see no labels: fitted on the first fold,
-        # reused by the others (the same scene and settings give the same label-free stages).
-        label_free: dict[str, Any] = {}
-        for f in range(folds.k):
-            progress(ProgressEvent(f"{name} folds", f, folds.k))
+        config = configs[name]
+        # Kinds whose fits may share the cores (spec.concurrent_fits: DiffSpectralNet on a
+        # 2-core CPU) fit two folds at a time after the first, with the same scores.
+        together = spec.concurrent_fits is not None and spec.concurrent_fits(config, device)
+        finished = itertools.count(1)
+
+        def one_fold(f: int, progress: ProgressCallback, label_free: Mapping[str, Any],
+                     spec: Any = spec, name: str = name, config: Any = config,
+                     together: bool = together,
+                     finished: Iterator[int] = finished) -> tuple[dict[str, Any], Any]:
             start = time.perf_counter()
             inner = make_split(np.where(folds.train(f), index, -1), labels.groups,
                                method=inner_method, val_fraction=options.val_fraction,
                                guard=guard, seed=options.seed, block_size=options.block_size)
             data = TrainData(cube_std, valid, index, inner.train, inner.val, n_classes)
-            torch.manual_seed(options.seed)
-            with fitting_threads(device):
-                model, _ = spec.fit(data, configs[name], seed=options.seed, device=device,
+            with contextlib.nullcontext() if together else fitting_threads(device):
+                if not together:  # fits in threads seed themselves, under a lock
+                    torch.manual_seed(options.seed)
+                model, _ = spec.fit(data, config, seed=options.seed, device=device,
                                     progress=progress, **label_free)
-            if m.kind == "diffspectralnet" and getattr(configs[name], "features",
-                                                       "") == "diffusion" and not label_free:
-                label_free = {"init": model}
             predicted = classify_array(Checkpoint(model.eval(), norm, labels.classes, {}),
                                        raw, valid, device=device)
             test = folds.test(f)
             scores = _scores(index[test], predicted[test], n_classes)
-            rows.append({"model": name, "fold": f, **scores,
-                         "n_train": int(inner.train.sum()), "n_test": int(test.sum()),
-                         "seconds": time.perf_counter() - start})
             log.info("%s fold %d/%d: OA %.4f, AA %.4f, kappa %.4f (%d test px)", name,
                      f + 1, folds.k, scores["oa"], scores["aa"], scores["kappa"], test.sum())
-            progress(ProgressEvent(f"{name} folds", f + 1, folds.k,
+            progress(ProgressEvent(f"{name} folds", next(finished), folds.k,
                                    {"oa": scores["oa"]}))
+            return ({"model": name, "fold": f, **scores, "n_train": int(inner.train.sum()),
+                     "n_test": int(test.sum()), "seconds": time.perf_counter() - start},
+                    model)
+
+        progress(ProgressEvent(f"{name} folds", 0, folds.k))
+        with fitting_threads(device) if together else contextlib.nullcontext(), \
+                Workers(2 if together else 0) as workers:
+            row, first = one_fold(0, workers.progress(progress), {})
+            # DiffSpectralNet's projection and denoiser see no labels: fitted on the first
+            # fold, reused by the others (the same scene and settings give the same stages).
+            label_free = {"init": first} if m.kind == "diffspectralnet" and getattr(
+                config, "features", "") == "diffusion" else {}
+            jobs = [workers.run(one_fold, f, workers.progress(progress), label_free)
+                    for f in range(1, folds.k)]
+            rows += [row, *(job.result()[0] for job in jobs)]
     summary = summarise(rows, names, presets)
     best = next(r["model"] for r in summary if r["best"])
     document = {

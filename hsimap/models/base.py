@@ -225,6 +225,9 @@ class ModelSpec(Generic[ConfigT]):
     ``refit`` (optional) fits the final model on every labelled pixel once validation is
     done (see :class:`RefitFn`); kinds without one keep the validated model.
     ``fit_and_refit`` (optional, with ``refit``) does both at once (:class:`FitAndRefitFn`).
+    ``concurrent_fits(config, device)`` (optional): True where fits of this kind may run in
+    threads at the same time, each giving what it gives alone (``compare`` then fits two
+    folds at once).
     """
 
     kind: str
@@ -237,6 +240,7 @@ class ModelSpec(Generic[ConfigT]):
     gpu_preset: str | None = None
     refit: RefitFn[ConfigT] | None = None
     fit_and_refit: FitAndRefitFn[ConfigT] | None = None
+    concurrent_fits: Callable[[ConfigT, torch.device], bool] | None = None
 
     def preset_for(self, device_type: str) -> str:
         """The default preset on a device type (``cuda`` may have its own)."""

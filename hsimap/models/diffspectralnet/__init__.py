@@ -9,10 +9,19 @@ Prediction is fully convolutional per tile and exact with ``halo()`` pixels of c
 
 from __future__ import annotations
 
+import torch
+
 from hsimap.models.base import ModelSpec, register
 from hsimap.models.diffspectralnet.config import PRESETS, DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.fit import fit, fit_and_refit, refit
-from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, model_halo
+from hsimap.models.diffspectralnet.model import DiffSpectralNet, build, model_halo, side_by_side
+
+
+def concurrent_fits(config: DiffSpectralNetConfig, device: torch.device) -> bool:
+    """Fits may run in threads at once where two fitting threads fit the cores: each holds
+    torch's global generator only while it initialises (``fit.GLOBAL_RNG``)."""
+    return side_by_side(device)
+
 
 SPEC = register(ModelSpec(
     kind="diffspectralnet",
@@ -24,6 +33,7 @@ SPEC = register(ModelSpec(
     fit=fit,
     refit=refit,
     fit_and_refit=fit_and_refit,
+    concurrent_fits=concurrent_fits,
     description=("DiffSpectralNet: frozen denoising-diffusion U-Net features at several "
                  "timesteps + a transformer over each pixel's neighbourhood "
                  "(presets: paper = SpectralDiff-sized 3D U-Net, fast = 2-core CPU, "

@@ -6,7 +6,6 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from hsimap.models.diffspectralnet.model import (
     unet_radius,
 )
 from hsimap.models.smoothing import guide_scale
+from hsimap.models.workers import Job, Workers
 
 MAX_FIT_VALUES = 200_000_000  # cap on samples x channels gathered to fit the reducers
 TILE_CORE = {"2d": 256, "3d": 64, "pixel": 256}  # core tile (no halo) for scene features
@@ -282,13 +282,29 @@ class _Run:
     seconds: dict[str, float]
 
 
+# torch's global generator initialises the weights; fits in threads take turns with it
+GLOBAL_RNG = threading.Lock()
+
+
 def _prepare(data: TrainData, cfg: DiffSpectralNetConfig, *, seed: int, device: torch.device,
              progress: ProgressCallback, init: DiffSpectralNet | None) -> _Run:
     """Build the model, fit (or reuse) its projection and denoiser, fit the reducers and
-    extract the scene's feature map. Runs inside ``fork_rng`` on the calling thread: it seeds
-    torch's global generator, which initialises the weights. On the CPU the classifier's
-    dropout then draws from a copy of the global generator's state (the same masks), so the
-    classifier can train in a thread of its own."""
+    extract the scene's feature map.
+
+    These stages draw from torch's global generator (seeded here with ``seed``: it
+    initialises the weights). They run holding :data:`GLOBAL_RNG`, inside ``fork_rng``, so
+    fits in other threads neither see nor move that state. On the CPU the classifier's
+    dropout then draws from a copy of the state it would have drawn from (the same masks),
+    so the later stages need no global state and run in any thread.
+    """
+    with GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        return _label_free(data, cfg, seed=seed, device=device, progress=progress, init=init)
+
+
+def _label_free(data: TrainData, cfg: DiffSpectralNetConfig, *, seed: int,
+                device: torch.device, progress: ProgressCallback,
+                init: DiffSpectralNet | None) -> _Run:
+    """:func:`_prepare`'s stages (see there)."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -379,8 +395,7 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
     """
     _check(data, config)
     member = member_config(config)
-    with torch.random.fork_rng(devices=[]), \
-            _Workers(1 if member is not None and side_by_side(device) else 0) as workers:
+    with Workers(1 if member is not None and side_by_side(device) else 0) as workers:
         progress = workers.progress(progress)
         fitted = None if member is None else workers.run(
             _fit_member, member, data, seed=seed, device=device, progress=progress,
@@ -423,84 +438,6 @@ def _refit_config(config: DiffSpectralNetConfig, history: Mapping[str, Any] | No
     return dataclasses.replace(config, clf_epochs=max(1, kept), patience=0)
 
 
-class _Stopped(Exception):
-    """Raised in a fit's thread at its next progress event once another thread failed."""
-
-
-class _Job:
-    """A function running in a worker thread: its result and its wall seconds."""
-
-    def __init__(self, future: Future[Any]) -> None:
-        self.future = future
-        self.seconds = 0.0
-
-    def result(self) -> Any:
-        return self.future.result()
-
-
-class _Workers:
-    """Worker threads beside the calling one, for the parts of a fit that do not depend on
-    each other; a context manager.
-
-    Progress callbacks wrapped by :meth:`progress` are called by one thread at a time and
-    raise :class:`_Stopped` once any thread failed, so the others stop at their next event.
-    On leaving, the workers are waited for, and the first real error is raised (a worker's,
-    when the calling thread only stopped because of it). With ``n = 0`` jobs run at once on
-    the calling thread: the same code, one stage after the other.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.lock, self.stop = threading.Lock(), threading.Event()
-        self.pool = ThreadPoolExecutor(n, thread_name_prefix="hsimap-fit") if n else None
-        self.jobs: list[_Job] = []
-
-    def progress(self, callback: ProgressCallback) -> ProgressCallback:
-        def call(event: ProgressEvent) -> None:
-            if self.stop.is_set():
-                raise _Stopped
-            with self.lock:
-                callback(event)
-        return call
-
-    def run(self, fn: Any, *args: Any, **kwargs: Any) -> _Job:
-        """``fn(*args, **kwargs)`` in a worker (or now, without workers)."""
-        def timed() -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                job.seconds = round(time.perf_counter() - start, 3)
-
-        if self.pool is None:
-            future: Future[Any] = Future()
-            job = _Job(future)
-            future.set_result(timed())
-        else:
-            job = _Job(Future())
-            job.future = self.pool.submit(timed)
-            job.future.add_done_callback(self._stop_on_error)
-        self.jobs.append(job)
-        return job
-
-    def _stop_on_error(self, future: Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self.stop.set()
-
-    def __enter__(self) -> _Workers:
-        return self
-
-    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
-        if error is not None:
-            self.stop.set()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-        if isinstance(error, _Stopped):  # the thread that failed first has the error
-            for job in self.jobs:
-                first = None if job.future.cancelled() else job.future.exception()
-                if first is not None and not isinstance(first, _Stopped):
-                    raise first
-
-
 Fitted = tuple[DiffSpectralNet, dict[str, Any]]
 
 
@@ -531,7 +468,7 @@ def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNe
                           "schedule (patience = 0)")
     _check(data, config)
     _check(everything, config)
-    with torch.random.fork_rng(devices=[]), _Workers(2) as workers:
+    with Workers(2) as workers:
         progress, refit_progress = workers.progress(progress), workers.progress(refit_progress)
         member = member_config(config)
         fitted = None if member is None else workers.run(
@@ -557,7 +494,7 @@ def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNe
     return (model, history), (new, history_again)
 
 
-def _refit_member(first: _Job, member: Any, everything: TrainData, *, seed: int,
+def _refit_member(first: Job, member: Any, everything: TrainData, *, seed: int,
                   device: torch.device,
                   progress: ProgressCallback) -> tuple[Any, dict[str, Any]]:
     """The refit's SVM member, with the C and gamma the validated member's CV chose."""
