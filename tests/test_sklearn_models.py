@@ -504,3 +504,34 @@ def test_every_svm_preset_and_fasts_member_share_one_slope_and_old_files_keep_th
     plain = dsn.build(dsn.make_config("fast", {"spectral_calibration": "pairwise"}),
                       n_bands=40, n_classes=3).spectral
     assert plain is not None and plain.config.calibration == "pairwise"
+
+
+def test_svm_fits_in_threads_show_no_sklearn_deprecation_warning() -> None:
+    """hsimap fits SVMs in threads (DiffSpectralNet's member beside its classifier,
+    compare's folds); scikit-learn's FutureWarnings about ``probability=True`` and
+    ``probA_`` are filtered once at import, not per fit (catch_warnings is not
+    thread-safe). Run in a fresh interpreter with warnings shown (pytest's config hides
+    FutureWarnings)."""
+    import subprocess
+    import sys
+
+    script = """
+import threading, numpy as np, torch
+from hsimap.models.base import TrainData
+from hsimap.models.svm import SVMConfig, fit
+rng = np.random.default_rng(0)
+labels = np.repeat(np.arange(3), 200).reshape(20, 30)
+cube = (rng.normal(size=(3, 8))[labels].transpose(2, 0, 1) + rng.normal(size=(8, 20, 30)))
+data = TrainData(cube.astype(np.float32), np.ones((20, 30), bool), labels,
+                 rng.random((20, 30)) < 0.5, np.zeros((20, 30), bool), 3)
+config = SVMConfig(c_values=(1.0, 10.0), gamma_factors=(1.0,))
+runs = [threading.Thread(target=fit, args=(data, config), kwargs=dict(
+    seed=0, device=torch.device("cpu"), progress=lambda e: None)) for _ in range(2)]
+[t.start() for t in runs]
+[t.join() for t in runs]
+print("fitted")
+"""
+    done = subprocess.run([sys.executable, "-W", "default", "-c", script],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "fitted" in done.stdout, done.stderr
+    assert "Warning" not in done.stderr, done.stderr

@@ -43,6 +43,15 @@ from hsimap.models.fitted import (
 )
 from hsimap.models.smoothing import ProbabilitySmoother
 
+# scikit-learn 1.9 and 1.10 deprecate SVC(probability=True) and its probA_ / probB_, which
+# hsimap needs (pyproject caps scikit-learn below 1.11). Filtered once, for these messages
+# only: a catch_warnings block around each fit is not thread-safe, and fits run in threads
+# (DiffSpectralNet's member beside its classifier, compare's folds).
+warnings.filterwarnings("ignore", message="The `probability` parameter was deprecated",
+                        category=FutureWarning)
+warnings.filterwarnings("ignore", message="Attribute `prob[AB]_` was deprecated",
+                        category=FutureWarning)
+
 #: libsvm's floor and ceiling of a pairwise probability (``svm_predict_probability``).
 PAIRWISE_MIN_PROB = 1e-7
 
@@ -320,9 +329,7 @@ def svc_tensors(svc: Any) -> dict[str, torch.Tensor]:
     """
     sign = -1.0 if len(svc.classes_) == 2 else 1.0
     gamma = svc.gamma if isinstance(svc.gamma, (int, float)) else svc._gamma
-    with warnings.catch_warnings():  # scikit-learn 1.9 deprecates probA_/probB_ with
-        warnings.filterwarnings("ignore", category=FutureWarning)  # probability=True
-        prob_a, prob_b = np.asarray(svc.probA_, np.float64), np.asarray(svc.probB_, np.float64)
+    prob_a, prob_b = np.asarray(svc.probA_, np.float64), np.asarray(svc.probB_, np.float64)
     return {
         "support_vectors": torch.from_numpy(np.asarray(svc.support_vectors_, np.float32)),
         "n_support": torch.from_numpy(np.asarray(svc.n_support_, np.int64)),
@@ -364,11 +371,10 @@ def make_svc(c: float, gamma: float, config: SVMConfig, *, probability: bool,
 
 
 def fit_svc(svc: Any, x: np.ndarray, y: np.ndarray) -> Any:
-    """``svc.fit`` without scikit-learn 1.9's FutureWarning about ``probability=True``
-    (hsimap needs libsvm's pairwise Platt probabilities, which only that option gives)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
-        return svc.fit(x, y)
+    """``svc.fit``, without scikit-learn 1.9's FutureWarning about ``probability=True``
+    (hsimap needs libsvm's pairwise Platt probabilities, which only that option gives; see
+    the filters at the top of this module)."""
+    return svc.fit(x, y)
 
 
 def build(config: SVMConfig, *, n_bands: int, n_classes: int) -> SVMModel:
