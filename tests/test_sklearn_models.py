@@ -535,3 +535,32 @@ print("fitted")
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "fitted" in done.stdout, done.stderr
     assert "Warning" not in done.stderr, done.stderr
+
+
+def test_libsvm_fits_in_threads_give_what_they_give_alone() -> None:
+    """scikit-learn's libsvm draws its probability cross-validation from one process-wide
+    generator that every fit reseeds: two plain fits at once in threads interleave the
+    draws (seen here: every slope differed). ``fit_svc`` takes turns, so fits in threads
+    (compare's DiffSpectralNet folds, each with its SVM member) keep their results."""
+    import threading
+
+    from hsimap.models.svm import SVMConfig, fit_svc, make_svc
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(1500, 50)), rng.integers(0, 6, 1500)
+
+    def slopes(seed: int) -> np.ndarray:
+        svc = fit_svc(make_svc(10.0, 1 / 50, SVMConfig(), probability=True, seed=seed), x, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(svc.probA_).copy()
+
+    alone = {seed: slopes(seed) for seed in (0, 1)}
+    out: dict[int, np.ndarray] = {}
+    runs = [threading.Thread(target=lambda i=i: out.__setitem__(i, slopes(i % 2)))
+            for i in range(4)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    assert all(np.array_equal(out[i], alone[i % 2]) for i in range(4))

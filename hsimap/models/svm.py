@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -370,11 +371,19 @@ def make_svc(c: float, gamma: float, config: SVMConfig, *, probability: bool,
                cache_size=config.cache_mb, random_state=seed)
 
 
+# scikit-learn's libsvm draws from one process-wide Mersenne Twister (newrand.h), which
+# every fit reseeds; its probability cross-validation draws fold assignments from it. Two
+# fits at once in threads would interleave those draws, so hsimap's fits take turns.
+LIBSVM = threading.Lock()
+
+
 def fit_svc(svc: Any, x: np.ndarray, y: np.ndarray) -> Any:
-    """``svc.fit``, without scikit-learn 1.9's FutureWarning about ``probability=True``
-    (hsimap needs libsvm's pairwise Platt probabilities, which only that option gives; see
-    the filters at the top of this module)."""
-    return svc.fit(x, y)
+    """``svc.fit``, one libsvm fit at a time in this process (:data:`LIBSVM`: the same
+    result whatever runs in other threads), without scikit-learn 1.9's FutureWarning about
+    ``probability=True`` (hsimap needs libsvm's pairwise Platt probabilities, which only
+    that option gives; see the filters at the top of this module)."""
+    with LIBSVM:
+        return svc.fit(x, y)
 
 
 def build(config: SVMConfig, *, n_bands: int, n_classes: int) -> SVMModel:
