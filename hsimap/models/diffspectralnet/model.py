@@ -75,11 +75,10 @@ class DiffSpectralNet(HsiModel):
         self.spectral = member
 
     def fit_bytes_per_pixel(self) -> float:
-        """The reduced feature map of the whole scene (float32), twice when ``train`` on the
-        CPU would overlap the validated fit and the refit, which hold one each
-        (:func:`overlaps`; also counted with
-        ``--no-refit``, which has one)."""
-        maps = 2 if overlaps(self.config, torch.device("cpu")) else 1
+        """The reduced feature map of the whole scene (float32), twice where two fits may run
+        at once on the CPU (:func:`side_by_side`): ``train``'s validated fit and refit, or
+        two of ``compare``'s folds, hold one each (also counted for a single fit: a bound)."""
+        maps = 2 if side_by_side(torch.device("cpu")) else 1
         return 4.0 * self.features.out_dims * maps
 
     def halo(self) -> int:
