@@ -549,12 +549,13 @@ def test_fit_and_refit_overlaps_only_a_fixed_schedule_on_the_cpu(monkeypatch):
 
     from hsimap.errors import ConfigError
 
-    fit_module = importlib.import_module("hsimap.models.diffspectralnet.model")
+    fit_module = importlib.import_module("hsimap.models.diffspectralnet.fit")
+    model_module = importlib.import_module("hsimap.models.diffspectralnet.model")
     spec = get_spec("diffspectralnet")
     fixed = spec.make_config("tiny", QUICK)
     stopping = spec.make_config("tiny", {**QUICK, "patience": 2})
     cpu = torch.device("cpu")
-    monkeypatch.setattr(fit_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(model_module.os, "cpu_count", lambda: 2)
     monkeypatch.setenv("HSIMAP_TRAIN_THREADS", "1")
     assert fit_module.overlaps(fixed, cpu)
     assert not fit_module.overlaps(stopping, cpu)  # the refit's length comes last

@@ -21,7 +21,6 @@ from hsimap.models.diffspectralnet.model import (
     DiffSpectralNet,
     build,
     member_config,
-    overlaps,
     side_by_side,
     unet_radius,
 )
@@ -180,11 +179,6 @@ def _fit_member(config: Any, data: TrainData, *, seed: int, device: torch.device
     return member, history
 
 
-def _install_member(model: DiffSpectralNet, fitted: tuple[Any, dict[str, Any]]) -> dict[str, Any]:
-    """Put a fitted member into ``model``; its history as the model's log keeps it."""
-    member, history = fitted
-    model.set_member(member)
-    return {**history["svm"], "weight": model.config.spectral_weight}
 
 
 def _fit_smoothing(model: DiffSpectralNet, cube: torch.Tensor, data: TrainData,
@@ -375,6 +369,17 @@ def _finish(run: _Run, clf: dict[str, Any], spectral: dict[str, Any] | None,
     return model, history
 
 
+def _install_member(run: _Run, job: Job | None) -> dict[str, Any] | None:
+    """Put the member ``job`` fitted into the run's model (its seconds into the timings);
+    its history as the model's log keeps it. None without a member."""
+    if job is None:
+        return None
+    member, history = job.result()
+    run.model.set_member(member)
+    run.seconds["spectral_s"] = job.seconds
+    return {**history["svm"], "weight": run.config.spectral_weight}
+
+
 def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: torch.device,
         progress: ProgressCallback, init: DiffSpectralNet | None = None,
         spectral_chosen: Mapping[str, Any] | None = None,
@@ -402,11 +407,7 @@ def fit(data: TrainData, config: DiffSpectralNetConfig, *, seed: int, device: to
             chosen=spectral_chosen)
         run = _prepare(data, config, seed=seed, device=device, progress=progress, init=init)
         clf = _classify(run, progress)
-        spectral = None
-        if fitted is not None:
-            spectral = _install_member(run.model, fitted.result())
-            run.seconds["spectral_s"] = fitted.seconds
-        return _finish(run, clf, spectral, progress)
+        return _finish(run, clf, _install_member(run, fitted), progress)
 
 
 def refit(model: Any, data: TrainData, config: DiffSpectralNetConfig, history: Mapping[str, Any],
@@ -425,6 +426,13 @@ def refit(model: Any, data: TrainData, config: DiffSpectralNetConfig, history: M
                        spectral_chosen=None if spectral is None else spectral["cv"]["chosen"])
     new.config = config  # the checkpoint keeps the config asked for; the log, the schedule used
     return new, history
+
+
+def overlaps(config: DiffSpectralNetConfig, device: torch.device) -> bool:
+    """Whether :func:`fit_and_refit` runs the two fits' classifiers at the same time:
+    :func:`side_by_side`, with a fixed schedule (with early stopping the refit's length is
+    known only at the end of the validated fit)."""
+    return config.patience == 0 and side_by_side(device)
 
 
 def _refit_config(config: DiffSpectralNetConfig, history: Mapping[str, Any] | None
@@ -482,14 +490,9 @@ def fit_and_refit(data: TrainData, everything: TrainData, config: DiffSpectralNe
             _refit_member, fitted, member, everything, seed=seed, device=device,
             progress=refit_progress)
         clf = _classify(run, progress)
-        spectral = spectral_again = None
-        if fitted is not None and refitted is not None:
-            spectral = _install_member(run.model, fitted.result())
-            spectral_again = _install_member(again.model, refitted.result())
-            run.seconds["spectral_s"] = fitted.seconds
-            again.seconds["spectral_s"] = refitted.seconds
-        model, history = _finish(run, clf, spectral, progress)
-        new, history_again = _finish(again, later.result(), spectral_again, refit_progress)
+        model, history = _finish(run, clf, _install_member(run, fitted), progress)
+        new, history_again = _finish(again, later.result(), _install_member(again, refitted),
+                                     refit_progress)
     new.config = config  # as refit: the checkpoint keeps the config asked for
     return (model, history), (new, history_again)
 

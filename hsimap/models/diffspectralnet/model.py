@@ -154,13 +154,6 @@ def side_by_side(device: torch.device) -> bool:
     return 2 * threads <= (os.cpu_count() or 1)
 
 
-def overlaps(config: DiffSpectralNetConfig, device: torch.device) -> bool:
-    """Whether ``fit_and_refit`` (:mod:`hsimap.models.diffspectralnet.fit`) runs the two
-    fits' classifiers at the same time: :func:`side_by_side`, with a fixed schedule (with
-    early stopping the refit's length is known only at the end of the validated fit)."""
-    return config.patience == 0 and side_by_side(device)
-
-
 def member_config(config: DiffSpectralNetConfig) -> SVMConfig | None:
     """The per-pixel SVM member's config (``spectral_weight > 0``), else None."""
     if config.spectral_weight <= 0:
