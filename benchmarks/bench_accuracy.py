@@ -162,22 +162,29 @@ def load_potsdam(data: Path) -> Scene:
     return Scene("potsdam", cube, valid, labels, tiles, names)
 
 
+def per_class_sample(lab: np.ndarray, within: np.ndarray, rng: np.random.Generator,
+                     count: Callable[[int], int]) -> np.ndarray:
+    """Mask of ``count(n)`` random pixels of each class (ascending) among its ``n`` pixels
+    in ``within``; classes with none there are skipped."""
+    out = np.zeros(lab.shape, bool)
+    for c in np.unique(lab[within & (lab >= 0)]):
+        pix = np.flatnonzero(within & (lab == c))
+        out.flat[rng.choice(pix, count(len(pix)), replace=False)] = True
+    return out
+
+
 def protocol_masks(scene: Scene, protocol: str, seed: int,
                    guard: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Training and test masks for one protocol and seed."""
     rng = np.random.default_rng(seed)
     lab = scene.labels
-    train = np.zeros(lab.shape, bool)
     # random30 is random30px by its older name; random5 / random10 are shares of each class
     per_class = re.fullmatch(r"random(\d+)px", "random30px" if protocol == "random30"
                              else protocol)
     share = {"random5": 0.05, "random10": 0.10}.get(protocol)
     if per_class or share:
-        for c in np.unique(lab[lab >= 0]):
-            pix = np.flatnonzero(lab == c)
-            n = (min(int(per_class[1]), len(pix) // 2) if per_class
-                 else max(2, round(share * len(pix))))
-            train.flat[rng.choice(pix, n, replace=False)] = True
+        train = per_class_sample(lab, lab >= 0, rng, lambda n: (
+            min(int(per_class[1]), n // 2) if per_class else max(2, round(share * n))))
         test = (lab >= 0) & ~train
         return train, test, {"guard": 0, "removed": 0}
     ids = np.unique(scene.tiles[(lab >= 0)])
@@ -194,11 +201,7 @@ def protocol_masks(scene: Scene, protocol: str, seed: int,
     test = test_all & ~near
     few = re.fullmatch(r"disjoint(\d+)px", protocol)
     if few:  # the same blocks and test pixels as disjoint; N px per class of them train
-        kept = np.zeros_like(train)
-        for c in classes:
-            pix = np.flatnonzero(train & (lab == c))
-            kept.flat[rng.choice(pix, min(int(few[1]), len(pix)), replace=False)] = True
-        train = kept
+        train = per_class_sample(lab, train, rng, lambda n: min(int(few[1]), n))
     return train, test, {"guard": guard, "removed": int(test_all.sum() - test.sum())}
 
 
