@@ -199,6 +199,50 @@ def test_tiled_prediction_equals_whole_scene(config, n_bands):
     assert torch.equal(pasted.argmax(1), whole.argmax(1))
 
 
+WINDOWS = [(slice(7, 30), slice(11, 40)),  # inside: the smoothing's ring read, not computed
+           (slice(0, 18), slice(30, 45)),  # on two tile edges
+           (slice(None), slice(None)),  # the whole tile
+           (slice(22, 23), slice(0, 1))]  # one pixel on an edge
+
+
+@pytest.mark.parametrize("config,n_bands", [(FAST, 12), (SMALL_3D, 10), (PIXEL, 12),
+                                            (SMOOTHED, 12)],
+                         ids=["fast", "3d", "pixel", "smoothed"])
+def test_forward_window_is_forward_tile_cropped(config, n_bands):
+    """What tiled prediction calls: the logits of the write window alone, equal to the whole
+    tile's there (the member, classifier and smoothing skip the rest of the tile)."""
+    model = randomized(config, n_bands, n_classes=5, seed=3)
+    x = torch.randn(1, n_bands, 33, 45)
+    x[..., 5:12, 20:26] = 0.0  # an invalid patch
+    whole = model.forward_tile(x, origin=(4, 9))
+    for rows, cols in WINDOWS:
+        got = model.forward_window(x, origin=(4, 9), window=(rows, cols))
+        expected = whole[:, :, rows, cols]
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+        assert torch.equal(got.argmax(1), expected.argmax(1))
+    with pytest.raises(ValueError, match="step 1"):
+        model.forward_window(x, origin=(0, 0), window=(slice(0, 10, 2), slice(None)))
+
+
+def test_forward_window_skips_the_classifier_beyond_the_smoothing_ring(monkeypatch):
+    """With the smoothing, the classifier runs on the window plus ``smooth_radius`` px only
+    (that is where the time goes), not on the whole tile with its halo."""
+    model = randomized(FAST, 12, n_classes=5, seed=3)
+    regions = []
+    forward_map = WindowClassifier.forward_map
+
+    def spy(self, feats, chunk=1024, spectra=None, region=None):
+        regions.append(region)
+        return forward_map(self, feats, chunk, spectra, region)
+
+    monkeypatch.setattr(WindowClassifier, "forward_map", spy)
+    x = torch.randn(1, 12, 40, 40)
+    model.forward_window(x, origin=(0, 0), window=(slice(10, 30), slice(0, 20)))
+    r = FAST.smooth_radius
+    assert regions == [(10 - r, 30 + r, 0, 20 + r)]
+
+
 def test_build_load_state_dict_round_trip():
     model = randomized(SMALL_3D, 9, n_classes=3, seed=2)
     cfg = config_from_dict(DiffSpectralNetConfig, model.config_dict())

@@ -50,6 +50,12 @@ def test_smoothed_svm_is_the_svm_smoothed_over_its_own_guide_and_round_trips(tmp
         got = smoothed.forward_tile(x, origin=(0, 0)).exp()
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, p, atol=1e-3)  # it does smooth
+    # the write window alone (tiled prediction): the same values, probabilities computed
+    # only within the radius of it
+    window = (slice(3, 9), slice(0, 5))
+    with torch.no_grad():
+        part = smoothed.forward_window(x, origin=(0, 0), window=window).exp()
+    assert torch.allclose(part, got[:, :, window[0], window[1]], atol=1e-6, rtol=0)
     loaded = round_trip(smoothed, 10, tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded.forward_tile(x, origin=(0, 0)),

@@ -85,6 +85,27 @@ class TrainData:
         return int(self.cube.shape[0])
 
 
+# Rows and columns of a tile (slices with steps of 1): the part of it whose output is wanted.
+Window = tuple[slice, slice]
+
+
+def window_bounds(window: Window | None, h: int, w: int) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` of ``window`` in an ``h x w`` tile (None: all of it)."""
+    if window is None:
+        return 0, h, 0, w
+    (r0, r1, rs), (c0, c1, cs) = window[0].indices(h), window[1].indices(w)
+    if rs != 1 or cs != 1 or r1 <= r0 or c1 <= c0:
+        raise ValueError(f"a window needs non-empty slices with step 1, got {window!r}")
+    return r0, r1, c0, c1
+
+
+def widen(bounds: tuple[int, int, int, int], by: int, h: int,
+          w: int) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` grown by ``by`` px on every side, within ``h x w``."""
+    r0, r1, c0, c1 = bounds
+    return max(0, r0 - by), min(h, r1 + by), max(0, c0 - by), min(w, c1 + by)
+
+
 class HsiModel(nn.Module):
     """Base class of every trained model: normalised tile in, per-pixel class logits out."""
 
@@ -134,6 +155,19 @@ class HsiModel(nn.Module):
             is not a scene edge are exact.
         """
         raise NotImplementedError
+
+    def forward_window(self, x: torch.Tensor, *, origin: tuple[int, int],
+                       window: Window) -> torch.Tensor:
+        """Class logits of the pixels of ``window`` only: ``forward_tile(x)[..., rows, cols]``.
+
+        ``window`` (rows, columns of ``x``) is what tiled prediction writes: pixels at least
+        ``halo`` from every tile edge that is not a scene edge. Models whose last stages mix
+        neighbouring outputs (DiffSpectralNet, a smoothed ``svm``) override this to compute
+        those stages only where the window needs them; the values are those of
+        ``forward_tile``'s (up to float rounding). ``(1, K, h_window, w_window)``.
+        """
+        r0, r1, c0, c1 = window_bounds(window, *x.shape[2:])
+        return self.forward_tile(x, origin=origin)[:, :, r0:r1, c0:c1]
 
     def config_dict(self) -> dict[str, Any]:
         """The model config as a JSON-able dict (stored in the checkpoint)."""

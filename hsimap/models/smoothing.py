@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hsimap.models.base import Window, window_bounds
 from hsimap.models.projection import SpectralProjection
 
 RANGE_PIXELS = 20_000  # valid centre pixels sampled by ``range_scale``
@@ -48,7 +49,8 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def smooth_probabilities(p: torch.Tensor, guide: torch.Tensor, valid: torch.Tensor, *,
-                         radius: int, range_sq: float) -> torch.Tensor:
+                         radius: int, range_sq: float,
+                         out: Window | None = None) -> torch.Tensor:
     """Bilateral smoothing of ``(1, K, h, w)`` class probabilities over one tile.
 
     Parameters
@@ -63,24 +65,32 @@ def smooth_probabilities(p: torch.Tensor, guide: torch.Tensor, valid: torch.Tens
         Neighbourhood radius in px (0: ``p`` unchanged).
     range_sq
         ``s^2`` of the module docstring (> 0).
+    out
+        The rows and columns of the tile to return (None: all): only they are computed,
+        each from every pixel of the tile within ``radius``, so its values are those of the
+        whole tile's result.
     """
-    if radius <= 0:
-        return p
-    r = radius
     h, w = p.shape[2:]
+    r0, r1, c0, c1 = window_bounds(out, h, w)
+    if radius <= 0:
+        return p[:, :, r0:r1, c0:c1]
+    r = radius
+    oh, ow = r1 - r0, c1 - c0
     v = valid.to(p.dtype)
     pad = (r, r, r, r)
     pp, vp, gp = F.pad(p * v, pad), F.pad(v, pad), F.pad(guide, pad)
-    num = torch.zeros_like(p)
-    den = torch.zeros_like(v)
+    p_out, g_out = p[:, :, r0:r1, c0:c1], guide[:, :, r0:r1, c0:c1]
+    num = torch.zeros_like(p_out)
+    den = torch.zeros((1, 1, oh, ow), dtype=p.dtype, device=p.device)
     two_sigma_sq = 2.0 * (radius / 2.0) ** 2
     for dy, dx in offsets(r):
-        rows, cols = slice(r + dy, r + dy + h), slice(r + dx, r + dx + w)
-        wt = _sq_dist(gp[:, :, rows, cols], guide).div_(-2.0 * range_sq).exp_()
+        rows = slice(r + r0 + dy, r + r0 + dy + oh)
+        cols = slice(r + c0 + dx, r + c0 + dx + ow)
+        wt = _sq_dist(gp[:, :, rows, cols], g_out).div_(-2.0 * range_sq).exp_()
         wt.mul_(vp[:, :, rows, cols]).mul_(math.exp(-(dy * dy + dx * dx) / two_sigma_sq))
         num.addcmul_(wt, pp[:, :, rows, cols])
         den += wt
-    return torch.where(valid, num / den.clamp_min(1e-30), p)
+    return torch.where(valid[:, :, r0:r1, c0:c1], num / den.clamp_min(1e-30), p_out)
 
 
 def range_scale(cube: torch.Tensor, valid: np.ndarray, *, radius: int,
@@ -131,12 +141,13 @@ def guide_scale(projection: SpectralProjection, cube: torch.Tensor, valid: np.nd
 
 
 def smooth_tile(p: torch.Tensor, x: torch.Tensor, guide: torch.Tensor, *, radius: int,
-                range_sq: float) -> torch.Tensor:
+                range_sq: float, out: Window | None = None) -> torch.Tensor:
     """:func:`smooth_probabilities` over one model tile: ``x`` the ``(1, C, h, w)``
     standardised input, whose all-zero (invalid) pixels neither vote nor change; ``guide``
-    its ``(1, P, h, w)`` projection."""
+    its ``(1, P, h, w)`` projection; ``out`` the part of the tile to return (None: all)."""
     valid = (x != 0).any(1, keepdim=True)
-    return smooth_probabilities(p, guide.to(p.dtype), valid, radius=radius, range_sq=range_sq)
+    return smooth_probabilities(p, guide.to(p.dtype), valid, radius=radius, range_sq=range_sq,
+                                out=out)
 
 
 GUIDE_COMPONENTS = 32  # principal components of the guide (DiffSpectralNet fast's projection)
@@ -178,7 +189,9 @@ class ProbabilitySmoother(nn.Module):
         return {"radius": self.radius, "range": self.range_factor, "range_sq": scale,
                 "guide_components": self.projection.n_out}
 
-    def forward(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Smooth ``(1, K, h, w)`` probabilities over the tile ``x`` (:func:`smooth_tile`)."""
+    def forward(self, p: torch.Tensor, x: torch.Tensor, out: Window | None = None
+                ) -> torch.Tensor:
+        """Smooth ``(1, K, h, w)`` probabilities over the tile ``x`` (:func:`smooth_tile`);
+        ``out``: the part of the tile to return (None: all)."""
         return smooth_tile(p, x, self.projection(x), radius=self.radius,
-                           range_sq=float(self.range_sq) * self.range_factor)
+                           range_sq=float(self.range_sq) * self.range_factor, out=out)

@@ -31,7 +31,16 @@ import numpy as np
 import torch
 
 from hsimap.errors import ConfigError
-from hsimap.models.base import ModelSpec, ProgressCallback, ProgressEvent, TrainData, register
+from hsimap.models.base import (
+    ModelSpec,
+    ProgressCallback,
+    ProgressEvent,
+    TrainData,
+    Window,
+    register,
+    widen,
+    window_bounds,
+)
 from hsimap.models.fitted import (
     MIN_PROB,
     PIXEL_CHUNK,
@@ -186,10 +195,21 @@ class SVMModel(FittedTensorsModel[SVMConfig]):
         """``(1, C, h, w)`` -> ``(1, K, h, w)`` log-probabilities, smoothed over the tile when
         ``smooth_radius > 0`` (pixels within the halo of the tile's edge are the engine's to
         crop)."""
+        return self.forward_window(x, origin=origin, window=(slice(None), slice(None)))
+
+    def forward_window(self, x: torch.Tensor, *, origin: tuple[int, int],
+                       window: Window) -> torch.Tensor:
+        """Log-probabilities of ``window`` of the tile ``x`` (see ``HsiModel``); with the
+        smoothing, the probabilities only within its radius of the window."""
         if self.smoother is None:
-            return super().forward_tile(x, origin=origin)
+            r0, r1, c0, c1 = window_bounds(window, *x.shape[2:])
+            return super().forward_tile(x[:, :, r0:r1, c0:c1], origin=origin)
+        out = window_bounds(window, *x.shape[2:])
+        a0, a1, b0, b1 = widen(out, self.smoother.radius, *x.shape[2:])
+        xn = x[:, :, a0:a1, b0:b1]
+        inner = (slice(out[0] - a0, out[1] - a0), slice(out[2] - b0, out[3] - b0))
         with torch.autocast(x.device.type, enabled=False):
-            p = self.smoother(self.tile_probabilities(x).float(), x.float())
+            p = self.smoother(self.tile_probabilities(xn).float(), xn.float(), out=inner)
         return p.clamp_min_(MIN_PROB).log_()
 
     def set_kernel_dtype(self, dtype: torch.dtype) -> None:

@@ -164,11 +164,12 @@ def _logits_split(ckpt: Checkpoint, x: torch.Tensor, read: Window, write: Window
     each is computed on its own: the same result, less memory.
     """
     try:
-        with torch.inference_mode(), autocast(device):
-            logits = ckpt.model.forward_tile(x[None].to(device, non_blocking=True),
-                                             origin=(read.row0, read.col0))
         r0, c0 = write.row0 - read.row0, write.col0 - read.col0
-        return logits[0, :, r0:r0 + write.height, c0:c0 + write.width].float()
+        with torch.inference_mode(), autocast(device):
+            logits = ckpt.model.forward_window(
+                x[None].to(device, non_blocking=True), origin=(read.row0, read.col0),
+                window=(slice(r0, r0 + write.height), slice(c0, c0 + write.width)))
+        return logits[0].float()
     except torch.OutOfMemoryError as exc:
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -184,23 +184,31 @@ class WindowClassifier(nn.Module):
         return self.encode(tok.flatten(2).transpose(1, 2), patches[:, :, c, c], spectra)
 
     def forward_map(self, feats: torch.Tensor, chunk: int = 1024,
-                    spectra: torch.Tensor | None = None) -> torch.Tensor:
+                    spectra: torch.Tensor | None = None,
+                    region: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         """Inference path: ``(1, D, h, w)`` feature map (and ``(1, C, h, w)`` input) ->
-        ``(1, K, h, w)`` logits.
+        ``(1, K, h, w)`` logits, or those of ``region`` alone (``(row0, row1, col0, col1)``
+        of the map: only its windows are computed, from the whole map).
 
         Features beyond the map are zero, exactly as :func:`gather_patches` pads them.
         """
         _, _, h, w = feats.shape
+        r0, r1, c0, c1 = region if region is not None else (0, h, 0, w)
         r = self.k // 2
-        tok = self.tokenizer(F.pad(feats, (r + 1,) * 4))  # (1, dim, h+2r, w+2r)
+        # tokens of rows r0 - r .. r1 + r (and the same columns): the tokenizer's 3x3 input
+        # reaches one more pixel, all read from the zero-padded map
+        padded = F.pad(feats, (r + 1,) * 4)[:, :, r0:r1 + 2 * r + 2, c0:c1 + 2 * r + 2]
+        tok = self.tokenizer(padded)  # (1, dim, h_region + 2r, w_region + 2r)
+        h, w = r1 - r0, c1 - c0
         rows = max(1, chunk // max(w, 1))
         out: list[torch.Tensor] = []
         for y0 in range(0, h, rows):
             y1 = min(h, y0 + rows)
             win = F.unfold(tok[:, :, y0:y1 + 2 * r], self.k)  # (1, dim*k*k, (y1-y0)*w)
             win = win.view(tok.shape[1], self.k * self.k, -1)  # (dim, k*k, n)
-            centre = feats[0, :, y0:y1].flatten(1).T  # (n, D)
-            spec = None if spectra is None else spectra[0, :, y0:y1].flatten(1).T  # (n, C)
+            centre = feats[0, :, r0 + y0:r0 + y1, c0:c1].flatten(1).T  # (n, D)
+            spec = None if spectra is None else \
+                spectra[0, :, r0 + y0:r0 + y1, c0:c1].flatten(1).T  # (n, C)
             out.append(self.encode(win.permute(2, 1, 0), centre, spec))  # (n, k*k, dim) view
         logits = torch.cat(out, dim=0)  # (h*w, K)
         return logits.T.reshape(1, -1, h, w)
@@ -237,9 +245,12 @@ class ClassifierEnsemble(nn.Module):
         return self._log_mean_prob([m.forward_patches(patches, spectra) for m in self.each()])
 
     def forward_map(self, feats: torch.Tensor, chunk: int = 1024,
-                    spectra: torch.Tensor | None = None) -> torch.Tensor:
-        """``(1, D, h, w)`` -> ``(1, K, h, w)`` log mean probabilities."""
-        return self._log_mean_prob([m.forward_map(feats, chunk, spectra) for m in self.each()])
+                    spectra: torch.Tensor | None = None,
+                    region: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """``(1, D, h, w)`` -> ``(1, K, h, w)`` log mean probabilities (of ``region`` alone
+        when given, as :meth:`WindowClassifier.forward_map`)."""
+        return self._log_mean_prob([m.forward_map(feats, chunk, spectra, region)
+                                    for m in self.each()])
 
 
 def make_classifier(config: DiffSpectralNetConfig, n_feat: int, n_classes: int,

@@ -10,7 +10,7 @@ import torch
 
 from hsimap.device import training_threads
 from hsimap.errors import ConfigError
-from hsimap.models.base import HsiModel, config_to_dict
+from hsimap.models.base import HsiModel, Window, config_to_dict, widen, window_bounds
 from hsimap.models.diffspectralnet.classifier import make_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.features import FeatureExtractor
@@ -97,17 +97,33 @@ class DiffSpectralNet(HsiModel):
     @torch.no_grad()
     def forward_tile(self, x: torch.Tensor, *, origin: tuple[int, int]) -> torch.Tensor:
         """``(1, C, h, w)`` normalised tile -> ``(1, K, h, w)`` logits (see ``HsiModel``)."""
+        return self.forward_window(x, origin=origin, window=(slice(None), slice(None)))
+
+    @torch.no_grad()
+    def forward_window(self, x: torch.Tensor, *, origin: tuple[int, int],
+                       window: Window) -> torch.Tensor:
+        """Logits of ``window`` of the tile ``x`` (see ``HsiModel``): the features over the
+        whole tile, the classifier and the member only within ``smooth_radius`` of the
+        window (what the smoothing reads), the smoothing only on the window."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != self.n_bands:
             raise ValueError(f"expected a (1, {self.n_bands}, h, w) tile, got {tuple(x.shape)}")
+        h, w = x.shape[2:]
+        out = window_bounds(window, h, w)
+        need = widen(out, self.config.smooth_radius, h, w)
+        a0, a1, b0, b1 = need
         feats = self.features(x, (int(origin[0]), int(origin[1])))  # (1, D, h, w)
         logits = self.classifier.forward_map(
-            feats, spectra=x if self.config.spectrum_path else None)
+            feats, spectra=x if self.config.spectrum_path else None, region=need)
+        inner = (slice(out[0] - a0, out[1] - a0), slice(out[2] - b0, out[3] - b0))
         if self.spectral is None and self.config.smooth_radius == 0:
-            return logits
+            return logits[:, :, inner[0], inner[1]]
+        xn = x[:, :, a0:a1, b0:b1]
         p = self.probabilities(logits, None if self.spectral is None else
-                               self.spectral.tile_probabilities(x))
+                               self.spectral.tile_probabilities(xn))
         if self.config.smooth_radius > 0:
-            p = self.smooth(p, x)
+            p = self.smooth(p, xn, out=inner)
+        else:
+            p = p[:, :, inner[0], inner[1]]
         return p.clamp_min_(MIN_PROB).log_()
 
     def probabilities(self, logits: torch.Tensor,
@@ -121,13 +137,15 @@ class DiffSpectralNet(HsiModel):
         w = float(self.config.spectral_weight)
         return p.mul_(1 - w).add_(spectral_p.float(), alpha=w)
 
-    def smooth(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def smooth(self, p: torch.Tensor, x: torch.Tensor, out: Window | None = None
+               ) -> torch.Tensor:
         """Edge-preserving smoothing of ``(1, K, h, w)`` probabilities over the tile ``x``
         (``smooth_radius`` px; guide: the spectral projection; invalid pixels, all-zero in
-        ``x``, neither vote nor change)."""
+        ``x``, neither vote nor change); ``out``: the part of the tile to return (None:
+        all)."""
         range_sq = float(self.smooth_range_sq) * float(self.config.smooth_range)
         return smooth_tile(p, x, self.features.projection(x), radius=self.config.smooth_radius,
-                           range_sq=range_sq)
+                           range_sq=range_sq, out=out)
 
     def inspect(self, x: torch.Tensor, *, origin: tuple[int, int],
                 rgb_bands: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
