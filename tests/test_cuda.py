@@ -126,17 +126,17 @@ def test_forced_out_of_memory_splits_the_tile_and_gives_the_same_map(monkeypatch
     cube, valid, _ = blocky_scene(seed=0)
     ckpt = checkpoint(trained_model("tiny").to(CUDA))
     reference = classify_array(ckpt, cube.copy(), valid, tile=64, device=CUDA)
-    real = DiffSpectralNet.forward_tile
+    real = DiffSpectralNet.forward_window
     sizes: list[tuple[int, int]] = []
     limit = 48 * 48
 
-    def small_only(self, x, *, origin):
+    def small_only(self, x, *, origin, window):
         sizes.append(tuple(x.shape[-2:]))
         if x.shape[-1] * x.shape[-2] > limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (forced by the test)")
-        return real(self, x, origin=origin)
+        return real(self, x, origin=origin, window=window)
 
-    monkeypatch.setattr(DiffSpectralNet, "forward_tile", small_only)
+    monkeypatch.setattr(DiffSpectralNet, "forward_window", small_only)
     with caplog.at_level(logging.WARNING, logger="hsimap.predict"):
         split = classify_array(ckpt, cube.copy(), valid, tile=64, device=CUDA)
     assert any(h * w > limit for h, w in sizes) and any(h * w <= limit for h, w in sizes)

@@ -132,16 +132,16 @@ def test_spatial_model_tiling_and_oom_split_are_exact(tmp_path: Path, sample_cub
     # A device that runs out of memory above 50x50 px: tiles are split, the map is the same.
     from hsimap.models.diffspectralnet import DiffSpectralNet
 
-    real = DiffSpectralNet.forward_tile
+    real = DiffSpectralNet.forward_window
     calls = []
 
-    def small_only(self, x, *, origin):
+    def small_only(self, x, *, origin, window):
         calls.append(tuple(x.shape[-2:]))
         if x.shape[-1] * x.shape[-2] > 50 * 50:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(self, x, origin=origin)
+        return real(self, x, origin=origin, window=window)
 
-    monkeypatch.setattr(DiffSpectralNet, "forward_tile", small_only)
+    monkeypatch.setattr(DiffSpectralNet, "forward_window", small_only)
     predict_scene(sample_cube, out=tmp_path / "oom.tif", model_path=spatial_model, tile=40,
                   probabilities=tmp_path / "poom.tif")
     assert any(h * w > 2500 for h, w in calls) and any(h * w <= 2500 for h, w in calls)
