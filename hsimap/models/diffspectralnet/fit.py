@@ -205,8 +205,8 @@ def scene_map(model: DiffSpectralNet, cube: torch.Tensor,
     labels = np.zeros((h, w), dtype=np.int64)
     confidence = np.zeros((h, w), dtype=np.float32)
     for pr, pc, cr, cc in tile_windows(h, w, PSEUDO_TILE, model.halo()):
-        logp = model.forward_tile(cube[None, :, pr, pc].to(device),
-                                  origin=(pr.start, pc.start))[0, :, cr, cc]
+        logp = model.forward_window(cube[None, :, pr, pc].to(device),
+                                    origin=(pr.start, pc.start), window=(cr, cc))[0]
         best, idx = logp.float().max(0)
         rows = slice(pr.start + cr.start, pr.start + cr.stop)
         cols = slice(pc.start + cc.start, pc.start + cc.stop)
