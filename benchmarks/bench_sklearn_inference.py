@@ -60,7 +60,8 @@ def main() -> None:
         forest_tensors,
         make_forest,
     )
-    from hsimap.models.svm import SVMConfig, SVMModel, fit_svc, make_svc, svc_tensors
+    from hsimap.models.libsvm import fit_svc, svc_tensors
+    from hsimap.models.svm import SVMConfig, SVMModel, make_svc
 
     x, y, train = sample_pixels()
     tr = np.flatnonzero(train)

@@ -10,7 +10,7 @@ standardised spectra, and its test pixels are classified three ways:
 - ``slopes``: the same coupling with libsvm's per-pair slopes and no offsets (which of the
   two per-pair parameters goes wrong);
 - ``shared``: the same coupling with one slope for every pair, the median of libsvm's, and
-  no offsets (``calibration = "shared"``, :func:`hsimap.models.svm.shared_sigmoid`).
+  no offsets (``calibration = "shared"``, :func:`hsimap.models.libsvm.shared_sigmoid`).
 
 It prints OA (%) and the mean negative log-likelihood of the true class for each, plus the
 range of libsvm's per-pair slopes (a working sigmoid has a negative slope). C and gamma are
@@ -42,13 +42,8 @@ from bench_accuracy import (  # noqa: E402
     standardise,
 )
 
-from hsimap.models.svm import (  # noqa: E402
-    SVMConfig,
-    SVMModel,
-    fit_svc,
-    shared_sigmoid,
-    svc_tensors,
-)
+from hsimap.models.libsvm import fit_svc, shared_sigmoid, svc_tensors  # noqa: E402
+from hsimap.models.svm import SVMConfig, SVMModel  # noqa: E402
 
 LOADERS = {"indian_pines": load_indian_pines, "potsdam": load_potsdam,
            "salinas_a": load_salinas_a}

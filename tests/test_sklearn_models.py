@@ -240,7 +240,8 @@ def _tile_probs(model: torch.nn.Module, x: np.ndarray) -> tuple[torch.Tensor, to
                          ids=["all", "two", "subset"])
 def test_svm_probabilities_are_sklearns(classes: tuple[int, ...], pixels: tuple,
                                         tmp_path: Path) -> None:
-    from hsimap.models.svm import SVMConfig, SVMModel, fit_svc, make_svc, svc_tensors
+    from hsimap.models.libsvm import fit_svc, svc_tensors
+    from hsimap.models.svm import SVMConfig, SVMModel, make_svc
 
     x, y = pixels
     n_bands = x.shape[1]
@@ -277,7 +278,8 @@ def test_svm_float32_kernel_is_close_to_libsvm_and_other_dtypes_are_refused(
     """The float32 kernel (DiffSpectralNet's member) stays within 1e-3 of scikit-learn's
     probabilities and gives its argmax on nearly every pixel; the default stays float64;
     float16 is refused."""
-    from hsimap.models.svm import SVMConfig, SVMModel, fit_svc, make_svc, svc_tensors
+    from hsimap.models.libsvm import fit_svc, svc_tensors
+    from hsimap.models.svm import SVMConfig, SVMModel, make_svc
 
     x, y = pixels
     n_bands = x.shape[1]
@@ -544,7 +546,8 @@ def test_libsvm_fits_in_threads_give_what_they_give_alone() -> None:
     (compare's DiffSpectralNet folds, each with its SVM member) keep their results."""
     import threading
 
-    from hsimap.models.svm import SVMConfig, fit_svc, make_svc
+    from hsimap.models.libsvm import fit_svc
+    from hsimap.models.svm import SVMConfig, make_svc
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(1500, 50)), rng.integers(0, 6, 1500)

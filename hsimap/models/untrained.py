@@ -53,7 +53,8 @@ def fit_random_svm(member: SVMModel, *, seed: int = 0, n_pixels: int = 2000) -> 
     """Fit an SVM member on ``n_pixels`` random spectra with random labels: nearly every
     pixel becomes a support vector, about the count of a real fit on the sample (2,051 and
     2,324 after the refit; the member's cost grows with it)."""
-    from hsimap.models.svm import SVMConfig, fit_svc, make_svc, svc_tensors
+    from hsimap.models.libsvm import fit_svc, svc_tensors
+    from hsimap.models.svm import SVMConfig, make_svc
 
     n_bands, n_classes = int(member.n_bands), int(member.n_classes)
     rng = np.random.default_rng(seed)
