@@ -75,7 +75,7 @@ def svc_tensors(svc: Any) -> dict[str, torch.Tensor]:
 def shared_sigmoid(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``tensors`` with one Platt slope for every class pair (the median of the pairs'
     slopes; for an even count the lower middle one, as ``torch.median``) and no offsets
-    (``calibration = "shared"``, see :class:`SVMConfig`)."""
+    (``calibration = "shared"``, see :class:`hsimap.models.svm.SVMConfig`)."""
     a = tensors["prob_a"]
     slope = a.median() if len(a) else a.new_zeros(())
     return {**tensors, "prob_a": torch.full_like(a, float(slope)),
