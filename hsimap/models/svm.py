@@ -11,10 +11,9 @@ coefficients, intercepts, gamma, the Platt sigmoids ``probA``/``probB`` and the 
 order), never a pickle, and inference is re-implemented in torch: RBF kernel, the one-vs-one
 decision values, the pairwise Platt probabilities and libsvm's pairwise coupling
 (:func:`hsimap.models.libsvm.multiclass_probability`, method 2 of Wu, Lin & Weng 2004,
-JMLR 5:975-1005), so the
-probabilities are scikit-learn's ``predict_proba`` for the stored sigmoids. With
-``calibration = "shared"`` (every preset's) the stored sigmoids are one common slope and no
-offsets instead of libsvm's per-pair fits (see :class:`SVMConfig`).
+JMLR 5:975-1005), so the probabilities are scikit-learn's ``predict_proba`` for the stored
+sigmoids. With ``calibration = "shared"`` (every preset's) the stored sigmoids are one
+common slope and no offsets instead of libsvm's per-pair fits (see :class:`SVMConfig`).
 """
 
 from __future__ import annotations

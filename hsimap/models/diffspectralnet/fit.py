@@ -179,8 +179,6 @@ def _fit_member(config: Any, data: TrainData, *, seed: int, device: torch.device
     return member, history
 
 
-
-
 def _fit_smoothing(model: DiffSpectralNet, cube: torch.Tensor, data: TrainData,
                    seed: int) -> dict[str, Any]:
     """Fit the probability smoothing's spectral scale (``smooth_radius > 0``) on the scene's
