@@ -99,11 +99,16 @@ def window_bounds(window: Window | None, h: int, w: int) -> tuple[int, int, int,
     return r0, r1, c0, c1
 
 
-def widen(bounds: tuple[int, int, int, int], by: int, h: int,
-          w: int) -> tuple[int, int, int, int]:
-    """``(row0, row1, col0, col1)`` grown by ``by`` px on every side, within ``h x w``."""
-    r0, r1, c0, c1 = bounds
-    return max(0, r0 - by), min(h, r1 + by), max(0, c0 - by), min(w, c1 + by)
+def window_context(window: Window, radius: int, h: int,
+                   w: int) -> tuple[tuple[int, int, int, int], Window]:
+    """What a last stage that reads ``radius`` px around each output pixel needs to compute
+    ``window`` of an ``h x w`` tile: the tile's region within ``radius`` of the window
+    (``(row0, row1, col0, col1)``, clipped to the tile), and the window's rows and columns
+    inside that region."""
+    r0, r1, c0, c1 = window_bounds(window, h, w)
+    a0, a1, b0, b1 = max(0, r0 - radius), min(h, r1 + radius), max(0, c0 - radius), \
+        min(w, c1 + radius)
+    return (a0, a1, b0, b1), (slice(r0 - a0, r1 - a0), slice(c0 - b0, c1 - b0))
 
 
 class HsiModel(nn.Module):

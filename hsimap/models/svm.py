@@ -36,8 +36,7 @@ from hsimap.models.base import (
     TrainData,
     Window,
     register,
-    widen,
-    window_bounds,
+    window_context,
 )
 from hsimap.models.fitted import (
     MIN_PROB,
@@ -194,13 +193,11 @@ class SVMModel(FittedTensorsModel[SVMConfig]):
                        window: Window) -> torch.Tensor:
         """Log-probabilities of ``window`` of the tile ``x`` (see ``HsiModel``); with the
         smoothing, the probabilities only within its radius of the window."""
-        if self.smoother is None:
-            r0, r1, c0, c1 = window_bounds(window, *x.shape[2:])
-            return super().forward_tile(x[:, :, r0:r1, c0:c1], origin=origin)
-        out = window_bounds(window, *x.shape[2:])
-        a0, a1, b0, b1 = widen(out, self.smoother.radius, *x.shape[2:])
+        radius = 0 if self.smoother is None else self.smoother.radius
+        (a0, a1, b0, b1), inner = window_context(window, radius, *x.shape[2:])
         xn = x[:, :, a0:a1, b0:b1]
-        inner = (slice(out[0] - a0, out[1] - a0), slice(out[2] - b0, out[3] - b0))
+        if self.smoother is None:  # per pixel: the window alone
+            return super().forward_tile(xn, origin=(origin[0] + a0, origin[1] + b0))
         with torch.autocast(x.device.type, enabled=False):
             p = self.smoother(self.tile_probabilities(xn).float(), xn.float(), out=inner)
         return p.clamp_min_(MIN_PROB).log_()

@@ -10,7 +10,7 @@ import torch
 
 from hsimap.device import training_threads
 from hsimap.errors import ConfigError
-from hsimap.models.base import HsiModel, Window, config_to_dict, widen, window_bounds
+from hsimap.models.base import HsiModel, Window, config_to_dict, window_context
 from hsimap.models.diffspectralnet.classifier import make_classifier
 from hsimap.models.diffspectralnet.config import DiffSpectralNetConfig
 from hsimap.models.diffspectralnet.features import FeatureExtractor
@@ -107,14 +107,11 @@ class DiffSpectralNet(HsiModel):
         window (what the smoothing reads), the smoothing only on the window."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != self.n_bands:
             raise ValueError(f"expected a (1, {self.n_bands}, h, w) tile, got {tuple(x.shape)}")
-        h, w = x.shape[2:]
-        out = window_bounds(window, h, w)
-        need = widen(out, self.config.smooth_radius, h, w)
+        need, inner = window_context(window, self.config.smooth_radius, *x.shape[2:])
         a0, a1, b0, b1 = need
         feats = self.features(x, (int(origin[0]), int(origin[1])))  # (1, D, h, w)
         logits = self.classifier.forward_map(
             feats, spectra=x if self.config.spectrum_path else None, region=need)
-        inner = (slice(out[0] - a0, out[1] - a0), slice(out[2] - b0, out[3] - b0))
         if self.spectral is None and self.config.smooth_radius == 0:
             return logits[:, :, inner[0], inner[1]]
         xn = x[:, :, a0:a1, b0:b1]
