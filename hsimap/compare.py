@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -260,13 +261,16 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
              folds.method, folds.n_units, guard, [f["n_test"] for f in fold_info])
     inner_method = "block" if folds.method == "block" else "polygon"
     rows: list[dict[str, Any]] = []
+    # a fold's count is taken and reported under one lock, so that the counts reach the
+    # display in order when two folds end at once (it takes a lower count for a restart)
+    reporting = threading.Lock()
     for m in models:
         spec, name = specs[m.label], m.label
         config = configs[name]
         # Kinds whose fits may share the cores (spec.concurrent_fits: DiffSpectralNet on a
         # 2-core CPU) fit two folds at a time after the first, with the same scores.
         together = spec.concurrent_fits is not None and spec.concurrent_fits(config, device)
-        finished = itertools.count(1)
+        finished = itertools.count(1)  # folds done so far, counted under ``reporting``
 
         def one_fold(f: int, progress: ProgressCallback, label_free: Mapping[str, Any],
                      spec: Any = spec, name: str = name, config: Any = config,
@@ -288,8 +292,9 @@ def compare_models(cube_path: str | Path, labels_path: str | Path, *,
             scores = _scores(index[test], predicted[test], n_classes)
             log.info("%s fold %d/%d: OA %.4f, AA %.4f, kappa %.4f (%d test px)", name,
                      f + 1, folds.k, scores["oa"], scores["aa"], scores["kappa"], test.sum())
-            progress(ProgressEvent(f"{name} folds", next(finished), folds.k,
-                                   {"oa": scores["oa"]}))
+            with reporting:
+                progress(ProgressEvent(f"{name} folds", next(finished), folds.k,
+                                       {"oa": scores["oa"]}))
             return ({"model": name, "fold": f, **scores, "n_train": int(inner.train.sum()),
                      "n_test": int(test.sum()), "seconds": time.perf_counter() - start},
                     model)
